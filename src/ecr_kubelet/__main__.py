@@ -1,0 +1,3 @@
+from ecr_kubelet.cli import main
+
+raise SystemExit(main())

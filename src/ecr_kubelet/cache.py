@@ -1,0 +1,253 @@
+"""The token cache shared by every invocation on the node.
+
+Two levels: an in-process TLRU cache (cachetools) in front of one JSON file per key in a private
+directory. A per-key `fcntl` lock makes concurrent cold invocations (the kubelet runs one process per
+image at node boot) wait for a single GetAuthorizationToken call instead of each making their own.
+
+Threat model: entries hold live registry passwords. They live in a 0700 directory as 0600 files owned
+by the running user (root on a node), the same trust boundary as the kubelet's own credentials; we
+refuse directories that are symlinks, owned by someone else or writable by others.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cachetools import TLRUCache
+
+from ecr_kubelet.errors import UnavailableError
+from ecr_kubelet.tokens import Token
+
+log = logging.getLogger(__name__)
+
+ENTRY_VERSION = 1
+_MAX_ENTRY_BYTES = 64 * 1024
+_LOCK_POLL_SECONDS = 0.02
+
+Outcome = Literal["hit", "fetched", "stale"]
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """When a token must be refreshed and when it may no longer be handed out."""
+
+    refresh_fraction: float
+    expiry_margin: float
+
+    def refresh_at(self, token: Token) -> float:
+        if token.expires_at is None:
+            return token.fetched_at
+        return token.fetched_at + (token.expires_at - token.fetched_at) * self.refresh_fraction
+
+    def usable_until(self, token: Token) -> float:
+        return -1.0 if token.expires_at is None else token.expires_at - self.expiry_margin
+
+    def is_fresh(self, token: Token, now: float) -> bool:
+        return now < min(self.refresh_at(token), self.usable_until(token))
+
+    def is_usable(self, token: Token, now: float) -> bool:
+        return now < self.usable_until(token)
+
+
+def key_digest(parts: dict[str, str]) -> str:
+    """File name for a cache key: a hash, so no identity detail is readable from the directory."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+class TokenCache:
+    def __init__(self, directory: Path | None, freshness: Freshness) -> None:
+        self.directory = directory
+        self.freshness = freshness
+        self._memory: TLRUCache[str, Token] = TLRUCache(
+            maxsize=64, ttu=lambda _key, token, _now: freshness.usable_until(token), timer=time.time
+        )
+
+    # -- single flight -------------------------------------------------------------------------
+
+    def get_or_fetch(
+        self, key: str, fetch: Callable[[], Token], lock_timeout: float
+    ) -> tuple[Token, Outcome]:
+        """A fresh cached token, or one fetched by exactly one of the processes that need it."""
+        cached = self.lookup(key)
+        if cached is not None and self.freshness.is_fresh(cached, time.time()):
+            return cached, "hit"
+        with self._locked(key, lock_timeout):
+            # Whoever held the lock before us may have refreshed the entry already.
+            cached = self.lookup(key, skip_memory=True) or cached
+            if cached is not None and self.freshness.is_fresh(cached, time.time()):
+                return cached, "hit"
+            try:
+                token = fetch()
+            except UnavailableError as exc:
+                if cached is not None and self.freshness.is_usable(cached, time.time()):
+                    log.warning("serving the cached token, still valid, because refreshing failed: %s", exc)
+                    return cached, "stale"
+                raise
+            self.store(key, token)
+            return token, "fetched"
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def lookup(self, key: str, *, skip_memory: bool = False) -> Token | None:
+        token = None if skip_memory else self._memory.get(key)
+        if token is None and self.directory is not None:
+            token = self._read(key)
+            if token is not None and self.freshness.is_usable(token, time.time()):
+                self._memory[key] = token
+        if token is not None and not self.freshness.is_usable(token, time.time()):
+            return None  # never hand out an expired token
+        return token
+
+    def store(self, key: str, token: Token) -> None:
+        if not self.freshness.is_usable(token, time.time()):
+            return  # no expiry, or too close to it: nothing worth keeping
+        self._memory[key] = token
+        if self.directory is not None:
+            try:
+                self._write(key, token)
+            except OSError as exc:
+                log.warning("could not write the token cache in %s: %s", self.directory, exc.strerror)
+
+    def _path(self, key: str, suffix: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{key}{suffix}"
+
+    def _read(self, key: str) -> Token | None:
+        path = self._path(key, ".json")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log.warning("ignoring unreadable cache entry %s: %s", path.name, exc.strerror)
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+                log.warning("ignoring cache entry %s: not private to this user", path.name)
+                return None
+            raw = handle.read(_MAX_ENTRY_BYTES + 1)
+        token = _decode_entry(raw, key)
+        if token is None:
+            log.warning("ignoring corrupt or incompatible cache entry %s", path.name)
+        return token
+
+    def _write(self, key: str, token: Token) -> None:
+        import tempfile
+
+        assert self.directory is not None
+        body = json.dumps({
+            "version": ENTRY_VERSION, "key": key, "username": token.username, "password": token.password,
+            "expires_at": token.expires_at, "fetched_at": token.fetched_at,
+        }).encode()
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path(key, ".json"))
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_directory(self.directory)
+
+    @contextmanager
+    def _locked(self, key: str, timeout: float) -> Iterator[bool]:
+        """Hold the key's inter-process lock; after `timeout` seconds go on without it."""
+        if self.directory is None:
+            yield False
+            return
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self._path(key, ".lock"), flags, 0o600)
+        except OSError as exc:
+            log.warning("cannot open the cache lock: %s; going on without it", exc.strerror)
+            yield False
+            return
+        try:
+            yield _acquire(fd, timeout)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+
+def _acquire(fd: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                log.warning("waited %.0fs for another invocation's token fetch; fetching ourselves", timeout)
+                return False
+            time.sleep(_LOCK_POLL_SECONDS)
+
+
+def _decode_entry(raw: bytes, key: str) -> Token | None:
+    if len(raw) > _MAX_ENTRY_BYTES:
+        return None
+    try:
+        data: Any = json.loads(raw)
+        if not isinstance(data, dict) or data.get("version") != ENTRY_VERSION or data.get("key") != key:
+            return None
+        username, password = data["username"], data["password"]
+        expires_at, fetched_at = data["expires_at"], data["fetched_at"]
+        if not (isinstance(username, str) and isinstance(password, str) and username and password):
+            return None
+        return Token(username=username, password=password, expires_at=float(expires_at),
+                     fetched_at=float(fetched_at))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _fsync_directory(directory: Path) -> None:
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def default_cache_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/cache/ecr-credential-provider")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ecr-credential-provider"
+
+
+def prepare_cache_dir(directory: Path) -> Path | None:
+    """Create the private cache directory, or refuse (with a warning) one we must not trust."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError as exc:
+        log.warning("token cache disabled: cannot create %s: %s", directory, exc.strerror)
+        return None
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "it is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "it is not a directory"
+    elif info.st_uid != os.geteuid():
+        problem = f"it is owned by uid {info.st_uid}, not {os.geteuid()}"
+    elif info.st_mode & 0o022:
+        problem = f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem:
+        log.warning("token cache disabled: refusing %s because %s", directory, problem)
+        return None
+    return directory

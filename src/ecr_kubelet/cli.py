@@ -1,0 +1,201 @@
+"""Command line: `ecr-credential-provider [flags]` answers one kubelet request on stdin.
+
+Exit codes: 0 answered (possibly with no credentials), 1 internal or unexpected AWS error,
+2 bad request or flags, 3 no AWS credentials or access denied, 4 AWS throttling / unavailable / timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from ecr_kubelet import __version__, redact
+from ecr_kubelet.durations import DurationError, parse_go_duration
+from ecr_kubelet.errors import EXIT_INTERNAL, BadInputError, DeadlineExceeded, ProviderError
+from ecr_kubelet.options import DEFAULT_SA_ROLE_ANNOTATIONS, Options
+
+PROG = "ecr-credential-provider"
+MAX_TIMEOUT = 55.0  # the kubelet kills us at 60 s
+log = logging.getLogger("ecr_kubelet")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise BadInputError(f"usage: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Kubelet image credential provider for Amazon ECR. Reads a CredentialProviderRequest "
+        "on stdin and writes a CredentialProviderResponse on stdout. "
+        "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig.",
+    )
+    parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail on stderr (-v info, -vv debug); secrets are never printed")
+    parser.add_argument("--role-arn", default=os.environ.get("AWS_ECR_ROLE_ARN") or None,
+                        help="IAM role to assume with the node credentials first (env AWS_ECR_ROLE_ARN)")
+    parser.add_argument("--sa-role-annotation", action="append", metavar="KEY",
+                        help="service-account annotation holding the role ARN, in order of preference "
+                        f"(repeatable; default {', '.join(DEFAULT_SA_ROLE_ANNOTATIONS)})")
+    parser.add_argument("--sa-without-role", choices=("node", "fail"), default="node",
+                        help="a service-account token without a role annotation: use node credentials "
+                        "(default) or fail")
+    parser.add_argument("--mirror", action="append", default=[], metavar="HOST=ECR_HOST",
+                        help="answer for mirror HOST[:PORT] with the credentials of ECR registry ECR_HOST "
+                        "(repeatable)")
+    parser.add_argument("--refresh-fraction", type=float, default=0.5, metavar="F",
+                        help="refresh a token after this share of its lifetime (0 < F <= 1, default 0.5); "
+                        "the cacheDuration we return ends there")
+    parser.add_argument("--expiry-margin", default="5m0s", metavar="DURATION",
+                        help="never hand out a token this close to expiry (Go duration, default 5m0s)")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        default=os.environ.get("ECR_KUBELET_CACHE_DIR") or None,
+                        help="token cache directory (env ECR_KUBELET_CACHE_DIR; default "
+                        "/var/cache/ecr-credential-provider as root, else ~/.cache/ecr-credential-provider)")
+    parser.add_argument("--no-cache", action="store_true",
+                        default=_truthy(os.environ.get("ECR_KUBELET_DISABLE_CACHE")),
+                        help="do not use the on-disk token cache (env ECR_KUBELET_DISABLE_CACHE=1)")
+    parser.add_argument("--timeout", default="45s", metavar="DURATION",
+                        help="deadline for the whole run (Go duration, default 45s, at most 55s)")
+    return parser
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_options(argv: list[str]) -> Options | None:
+    """Options for this run, or None when the arguments asked only for --version."""
+    args = build_parser().parse_args(argv)
+    if args.version:
+        return None
+    if not 0 < args.refresh_fraction <= 1:
+        raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
+    try:
+        margin = parse_go_duration(args.expiry_margin)
+        timeout = parse_go_duration(args.timeout)
+    except DurationError as exc:
+        raise BadInputError(str(exc)) from None
+    if margin < 0 or not 0 < timeout <= MAX_TIMEOUT:
+        raise BadInputError(f"--expiry-margin must be >= 0 and --timeout between 0 and {MAX_TIMEOUT:.0f}s")
+    if args.role_arn:
+        from ecr_kubelet.identity import ROLE_ARN
+
+        if not ROLE_ARN.match(args.role_arn):
+            raise BadInputError("--role-arn is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)")
+    from ecr_kubelet.cache import default_cache_dir
+
+    return Options(
+        role_arn=args.role_arn,
+        sa_role_annotations=tuple(args.sa_role_annotation or DEFAULT_SA_ROLE_ANNOTATIONS),
+        sa_without_role=args.sa_without_role,
+        mirrors=parse_mirrors(args.mirror),
+        refresh_fraction=args.refresh_fraction,
+        expiry_margin=margin,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        timeout=timeout,
+        verbosity=args.verbose,
+    )
+
+
+def parse_mirrors(specs: list[str]) -> dict[str, str]:
+    from ecr_kubelet.registry import classify_host, normalize_host, parse_image
+
+    mirrors: dict[str, str] = {}
+    for spec in specs:
+        mirror, sep, target = spec.partition("=")
+        if not sep or not mirror or not target:
+            raise BadInputError(f"--mirror {spec!r}: expected HOST=ECR_HOST")
+        ref = parse_image(mirror + "/x")
+        if ref.host == "docker.io" and "." not in mirror:
+            raise BadInputError(f"--mirror {spec!r}: {mirror!r} is not a registry host")
+        if classify_host(target) is None:
+            raise BadInputError(f"--mirror {spec!r}: {target!r} is not an ECR registry host")
+        key = normalize_host(ref.host) if ref.port is None else f"{normalize_host(ref.host)}:{ref.port}"
+        mirrors[key] = target
+    return mirrors
+
+
+def configure_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    handler.addFilter(redact.RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    log.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING)
+    # botocore's own debug output includes request bodies and signed headers: never raise it.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _on_deadline(_signum: int, _frame: FrameType | None) -> None:
+    raise DeadlineExceeded("gave up: the run exceeded its deadline (--timeout)")
+
+
+def print_error(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {redact.scrub(message)}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["validate-config"]:
+        from ecr_kubelet.validate_config import main as validate_main
+
+        return int(validate_main(argv[1:]))
+    redact.register_environment()
+    verbose = "-v" in argv or any(a.startswith("-vv") or a == "--verbose" for a in argv)
+    try:
+        options = parse_options(argv)
+        if options is None:
+            print(f"{PROG} {__version__} (commit {build_commit()})")
+            return 0
+        configure_logging(options.verbosity)
+        output = _answer_stdin(options)
+    except ProviderError as exc:
+        print_error(str(exc))
+        return exc.exit_code
+    except Exception as exc:  # a bug: say what, not where, unless asked
+        if verbose:
+            log.exception("internal error")
+        print_error(f"internal error: {type(exc).__name__}: {exc}")
+        return EXIT_INTERNAL
+    sys.stdout.buffer.write(output)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _answer_stdin(options: Options) -> bytes:
+    from ecr_kubelet.provider import answer
+    from ecr_kubelet.wire import decode_json_object, encode_response, quick_request, read_request_bytes
+
+    previous = signal.signal(signal.SIGALRM, _on_deadline)
+    signal.setitimer(signal.ITIMER_REAL, options.timeout)
+    try:
+        payload = decode_json_object(read_request_bytes(sys.stdin.buffer))
+        request = quick_request(payload)
+        if request is None:
+            from ecr_kubelet.protocol import validate_request
+
+            request = validate_request(payload)
+        return encode_response(request.api_version, answer(request, options))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def build_commit() -> str:
+    try:
+        from ecr_kubelet._build_info import BUILD_COMMIT  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return "dev"
+    return str(BUILD_COMMIT)

@@ -1,0 +1,21 @@
+"""Run-time settings of one invocation, as parsed from the command line and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SA_ROLE_ANNOTATIONS = ("eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn")
+
+
+@dataclass(frozen=True)
+class Options:
+    role_arn: str | None = None
+    sa_role_annotations: tuple[str, ...] = DEFAULT_SA_ROLE_ANNOTATIONS
+    sa_without_role: str = "node"  # "node": use node credentials; "fail": refuse
+    mirrors: dict[str, str] = field(default_factory=dict)  # normalized mirror host[:port] -> ECR host
+    refresh_fraction: float = 0.5  # share of a token's life after which we fetch a new one
+    expiry_margin: float = 300.0  # seconds before expiry at which a token is no longer handed out
+    cache_dir: Path | None = None  # None: no on-disk cache
+    timeout: float = 45.0  # whole-run deadline, well inside the kubelet's 60 s
+    verbosity: int = 0

@@ -1,0 +1,105 @@
+"""Answer one CredentialProviderRequest: image -> registry -> identity -> (cached) token -> Answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ecr_kubelet.cache import Freshness, TokenCache, key_digest, prepare_cache_dir
+from ecr_kubelet.durations import format_go_duration
+from ecr_kubelet.errors import AuthError, ProviderError
+from ecr_kubelet.identity import Identity, plan_identity
+from ecr_kubelet.options import Options
+from ecr_kubelet.registry import Registry, classify_host, configured_endpoint, parse_image
+from ecr_kubelet.tokens import Token
+from ecr_kubelet.wire import Answer, Request
+
+log = logging.getLogger(__name__)
+
+# How long the kubelet may remember "no credentials" for public ECR we cannot authenticate to:
+# long enough to spare the API, short enough that fixing IAM takes effect soon.
+PUBLIC_FALLBACK_CACHE = "15m0s"
+
+
+class NoPublicCredentials(ProviderError):
+    """Public ECR cannot be authenticated to from here; anonymous pulls still work."""
+
+
+def answer(request: Request, options: Options) -> Answer:
+    image = parse_image(request.image)
+    registry = resolve_registry(image.normalized_host, image.port, options.mirrors)
+    if registry is None:
+        log.info("%s is neither an ECR registry nor a configured mirror: no credentials", image.auth_key)
+        return Answer(auth={}, cache_duration=None)
+    identity = plan_identity(request.service_account_token, request.service_account_annotations, options)
+    log.info("%s: %s, as %s", image.auth_key, registry.describe(), identity.describe())
+    freshness = Freshness(options.refresh_fraction, options.expiry_margin)
+    try:
+        token, outcome = _obtain(registry, identity, options, freshness)
+    except NoPublicCredentials as exc:
+        log.warning("%s; the kubelet will pull anonymously", exc)
+        return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
+    log.info("token %s; expires at %s", outcome, _when(token.expires_at))
+    duration = cache_duration(token, time.time(), freshness, stale=outcome == "stale")
+    return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
+
+
+def resolve_registry(host: str, port: int | None, mirrors: dict[str, str]) -> Registry | None:
+    """The ECR registry whose credentials serve this host: itself, or the registry it mirrors."""
+    hostport = host if port is None else f"{host}:{port}"
+    target = mirrors.get(hostport) or mirrors.get(host)
+    return classify_host(target if target else host)
+
+
+def cache_key(registry: Registry, identity: Identity) -> str | None:
+    fingerprint = identity.fingerprint()
+    if fingerprint is None:
+        return None
+    return key_digest({
+        "service": registry.service, "partition": registry.partition, "region": registry.region,
+        "account": registry.account or "", "variant": registry.variant, "identity": fingerprint,
+        "endpoint": configured_endpoint(registry.service) or "",
+    })
+
+
+def cache_duration(token: Token, now: float, freshness: Freshness, *, stale: bool) -> str:
+    """How long the kubelet may reuse the token: until our refresh point, never past expiry - margin."""
+    until = freshness.usable_until(token) if stale else min(
+        freshness.refresh_at(token), freshness.usable_until(token)
+    )
+    return format_go_duration(until - now)
+
+
+def _obtain(registry: Registry, identity: Identity, options: Options,
+            freshness: Freshness) -> tuple[Token, str]:
+    def fetch() -> Token:
+        return _fetch(registry, identity)
+
+    directory = prepare_cache_dir(options.cache_dir) if options.cache_dir else None
+    key = cache_key(registry, identity)
+    if key is None:
+        return fetch(), "fetched (not cacheable)"
+    cache = TokenCache(directory, freshness)
+    return cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2)
+
+
+def _fetch(registry: Registry, identity: Identity) -> Token:
+    from ecr_kubelet.tokens import fetch_token, node_partition
+
+    if registry.kind == "public":
+        partition = node_partition()
+        if partition not in (None, "aws"):
+            raise NoPublicCredentials(
+                f"public ECR authenticates only in the aws partition; this node is in {partition}"
+            )
+        try:
+            return fetch_token(registry, identity)
+        except AuthError as exc:
+            raise NoPublicCredentials(f"public ECR refused our credentials ({exc})") from None
+    return fetch_token(registry, identity)
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "an unknown time"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

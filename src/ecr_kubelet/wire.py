@@ -1,0 +1,112 @@
+"""Reading requests and writing responses with the standard library only.
+
+The kubelet runs us once per image, so start-up time is the product: a cache hit must not pay for
+importing pydantic. `quick_request` accepts only the canonical request shape (a strict subset of what
+`protocol.CredentialProviderRequest` accepts, which the tests check property by property); everything
+else goes through the pydantic model for full validation and a precise error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ecr_kubelet.errors import BadInputError
+
+API_GROUP = "credentialprovider.kubelet.k8s.io"
+API_VERSIONS = (f"{API_GROUP}/v1", f"{API_GROUP}/v1beta1", f"{API_GROUP}/v1alpha1")
+V1 = API_VERSIONS[0]
+REQUEST_KIND = "CredentialProviderRequest"
+RESPONSE_KIND = "CredentialProviderResponse"
+MAX_REQUEST_BYTES = 1024 * 1024
+_REQUEST_FIELDS = frozenset(
+    {"kind", "apiVersion", "image", "serviceAccountToken", "serviceAccountAnnotations"}
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated CredentialProviderRequest."""
+
+    api_version: str
+    image: str
+    service_account_token: str | None = None
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What we tell the kubelet: credentials per auth key and how long to cache them."""
+
+    auth: dict[str, tuple[str, str]]  # key -> (username, password)
+    cache_duration: str | None
+
+
+def read_request_bytes(stream: IO[bytes]) -> bytes:
+    raw = stream.read(MAX_REQUEST_BYTES + 1)
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise BadInputError(f"request is larger than {MAX_REQUEST_BYTES} bytes")
+    return raw
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    """One JSON object, optionally surrounded by white space; nothing else."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError("request is not valid UTF-8") from None
+    if not text.strip():
+        raise BadInputError("empty request on stdin (expected a CredentialProviderRequest JSON object)")
+    try:
+        payload = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        reason = "trailing data after the JSON object" if exc.msg == "Extra data" else exc.msg
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise BadInputError(f"request is not valid JSON: {reason} at {where}") from None
+    if not isinstance(payload, dict):
+        raise BadInputError("request must be a JSON object")
+    return payload
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadInputError(f"request has a duplicate field {key!r}")
+        result[key] = value
+    return result
+
+
+def quick_request(payload: dict[str, Any]) -> Request | None:
+    """The canonical request shape, or None when the full validator must decide."""
+    if not payload.keys() <= _REQUEST_FIELDS or payload.get("kind") != REQUEST_KIND:
+        return None
+    version, image = payload.get("apiVersion"), payload.get("image")
+    if version not in API_VERSIONS or not isinstance(image, str) or not image:
+        return None
+    token = payload.get("serviceAccountToken")
+    annotations = payload.get("serviceAccountAnnotations")
+    if token is None and annotations is None:
+        return Request(api_version=version, image=image)
+    if version != V1 or not isinstance(token, str | None) or not _is_str_map(annotations):
+        return None
+    return Request(
+        api_version=version, image=image, service_account_token=token,
+        service_account_annotations=dict(annotations or {}),
+    )
+
+
+def _is_str_map(value: object) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def encode_response(api_version: str, answer: Answer) -> bytes:
+    """One compact JSON object and a newline, with only the fields the kubelet's strict decoder knows."""
+    body: dict[str, Any] = {"kind": RESPONSE_KIND, "apiVersion": api_version, "cacheKeyType": "Registry"}
+    if answer.cache_duration is not None:
+        body["cacheDuration"] = answer.cache_duration
+    body["auth"] = {key: {"username": user, "password": pw} for key, (user, pw) in answer.auth.items()}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
