@@ -1,0 +1,86 @@
+"""Helpers shared by the tests: ``from helpers import make_request, make_jwt, StubClient, RunProvider``.
+
+``StubClient`` and ``RunProvider`` are the types of the ``stub`` and ``run_provider`` fixtures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import time
+import urllib.request
+from typing import Any, Protocol
+
+API_V1 = "credentialprovider.kubelet.k8s.io/v1"
+
+
+def make_request(image: str, api_version: str = API_V1, **extra: Any) -> dict[str, Any]:
+    """A CredentialProviderRequest as the kubelet sends it; ``extra`` keys are added verbatim
+    (e.g. ``serviceAccountToken=...``, ``serviceAccountAnnotations={...}``)."""
+    return {"kind": "CredentialProviderRequest", "apiVersion": api_version, "image": image, **extra}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(
+    sub: str,
+    iss: str = "https://oidc.example.test",
+    aud: str = "sts.amazonaws.com",
+    exp_in: int = 3600,
+) -> str:
+    """A well-formed (but not validly signed) 3-part JWT, like a projected service account token."""
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "kid": "stub-key"}
+    payload = {"iss": iss, "sub": sub, "aud": aud, "iat": now, "nbf": now, "exp": now + exp_in}
+    return ".".join(
+        [
+            _b64url(json.dumps(header, separators=(",", ":")).encode()),
+            _b64url(json.dumps(payload, separators=(",", ":")).encode()),
+            _b64url(secrets.token_bytes(64)),
+        ]
+    )
+
+
+class StubClient:
+    """Talks to a running stub server through its ``/_stub/`` control endpoints."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _request(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def calls(self, service: str | None = None, action: str | None = None) -> list[dict[str, Any]]:
+        """Recorded AWS calls, oldest first, optionally filtered by service and/or action."""
+        records: list[dict[str, Any]] = self._request("GET", "/_stub/calls")
+        return [
+            r
+            for r in records
+            if (service is None or r["service"] == service) and (action is None or r["action"] == action)
+        ]
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """Merge settings (see ``stub_server.DEFAULT_CONFIG``); returns the full effective config."""
+        result: dict[str, Any] = self._request("POST", "/_stub/config", settings)
+        return result
+
+    def reset(self) -> None:
+        self._request("POST", "/_stub/reset", {})
+
+
+class RunProvider(Protocol):
+    def __call__(
+        self,
+        request: dict[str, Any] | str | bytes,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 70,
+    ) -> subprocess.CompletedProcess[str]: ...

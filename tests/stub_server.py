@@ -1,0 +1,548 @@
+#!/usr/bin/env python3
+"""A small local stand-in for the AWS APIs the credential provider talks to.
+
+Standard library only: this file is also run directly (``python3 tests/stub_server.py``)
+by the Go kubelet test and the benchmark, with whatever python3 is on the machine.
+
+One port serves:
+
+* ECR ``GetAuthorizationToken`` (JSON 1.1, ``X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.*``)
+* ECR Public ``GetAuthorizationToken`` (JSON 1.1, ``X-Amz-Target: SpencerFrontendService.*``)
+* STS ``AssumeRole``, ``AssumeRoleWithWebIdentity``, ``GetCallerIdentity`` (AWS query protocol:
+  form-encoded POST, XML answers; that is what botocore's STS model declares)
+* control endpoints under ``/_stub/``: ``GET /_stub/calls``, ``POST /_stub/reset``,
+  ``POST /_stub/config``, ``GET /_stub/health``
+
+The caller's region and access key id come from the SigV4 ``Authorization`` header's
+credential scope. Static (non-``ASIA``) keys belong to ``DEFAULT_ACCOUNT_ID``; keys issued by
+the stub's STS belong to the account in the assumed role's ARN. ECR calls without
+``registryIds`` get one entry for the caller's account.
+
+Every ECR / ECR Public call issues a fresh random password, recorded in the call log next to
+the caller's access key id and region, so tests can tell which identity fetched which token.
+Web identity tokens are decoded (no signature check) and only ``iss``/``sub``/``aud`` are
+recorded, never the token itself.
+
+Usage: ``python3 tests/stub_server.py [--host 127.0.0.1] [--port 0] [--verbose]`` prints exactly
+one line ``http://HOST:PORT`` on stdout, then serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import re
+import secrets
+import signal
+import string
+import sys
+import threading
+import time
+import types
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from xml.sax.saxutils import escape
+
+#: Account that owns the fake static credentials (any key id not issued by the stub's STS).
+DEFAULT_ACCOUNT_ID = "123456789012"
+#: ECR token lifetime unless configured otherwise (12 h, like the real service).
+DEFAULT_TOKEN_LIFETIME_SECONDS = 43200
+#: STS credential lifetime unless the request asks for ``DurationSeconds``.
+DEFAULT_STS_LIFETIME_SECONDS = 3600
+#: The token returned when ``malformed_token`` is ``True``: not base64, and no ``user:password`` inside.
+MALFORMED_TOKEN = "%%not-base64%%"
+
+ECR_TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+ECR_PUBLIC_TARGET_PREFIX = "SpencerFrontendService."
+STS_XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
+
+_CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
+_ROLE_ARN_RE = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
+
+# Settings accepted by POST /_stub/config, with their defaults.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "token_lifetime_seconds": DEFAULT_TOKEN_LIFETIME_SECONDS,
+    "expires_at": None,  # absolute epoch seconds; may be in the past
+    "omit_expires_at": False,
+    "throttle_next": 0,  # next N ECR/ECR Public calls: 400 ThrottlingException
+    "fail_next": 0,  # next N ECR/ECR Public calls: 500 ServerException
+    "fail_all": False,  # every ECR/ECR Public call: 503 ServiceUnavailableException
+    "deny": False,  # every ECR/ECR Public call: 400 AccessDeniedException
+    "deny_web_identity": False,  # AssumeRoleWithWebIdentity: 403 AccessDenied
+    "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
+    "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
+}
+
+
+class StubError(Exception):
+    """An AWS-style error answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Caller:
+    access_key_id: str | None
+    region: str | None
+    service: str | None
+
+
+@dataclass
+class IssuedIdentity:
+    account_id: str
+    arn: str
+    user_id: str
+
+
+def _random_id(prefix: str, length: int = 16) -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _iso8601(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def decode_jwt_claims(token: str) -> dict[str, Any]:
+    """Return a JWT's payload without checking its signature; StubError if it is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise StubError(400, "InvalidIdentityToken", "Token is not a valid JWT (expected 3 parts)")
+    try:
+        claims = json.loads(_b64url_decode(parts[1]))
+    except (binascii.Error, ValueError) as exc:
+        raise StubError(400, "InvalidIdentityToken", "Token payload is not valid JSON") from exc
+    if not isinstance(claims, dict):
+        raise StubError(400, "InvalidIdentityToken", "Token payload is not a JSON object")
+    return claims
+
+
+class StubState:
+    """Call log, settings and issued identities; every method is thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[dict[str, Any]] = []
+        self._config: dict[str, Any] = dict(DEFAULT_CONFIG)
+        self._identities: dict[str, IssuedIdentity] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._calls.clear()
+            self._config = dict(DEFAULT_CONFIG)
+            self._identities.clear()
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(settings) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise StubError(400, "InvalidStubConfig", f"unknown setting(s): {', '.join(unknown)}")
+        with self._lock:
+            self._config.update(settings)
+            return dict(self._config)
+
+    def config(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._config)
+
+    def take_failure(self) -> StubError | None:
+        """Decide (atomically) whether the next ECR call fails, consuming one-shot counters."""
+        with self._lock:
+            cfg = self._config
+            if cfg["fail_all"]:
+                return StubError(503, "ServiceUnavailableException", "Service unavailable (stub outage)")
+            if cfg["deny"]:
+                return StubError(
+                    400, "AccessDeniedException", "User is not authorized to perform GetAuthorizationToken"
+                )
+            if int(cfg["throttle_next"]) > 0:
+                cfg["throttle_next"] = int(cfg["throttle_next"]) - 1
+                return StubError(400, "ThrottlingException", "Rate exceeded")
+            if int(cfg["fail_next"]) > 0:
+                cfg["fail_next"] = int(cfg["fail_next"]) - 1
+                return StubError(500, "ServerException", "Internal server error (stub)")
+            return None
+
+    def record(self, call: dict[str, Any]) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+    def calls(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(c) for c in self._calls]
+
+    def remember(self, access_key_id: str, identity: IssuedIdentity) -> None:
+        with self._lock:
+            self._identities[access_key_id] = identity
+
+    def identity(self, access_key_id: str | None) -> IssuedIdentity:
+        with self._lock:
+            found = self._identities.get(access_key_id or "")
+        if found is not None:
+            return found
+        return IssuedIdentity(
+            account_id=DEFAULT_ACCOUNT_ID,
+            arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:user/stub-user",
+            user_id=access_key_id or "anonymous",
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", secrets.token_hex(16))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, content_type: str = "application/json") -> None:
+        self._send(status, json.dumps(payload).encode(), content_type)
+
+    def _caller(self) -> Caller:
+        match = _CREDENTIAL_RE.search(self.headers.get("Authorization", ""))
+        if match is None:
+            return Caller(None, None, None)
+        return Caller(match.group(1), match.group(3), match.group(4))
+
+    @property
+    def _state(self) -> StubState:
+        return self.server.state
+
+    # ---- routing --------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/_stub/calls":
+            self._send_json(200, self._state.calls())
+        elif path == "/_stub/config":
+            self._send_json(200, self._state.config())
+        elif path == "/_stub/health":
+            self._send_json(200, {"ok": True})
+        elif urllib.parse.urlsplit(self.path).query:
+            self._sts(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query))
+        else:
+            self._send_json(404, {"error": f"no such path: {path}"})
+
+    def do_POST(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        body = self._body()
+        if path.startswith("/_stub/"):
+            self._control(path, body)
+            return
+        target = self.headers.get("X-Amz-Target", "")
+        if target.startswith(ECR_TARGET_PREFIX):
+            self._ecr("ecr", target[len(ECR_TARGET_PREFIX) :], body)
+        elif target.startswith(ECR_PUBLIC_TARGET_PREFIX):
+            self._ecr("ecr-public", target[len(ECR_PUBLIC_TARGET_PREFIX) :], body)
+        elif target:
+            self._json_error(StubError(400, "UnknownOperationException", f"unknown target {target}"))
+        else:
+            self._sts(urllib.parse.parse_qs(body.decode("utf-8", "replace")))
+
+    def _control(self, path: str, body: bytes) -> None:
+        if path == "/_stub/reset":
+            self._state.reset()
+            self._send_json(200, {"ok": True})
+        elif path == "/_stub/config":
+            try:
+                settings = json.loads(body or b"{}")
+                if not isinstance(settings, dict):
+                    raise ValueError("config must be a JSON object")
+                self._send_json(200, self._state.configure(settings))
+            except StubError as exc:
+                self._send_json(exc.status, {"error": exc.message})
+            except ValueError as exc:
+                self._send_json(400, {"error": str(exc)})
+        else:
+            self._send_json(404, {"error": f"no such path: {path}"})
+
+    # ---- ECR and ECR Public (JSON 1.1) ----------------------------------------------------------
+
+    def _json_error(self, err: StubError) -> None:
+        self._send(
+            err.status,
+            json.dumps({"__type": err.code, "message": err.message}).encode(),
+            "application/x-amz-json-1.1",
+            {"x-amzn-ErrorType": err.code},
+        )
+
+    def _ecr(self, service: str, action: str, body: bytes) -> None:
+        caller = self._caller()
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = {}
+        registry_ids = request.get("registryIds") if isinstance(request, dict) else None
+        record: dict[str, Any] = {
+            "service": service,
+            "action": action,
+            "region": caller.region,
+            "access_key_id": caller.access_key_id,
+            "registry_ids": list(registry_ids or []),
+            "role_arn": None,
+            "role_session_name": None,
+            "web_identity": None,
+            "status": 200,
+            "password": None,
+            "time": time.time(),
+        }
+        try:
+            if action != "GetAuthorizationToken":
+                raise StubError(400, "UnknownOperationException", f"{action} is not supported by the stub")
+            if caller.access_key_id is None:
+                raise StubError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+            delay = float(self._state.config()["delay_seconds"] or 0)
+            if delay > 0:
+                time.sleep(delay)
+            failure = self._state.take_failure()
+            if failure is not None:
+                raise failure
+            payload, record["password"] = self._issue_token(service, caller, record["registry_ids"])
+        except StubError as err:
+            record["status"] = err.status
+            self._state.record(record)
+            self._json_error(err)
+            return
+        self._state.record(record)
+        self._send_json(200, payload, "application/x-amz-json-1.1")
+
+    def _issue_token(self, service: str, caller: Caller, registry_ids: list[str]) -> tuple[Any, str]:
+        cfg = self._state.config()
+        password = "stubpw-" + secrets.token_urlsafe(24)
+        malformed = cfg["malformed_token"]
+        if isinstance(malformed, str) and malformed:
+            token = malformed
+        elif malformed:
+            token = MALFORMED_TOKEN
+        else:
+            token = base64.b64encode(f"AWS:{password}".encode()).decode()
+        entry: dict[str, Any] = {"authorizationToken": token}
+        if not cfg["omit_expires_at"]:
+            if cfg["expires_at"] is not None:
+                entry["expiresAt"] = float(cfg["expires_at"])
+            else:
+                entry["expiresAt"] = time.time() + float(cfg["token_lifetime_seconds"])
+        if service == "ecr-public":
+            return {"authorizationData": entry}, password
+        region = caller.region or "us-east-1"
+        ids = registry_ids or [self._state.identity(caller.access_key_id).account_id]
+        data = [dict(entry, proxyEndpoint=f"https://{rid}.dkr.ecr.{region}.amazonaws.com") for rid in ids]
+        return {"authorizationData": data}, password
+
+    # ---- STS (query protocol, XML) --------------------------------------------------------------
+
+    def _xml(self, status: int, text: str) -> None:
+        self._send(status, text.encode(), "text/xml")
+
+    def _sts_error(self, err: StubError) -> None:
+        kind = "Receiver" if err.status >= 500 else "Sender"
+        self._xml(
+            err.status,
+            f'<ErrorResponse xmlns="{STS_XMLNS}"><Error><Type>{kind}</Type>'
+            f"<Code>{escape(err.code)}</Code><Message>{escape(err.message)}</Message></Error>"
+            f"<RequestId>{secrets.token_hex(16)}</RequestId></ErrorResponse>",
+        )
+
+    def _sts(self, form: dict[str, list[str]]) -> None:
+        params = {key: values[0] for key, values in form.items() if values}
+        action = params.get("Action", "")
+        caller = self._caller()
+        record: dict[str, Any] = {
+            "service": "sts",
+            "action": action,
+            "region": caller.region,
+            "access_key_id": caller.access_key_id,
+            "registry_ids": [],
+            "role_arn": params.get("RoleArn"),
+            "role_session_name": params.get("RoleSessionName"),
+            "web_identity": None,
+            "status": 200,
+            "password": None,
+            "issued_access_key_id": None,
+            "time": time.time(),
+        }
+        try:
+            if action == "GetCallerIdentity":
+                result = self._get_caller_identity(caller)
+            elif action == "AssumeRole":
+                if caller.access_key_id is None:
+                    raise StubError(
+                        403, "MissingAuthenticationToken", "Request is missing Authentication Token"
+                    )
+                result = self._assume(params, record, None)
+            elif action == "AssumeRoleWithWebIdentity":
+                claims = decode_jwt_claims(params.get("WebIdentityToken", ""))
+                record["web_identity"] = {k: claims.get(k) for k in ("iss", "sub", "aud")}
+                exp = claims.get("exp")
+                if isinstance(exp, (int, float)) and exp < time.time():
+                    raise StubError(400, "ExpiredTokenException", "Token expired")
+                if self._state.config()["deny_web_identity"]:
+                    raise StubError(
+                        403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity"
+                    )
+                result = self._assume(params, record, claims)
+            else:
+                raise StubError(400, "InvalidAction", f"Could not find operation {action!r}")
+        except StubError as err:
+            record["status"] = err.status
+            self._state.record(record)
+            self._sts_error(err)
+            return
+        self._state.record(record)
+        self._xml(
+            200,
+            f'<{action}Response xmlns="{STS_XMLNS}"><{action}Result>{result}</{action}Result>'
+            f"<ResponseMetadata><RequestId>{secrets.token_hex(16)}</RequestId></ResponseMetadata>"
+            f"</{action}Response>",
+        )
+
+    def _get_caller_identity(self, caller: Caller) -> str:
+        if caller.access_key_id is None:
+            raise StubError(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
+        ident = self._state.identity(caller.access_key_id)
+        return (
+            f"<UserId>{escape(ident.user_id)}</UserId><Account>{ident.account_id}</Account>"
+            f"<Arn>{escape(ident.arn)}</Arn>"
+        )
+
+    def _assume(self, params: dict[str, str], record: dict[str, Any], claims: dict[str, Any] | None) -> str:
+        role_arn = params.get("RoleArn", "")
+        session = params.get("RoleSessionName", "")
+        match = _ROLE_ARN_RE.match(role_arn)
+        if match is None:
+            raise StubError(400, "ValidationError", f"{role_arn!r} is not a valid role ARN")
+        if not re.fullmatch(r"[\w+=,.@-]{2,64}", session):
+            raise StubError(400, "ValidationError", "RoleSessionName must be 2-64 chars of [\\w+=,.@-]")
+        account, role_name = match.group(1), match.group(2)
+        lifetime = int(params.get("DurationSeconds") or DEFAULT_STS_LIFETIME_SECONDS)
+        access_key_id = _random_id("ASIA")
+        role_id = _random_id("AROA")
+        assumed_arn = f"arn:aws:sts::{account}:assumed-role/{role_name}/{session}"
+        self._state.remember(access_key_id, IssuedIdentity(account, assumed_arn, f"{role_id}:{session}"))
+        record["issued_access_key_id"] = access_key_id
+        xml = (
+            "<Credentials>"
+            f"<AccessKeyId>{access_key_id}</AccessKeyId>"
+            f"<SecretAccessKey>{secrets.token_urlsafe(30)}</SecretAccessKey>"
+            f"<SessionToken>stubsession-{secrets.token_urlsafe(48)}</SessionToken>"
+            f"<Expiration>{_iso8601(time.time() + lifetime)}</Expiration>"
+            "</Credentials>"
+            f"<AssumedRoleUser><AssumedRoleId>{escape(role_id)}:{escape(session)}</AssumedRoleId>"
+            f"<Arn>{escape(assumed_arn)}</Arn></AssumedRoleUser>"
+            "<PackedPolicySize>0</PackedPolicySize>"
+        )
+        if claims is not None:
+            sub = claims.get("sub", "")
+            aud = claims.get("aud", "")
+            if isinstance(aud, list):
+                aud = aud[0] if aud else ""
+            xml += (
+                f"<SubjectFromWebIdentityToken>{escape(str(sub))}</SubjectFromWebIdentityToken>"
+                f"<Audience>{escape(str(aud))}</Audience>"
+                f"<Provider>{escape(str(claims.get('iss', '')))}</Provider>"
+            )
+        return xml
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many plugin processes may connect at once
+
+    def __init__(self, address: tuple[str, int], state: StubState, verbose: bool) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+        self.verbose = verbose
+
+
+class StubServer:
+    """The stub, run in a background thread: ``start()``, ``.url``, ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+        self.host = host
+        self.port = port
+        self.verbose = verbose
+        self.state = StubState()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("stub server is not running")
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def start(self) -> StubServer:
+        if self._server is None:
+            self._server = _Server((self.host, self.port), self.state, self.verbose)
+            self._thread = threading.Thread(target=self._server.serve_forever, name="aws-stub", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Local AWS stub (ECR, ECR Public, STS) for tests")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server = StubServer(args.host, args.port, args.verbose).start()
+    print(server.url, flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

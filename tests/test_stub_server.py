@@ -1,0 +1,240 @@
+"""The AWS stub must answer the way botocore expects, or every other test is meaningless."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from helpers import StubClient, make_jwt, make_request
+
+STUB_SCRIPT = Path(__file__).with_name("stub_server.py")
+
+
+def _client(service: str, url: str, region: str = "us-east-1", **config: Any) -> Any:
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=url,
+        region_name=region,
+        aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+        aws_secret_access_key="stub-secret",
+        config=Config(retries={"mode": "standard", "max_attempts": 3}, **config),
+    )
+
+
+def _decode(token: str) -> tuple[str, str]:
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    return user, password
+
+
+def test_ecr_token(stub: StubClient) -> None:
+    resp = _client("ecr", stub.url, region="eu-west-1").get_authorization_token()
+    (data,) = resp["authorizationData"]
+    user, password = _decode(data["authorizationToken"])
+    assert user == "AWS"
+    assert data["proxyEndpoint"] == "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    remaining = data["expiresAt"].timestamp() - time.time()
+    assert 12 * 3600 - 60 < remaining <= 12 * 3600
+
+    (call,) = stub.calls()
+    assert call["service"] == "ecr" and call["action"] == "GetAuthorizationToken"
+    assert call["region"] == "eu-west-1"
+    assert call["access_key_id"] == "AKIAIOSFODNN7EXAMPLE"
+    assert call["password"] == password
+    assert call["status"] == 200
+
+
+def test_ecr_registry_ids_and_unique_passwords(stub: StubClient) -> None:
+    ecr = _client("ecr", stub.url)
+    ids = ["111122223333", "444455556666"]
+    resp = ecr.get_authorization_token(registryIds=ids)
+    endpoints = [d["proxyEndpoint"] for d in resp["authorizationData"]]
+    assert endpoints == [f"https://{i}.dkr.ecr.us-east-1.amazonaws.com" for i in ids]
+    ecr.get_authorization_token()
+    calls = stub.calls(service="ecr")
+    assert calls[0]["registry_ids"] == ids
+    assert calls[0]["password"] != calls[1]["password"]
+
+
+def test_ecr_public_token(stub: StubClient) -> None:
+    resp = _client("ecr-public", stub.url).get_authorization_token()
+    user, password = _decode(resp["authorizationData"]["authorizationToken"])
+    assert user == "AWS"
+    assert resp["authorizationData"]["expiresAt"].timestamp() > time.time() + 11 * 3600
+    (call,) = stub.calls(service="ecr-public")
+    assert call["password"] == password
+
+
+def test_expiry_settings(stub: StubClient) -> None:
+    ecr = _client("ecr", stub.url)
+    stub.configure(expires_at=1_000_000_000)
+    assert ecr.get_authorization_token()["authorizationData"][0]["expiresAt"].timestamp() == 1_000_000_000
+    stub.configure(expires_at=None, omit_expires_at=True)
+    assert "expiresAt" not in ecr.get_authorization_token()["authorizationData"][0]
+    stub.configure(omit_expires_at=False, token_lifetime_seconds=600)
+    expires = ecr.get_authorization_token()["authorizationData"][0]["expiresAt"].timestamp()
+    assert 590 < expires - time.time() <= 600
+
+
+def test_malformed_token(stub: StubClient) -> None:
+    stub.configure(malformed_token=True)
+    token = _client("ecr", stub.url).get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    with pytest.raises(ValueError):
+        _decode(token)
+
+
+def test_web_identity(stub: StubClient) -> None:
+    jwt = make_jwt("system:serviceaccount:team:puller")
+    sts = _client("sts", stub.url)
+    resp = sts.assume_role_with_web_identity(
+        RoleArn="arn:aws:iam::210987654321:role/pull", RoleSessionName="s1", WebIdentityToken=jwt
+    )
+    creds = resp["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA")
+    assert 3500 < creds["Expiration"].timestamp() - time.time() <= 3600
+    assert resp["AssumedRoleUser"]["Arn"] == "arn:aws:sts::210987654321:assumed-role/pull/s1"
+
+    (call,) = stub.calls(service="sts")
+    assert call["web_identity"] == {
+        "iss": "https://oidc.example.test",
+        "sub": "system:serviceaccount:team:puller",
+        "aud": "sts.amazonaws.com",
+    }
+    assert call["role_arn"] == "arn:aws:iam::210987654321:role/pull"
+    assert jwt not in json.dumps(stub.calls())
+    assert jwt.split(".")[1] not in json.dumps(stub.calls())
+
+    # The issued credentials belong to the role's account.
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=stub.url,
+        region_name="us-west-2",
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    assert data["proxyEndpoint"] == "https://210987654321.dkr.ecr.us-west-2.amazonaws.com"
+    assert stub.calls(service="ecr")[0]["access_key_id"] == creds["AccessKeyId"]
+
+
+def test_web_identity_errors(stub: StubClient) -> None:
+    sts = _client("sts", stub.url)
+    role = "arn:aws:iam::210987654321:role/pull"
+    with pytest.raises(ClientError) as err:
+        sts.assume_role_with_web_identity(RoleArn=role, RoleSessionName="s1", WebIdentityToken="not-a-jwt")
+    assert err.value.response["Error"]["Code"] == "InvalidIdentityToken"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+    stub.configure(deny_web_identity=True)
+    with pytest.raises(ClientError) as err:
+        sts.assume_role_with_web_identity(RoleArn=role, RoleSessionName="s1", WebIdentityToken=make_jwt("x"))
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+    assert "not-a-jwt" not in json.dumps(stub.calls())
+
+
+def test_assume_role_and_caller_identity(stub: StubClient) -> None:
+    sts = _client("sts", stub.url, region="eu-central-1")
+    assert sts.get_caller_identity()["Account"] == "123456789012"
+    resp = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/path/ecr", RoleSessionName="node")
+    assumed = boto3.client(
+        "sts",
+        endpoint_url=stub.url,
+        region_name="eu-central-1",
+        aws_access_key_id=resp["Credentials"]["AccessKeyId"],
+        aws_secret_access_key=resp["Credentials"]["SecretAccessKey"],
+        aws_session_token=resp["Credentials"]["SessionToken"],
+    )
+    assert assumed.get_caller_identity()["Arn"] == "arn:aws:sts::999988887777:assumed-role/ecr/node"
+    call = stub.calls(action="AssumeRole")[0]
+    assert call["region"] == "eu-central-1"
+    assert call["role_session_name"] == "node"
+    assert call["issued_access_key_id"] == resp["Credentials"]["AccessKeyId"]
+
+
+def test_throttling_is_retried(stub: StubClient) -> None:
+    stub.configure(throttle_next=2)
+    resp = _client("ecr", stub.url).get_authorization_token()
+    assert resp["ResponseMetadata"]["RetryAttempts"] == 2
+    assert [c["status"] for c in stub.calls()] == [400, 400, 200]
+
+
+def test_fail_next_is_retried_and_fail_all_fails(stub: StubClient) -> None:
+    stub.configure(fail_next=1)
+    _client("ecr", stub.url).get_authorization_token()
+    assert [c["status"] for c in stub.calls()] == [500, 200]
+    stub.configure(fail_all=True)
+    with pytest.raises(ClientError) as err:
+        _client("ecr-public", stub.url).get_authorization_token()
+    assert err.value.response["Error"]["Code"] == "ServiceUnavailableException"
+
+
+def test_deny(stub: StubClient) -> None:
+    stub.configure(deny=True)
+    with pytest.raises(ClientError) as err:
+        _client("ecr", stub.url).get_authorization_token()
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert len(stub.calls()) == 1  # not retried
+
+
+def test_unknown_setting_rejected(stub: StubClient) -> None:
+    with pytest.raises(urllib.error.HTTPError):
+        stub.configure(throttle_nxt=1)
+
+
+def test_concurrent_clients(stub: StubClient) -> None:
+    stub.configure(delay_seconds=0.2)
+
+    def fetch(_: int) -> str:
+        token = _client("ecr", stub.url).get_authorization_token()["authorizationData"][0]
+        return _decode(token["authorizationToken"])[1]
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(50) as pool:
+        passwords = list(pool.map(fetch, range(50)))
+    assert time.monotonic() - start < 5
+    assert len(set(passwords)) == 50
+    assert sorted(passwords) == sorted(c["password"] for c in stub.calls())
+
+
+def test_make_request() -> None:
+    req = make_request("public.ecr.aws/x/y", serviceAccountToken="t")
+    assert req == {
+        "kind": "CredentialProviderRequest",
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "image": "public.ecr.aws/x/y",
+        "serviceAccountToken": "t",
+    }
+
+
+def test_standalone_mode() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(STUB_SCRIPT), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        client = StubClient(url)
+        _client("ecr", url).get_authorization_token()
+        assert len(client.calls(service="ecr")) == 1
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert stderr == ""  # quiet unless --verbose
