@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
-from ecr_kubelet import __version__, redact
+from ecr_kubelet import __version__, deadline, redact
 from ecr_kubelet.durations import DurationError, parse_go_duration
-from ecr_kubelet.errors import EXIT_INTERNAL, BadInputError, DeadlineExceeded, ProviderError
+from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.options import DEFAULT_SA_ROLE_ANNOTATIONS, Options
 
 PROG = "ecr-credential-provider"
@@ -137,10 +135,6 @@ def configure_logging(verbosity: int) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-def _on_deadline(_signum: int, _frame: FrameType | None) -> None:
-    raise DeadlineExceeded("gave up: the run exceeded its deadline (--timeout)")
-
-
 def print_error(message: str) -> None:
     sys.stderr.write(f"{PROG}: error: {redact.scrub(message)}\n")
     sys.stderr.flush()
@@ -169,17 +163,35 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("internal error")
         print_error(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_INTERNAL
-    sys.stdout.buffer.write(output)
-    sys.stdout.buffer.flush()
+    _write_stdout(output)
     return 0
 
 
 def _answer_stdin(options: Options) -> bytes:
     from ecr_kubelet.provider import answer
-    from ecr_kubelet.wire import decode_json_object, encode_response, quick_request, read_request_bytes
+    from ecr_kubelet.wire import (
+        API_VERSIONS,
+        Answer,
+        decode_json_object,
+        encode_response,
+        quick_request,
+        read_request_bytes,
+    )
 
-    previous = signal.signal(signal.SIGALRM, _on_deadline)
-    signal.setitimer(signal.ITIMER_REAL, options.timeout)
+    api_version = API_VERSIONS[0]
+
+    def on_deadline() -> None:
+        produce = deadline.fallback()
+        if produce is not None:
+            reply = produce()
+            assert isinstance(reply, Answer)
+            log.warning("deadline reached while refreshing; answering with the cached token, still valid")
+            _write_stdout(encode_response(api_version, reply))
+            os._exit(0)
+        print_error(f"gave up after {options.timeout:g}s: AWS did not answer in time (--timeout)")
+        os._exit(EXIT_UNAVAILABLE)
+
+    deadline.arm(options.timeout, on_deadline)
     try:
         payload = decode_json_object(read_request_bytes(sys.stdin.buffer))
         request = quick_request(payload)
@@ -187,10 +199,15 @@ def _answer_stdin(options: Options) -> bytes:
             from ecr_kubelet.protocol import validate_request
 
             request = validate_request(payload)
+        api_version = request.api_version
         return encode_response(request.api_version, answer(request, options))
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        deadline.disarm()
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def build_commit() -> str:

@@ -35,7 +35,3 @@ class UnavailableError(ProviderError):
     """AWS is throttling, failing or unreachable, or the run's deadline passed."""
 
     exit_code = EXIT_UNAVAILABLE
-
-
-class DeadlineExceeded(UnavailableError):
-    """The whole run took longer than its deadline."""

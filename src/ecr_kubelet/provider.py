@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
+from ecr_kubelet import deadline
 from ecr_kubelet.cache import Freshness, TokenCache, key_digest, prepare_cache_dir
 from ecr_kubelet.durations import format_go_duration
 from ecr_kubelet.errors import AuthError, ProviderError
@@ -34,14 +36,18 @@ def answer(request: Request, options: Options) -> Answer:
     identity = plan_identity(request.service_account_token, request.service_account_annotations, options)
     log.info("%s: %s, as %s", image.auth_key, registry.describe(), identity.describe())
     freshness = Freshness(options.refresh_fraction, options.expiry_margin)
+
+    def respond(token: Token, outcome: str) -> Answer:
+        log.info("token %s; expires at %s", outcome, _when(token.expires_at))
+        duration = cache_duration(token, time.time(), freshness, stale=outcome == "stale")
+        return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
+
     try:
-        token, outcome = _obtain(registry, identity, options, freshness)
+        token, outcome = _obtain(registry, identity, options, freshness, respond)
     except NoPublicCredentials as exc:
         log.warning("%s; the kubelet will pull anonymously", exc)
         return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
-    log.info("token %s; expires at %s", outcome, _when(token.expires_at))
-    duration = cache_duration(token, time.time(), freshness, stale=outcome == "stale")
-    return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
+    return respond(token, outcome)
 
 
 def resolve_registry(host: str, port: int | None, mirrors: dict[str, str]) -> Registry | None:
@@ -70,16 +76,20 @@ def cache_duration(token: Token, now: float, freshness: Freshness, *, stale: boo
     return format_go_duration(until - now)
 
 
-def _obtain(registry: Registry, identity: Identity, options: Options,
-            freshness: Freshness) -> tuple[Token, str]:
+def _obtain(registry: Registry, identity: Identity, options: Options, freshness: Freshness,
+            respond: Callable[[Token, str], Answer]) -> tuple[Token, str]:
     def fetch() -> Token:
         return _fetch(registry, identity)
 
-    directory = prepare_cache_dir(options.cache_dir) if options.cache_dir else None
     key = cache_key(registry, identity)
     if key is None:
         return fetch(), "fetched (not cacheable)"
+    directory = prepare_cache_dir(options.cache_dir) if options.cache_dir else None
     cache = TokenCache(directory, freshness)
+    cached = cache.lookup(key)
+    if cached is not None:
+        # Should AWS hang past the deadline, answer with this still-valid token instead of nothing.
+        deadline.set_fallback(lambda: respond(cached, "stale"))
     return cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2)
 
 
