@@ -1,0 +1,175 @@
+"""Registry host parsing and classification: every ECR family, and no look-alikes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import botocore
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ecr_kubelet.errors import BadInputError
+from ecr_kubelet.registry import (
+    PARTITION_REGIONS,
+    ImageRef,
+    classify_host,
+    parse_image,
+)
+
+ACCOUNT = "123456789012"
+
+# host -> (kind, partition, region, fips, dualstack)
+POSITIVE = {
+    f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com": ("private", "aws", "us-east-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.ap-southeast-5.amazonaws.com": ("private", "aws", "ap-southeast-5", False, False),
+    f"{ACCOUNT}.dkr.ecr.mx-central-1.amazonaws.com": ("private", "aws", "mx-central-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.us-gov-west-1.amazonaws.com": ("private", "aws-us-gov", "us-gov-west-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn": ("private", "aws-cn", "cn-north-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.cn-northwest-1.amazonaws.com.cn": ("private", "aws-cn", "cn-northwest-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.eusc-de-east-1.amazonaws.eu": ("private", "aws-eusc", "eusc-de-east-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.us-iso-east-1.c2s.ic.gov": ("private", "aws-iso", "us-iso-east-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.us-isob-east-1.sc2s.sgov.gov": ("private", "aws-iso-b", "us-isob-east-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk": ("private", "aws-iso-e", "eu-isoe-west-1", False, False),
+    f"{ACCOUNT}.dkr.ecr.us-isof-south-1.csp.hci.ic.gov": ("private", "aws-iso-f", "us-isof-south-1", False, False),
+    f"{ACCOUNT}.dkr.ecr-fips.us-east-1.amazonaws.com": ("private", "aws", "us-east-1", True, False),
+    f"{ACCOUNT}.dkr.ecr-fips.us-gov-east-1.amazonaws.com": ("private", "aws-us-gov", "us-gov-east-1", True, False),
+    f"{ACCOUNT}.dkr-ecr.eu-west-1.on.aws": ("private", "aws", "eu-west-1", False, True),
+    f"{ACCOUNT}.dkr-ecr.us-gov-west-1.on.aws": ("private", "aws-us-gov", "us-gov-west-1", False, True),
+    f"{ACCOUNT}.dkr-ecr-fips.us-west-2.on.aws": ("private", "aws", "us-west-2", True, True),
+    f"{ACCOUNT}.dkr-ecr.cn-north-1.on.amazonwebservices.com.cn": ("private", "aws-cn", "cn-north-1", False, True),
+    "public.ecr.aws": ("public", "aws", "us-east-1", False, False),
+    "ecr-public.aws.com": ("public", "aws", "us-east-1", False, True),
+}
+
+NEGATIVE = [
+    f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com.evil.example",
+    f"evil.{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com",
+    "12345678901.dkr.ecr.us-east-1.amazonaws.com",  # 11 digits
+    "1234567890123.dkr.ecr.us-east-1.amazonaws.com",  # 13 digits
+    f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.lol",
+    f"{ACCOUNT}.dkr.cat.us-east-1.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com",  # China region under the commercial suffix
+    f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com.cn",  # commercial region under the China suffix
+    f"{ACCOUNT}.dkr.ecr.us-gov-west-1.amazonaws.com.cn",
+    f"{ACCOUNT}.dkr.ecr.useast1.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr.us-east.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr.xx-east-1.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr-fips.cn-north-1.amazonaws.com.cn",  # no FIPS registries in China
+    f"{ACCOUNT}.dkr.ecr-fips.us-iso-east-1.c2s.ic.gov",
+    f"{ACCOUNT}.dkr-ecr.us-east-1.amazonaws.com",  # dual-stack label with the IPv4 suffix
+    f"{ACCOUNT}.dkr.ecr.us-east-1.on.aws",  # IPv4 label with the dual-stack suffix
+    f"{ACCOUNT}.dkr.ecr..amazonaws.com",
+    f"{ACCOUNT}dkr.ecr.us-east-1.amazonaws.com",
+    "abcdefghijkl.dkr.ecr.us-east-1.amazonaws.com",
+    "public.ecr.aws.evil.example",
+    "ecr.aws",
+    "xpublic.ecr.aws",
+    "docker.io",
+    "gcr.io",
+    "localhost",
+]
+
+
+@pytest.mark.parametrize("host", sorted(POSITIVE))
+def test_every_ecr_host_family_is_classified(host: str) -> None:
+    kind, partition, region, fips, dualstack = POSITIVE[host]
+    registry = classify_host(host)
+    assert registry is not None
+    assert (registry.kind, registry.partition, registry.region, registry.fips, registry.dualstack) == (
+        kind, partition, region, fips, dualstack,
+    )
+    assert registry.account == (ACCOUNT if kind == "private" else None)
+
+
+@pytest.mark.parametrize("host", sorted(POSITIVE))
+def test_hosts_are_case_insensitive_and_tolerate_a_trailing_dot(host: str) -> None:
+    assert classify_host(host.upper()) == classify_host(host)
+    assert classify_host(host + ".") == classify_host(host)
+
+
+@pytest.mark.parametrize("host", NEGATIVE)
+def test_look_alikes_and_foreign_hosts_are_not_ecr(host: str) -> None:
+    assert classify_host(host) is None
+
+
+def test_partition_table_agrees_with_botocore() -> None:
+    data = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())
+    botocore_partitions = {p["id"]: p for p in data["partitions"]}
+    assert set(PARTITION_REGIONS) <= set(botocore_partitions)
+    for pid, ours in PARTITION_REGIONS.items():
+        theirs = re.compile(botocore_partitions[pid]["regionRegex"])
+        for region in botocore_partitions[pid]["regions"]:
+            if region.endswith("-global"):
+                continue
+            assert ours.match(region), (pid, region)
+            # Every real region belongs to exactly one partition in our table.
+            assert [p for p, rx in PARTITION_REGIONS.items() if rx.match(region)] == [pid]
+        assert theirs.pattern  # the regex exists; ours is a DNS-safe narrowing of it
+
+
+@given(st.from_regex(r"\A[a-z]{2,5}(-[a-z]{2,8}){1,2}-[0-9]{1,2}\Z"))
+def test_our_region_patterns_never_accept_what_botocore_rejects(region: str) -> None:
+    data = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())
+    for partition in data["partitions"]:
+        if partition["id"] in PARTITION_REGIONS and PARTITION_REGIONS[partition["id"]].match(region):
+            assert re.match(partition["regionRegex"], region)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/team/app",
+         ImageRef(f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com", None, "team/app")),
+        (f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com:443/app",
+         ImageRef(f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com", 443, "app")),
+        (f"{ACCOUNT}.DKR.ECR.US-EAST-1.AMAZONAWS.COM./app",
+         ImageRef(f"{ACCOUNT}.DKR.ECR.US-EAST-1.AMAZONAWS.COM.", None, "app")),
+        ("public.ecr.aws/nginx/nginx", ImageRef("public.ecr.aws", None, "nginx/nginx")),
+        ("nginx", ImageRef("docker.io", None, "nginx")),
+        ("library/nginx", ImageRef("docker.io", None, "library/nginx")),
+        ("localhost:5000/app", ImageRef("localhost", 5000, "app")),
+        ("registry.example.com/app@sha256:abc", ImageRef("registry.example.com", None, "app@sha256:abc")),
+    ],
+)
+def test_parse_image(image: str, expected: ImageRef) -> None:
+    assert parse_image(image) == expected
+
+
+def test_auth_key_keeps_the_port_and_the_original_spelling() -> None:
+    ref = parse_image(f"{ACCOUNT}.DKR.ecr.us-east-1.amazonaws.com:443/app")
+    assert ref.auth_key == f"{ACCOUNT}.DKR.ecr.us-east-1.amazonaws.com:443"
+    assert ref.normalized_host == f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["", " ", "a b/c", "host.example.com/a\tb", "https://123.dkr.ecr.us-east-1.amazonaws.com/app",
+     "host.example.com:0/app", "host.example.com:99999/app", "host.example.com:abc/app",
+     "bad_host.example.com/app", "-bad.example.com/app", "[::1]:5000/app", "x" * 5000,
+     "host..example.com/app", "host.example.com/app\x00"],
+)
+def test_odd_images_are_rejected(image: str) -> None:
+    with pytest.raises(BadInputError):
+        parse_image(image)
+
+
+@given(st.text(max_size=300))
+def test_parse_image_never_crashes(image: str) -> None:
+    try:
+        ref = parse_image(image)
+    except BadInputError:
+        return
+    assert ref.auth_key
+    classify_host(ref.host)
+
+
+@given(st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz.-", max_size=80))
+def test_classify_never_accepts_a_host_without_an_ecr_shape(host: str) -> None:
+    registry = classify_host(host)
+    if registry is not None:
+        assert registry.host in {"public.ecr.aws", "ecr-public.aws.com"} or re.fullmatch(
+            r"\d{12}\.dkr[.-]ecr(-fips)?\.[a-z0-9-]+\.[a-z0-9.-]+", registry.host
+        )
