@@ -1,0 +1,39 @@
+"""Decoding ECR authorization tokens."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ecr_kubelet import redact
+from ecr_kubelet.tokens import MalformedTokenError, decode_authorization_token
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_splits_user_and_password_at_the_first_colon() -> None:
+    assert decode_authorization_token(b64("AWS:pass:with:colons")) == ("AWS", "pass:with:colons")
+
+
+@pytest.mark.parametrize("encoded", ["%%not-base64%%", b64("no-colon"), b64(":nouser"), b64("AWS:"), "",
+                                     base64.b64encode(b"\xff\xfe:x").decode()])
+def test_malformed_tokens_are_rejected_without_echoing_them(encoded: str) -> None:
+    with pytest.raises(MalformedTokenError) as caught:
+        decode_authorization_token(encoded)
+    assert encoded not in str(caught.value) or not encoded
+
+
+def test_decoded_password_is_registered_as_a_secret() -> None:
+    password = "eyJwYXlsb2FkIjoic2VjcmV0LXBhc3N3b3JkIn0"
+    decode_authorization_token(b64("AWS:" + password))
+    assert redact.scrub(f"x {password} y") == "x <redacted> y"
+
+
+@given(st.text(min_size=1, alphabet=st.characters(blacklist_characters=":")), st.text(min_size=1))
+def test_round_trip(user: str, password: str) -> None:
+    assert decode_authorization_token(b64(f"{user}:{password}")) == (user, password)
