@@ -1,0 +1,196 @@
+"""`ecr-credential-provider validate-config`, run as a subprocess like a user or CI would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecr_kubelet.validate_config import normalize_image
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "credentialproviders"
+PRIVATE = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "ecr_kubelet.validate_config", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def write_config(path: Path, **provider: object) -> Path:
+    prov = {
+        "name": "ecr-credential-provider",
+        "matchImages": ["*.dkr.ecr.*.amazonaws.com", "public.ecr.aws"],
+        "defaultCacheDuration": "12h",
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        **provider,
+    }
+    path.write_text(
+        json.dumps({"apiVersion": "kubelet.config.k8s.io/v1", "kind": "CredentialProviderConfig", "providers": [prov]})
+    )
+    return path
+
+
+def test_valid_config_exits_zero(tmp_path: Path) -> None:
+    result = run(str(write_config(tmp_path / "c.json")))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "OK: the kubelet would accept this config" in result.stdout
+    assert (
+        "'ecr-credential-provider': credentialprovider.kubelet.k8s.io/v1, 2 matchImages, "
+        "defaultCacheDuration 12h0m0s" in result.stdout
+    )
+
+
+def test_invalid_config_lists_every_error_on_stderr(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.json", matchImages=["a b", "x:y"], defaultCacheDuration="1d", name="a/b")
+    result = run(str(path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert all(line.startswith(("error: ", "warning: ")) for line in lines)
+    assert "error: providers[0].matchImages[0]: invalid pattern 'a b': invalid character \" \" in host name" in lines
+    assert any(line.startswith("error: providers[0].matchImages[1]: ") for line in lines)
+    assert any(line.startswith("error: providers[0].defaultCacheDuration: ") for line in lines)
+    assert any(line.startswith("error: providers[0].name: ") for line in lines)
+    assert "INVALID: 4 error(s)" in result.stdout
+
+
+def test_directory_errors_name_files(tmp_path: Path) -> None:
+    write_config(tmp_path / "10-a.json")
+    write_config(tmp_path / "20-b.json")
+    result = run(str(tmp_path))
+    assert result.returncode == 1
+    assert (
+        "error: 20-b.json: providers[0].name: duplicate provider name 'ecr-credential-provider' "
+        "(first at 10-a.json: providers[0])" in result.stderr
+    )
+    assert "10-a.json\n  20-b.json" in result.stdout
+
+
+def test_image_report(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.json")
+    result = run(
+        str(path),
+        "--image",
+        f"{PRIVATE}/team/app:1.2",
+        "--image",
+        "public.ecr.aws/nginx/nginx",
+        "--image",
+        "nginx:latest",
+        "--image",
+        f"{PRIVATE}:443/app",
+    )
+    assert result.returncode == 0
+    out = result.stdout
+    assert (
+        f"image {PRIVATE}/team/app:1.2 (sent to plugins as {PRIVATE}/team/app): ecr-credential-provider "
+        "(matched '*.dkr.ecr.*.amazonaws.com')" in out
+    )
+    assert "image public.ecr.aws/nginx/nginx: ecr-credential-provider (matched 'public.ecr.aws')" in out
+    assert "image nginx:latest (sent to plugins as docker.io/library/nginx): no provider" in out
+    assert f"image {PRIVATE}:443/app: no provider" in out
+    assert "warning: image 'nginx:latest': no matchImages pattern covers it" in result.stderr
+    assert f"warning: image '{PRIVATE}:443/app': no matchImages pattern covers it" in result.stderr
+
+
+def test_image_report_several_providers(tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "kubelet.config.k8s.io/v1",
+        "kind": "CredentialProviderConfig",
+        "providers": [
+            {
+                "name": "first",
+                "matchImages": ["*.dkr.ecr.*.amazonaws.com"],
+                "defaultCacheDuration": "1h",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            },
+            {
+                "name": "second",
+                "matchImages": [f"{PRIVATE}/team"],
+                "defaultCacheDuration": "1h",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            },
+        ],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    result = run(str(tmp_path / "c.json"), "--image", f"{PRIVATE}/team/app")
+    assert result.returncode == 0
+    assert (
+        f"image {PRIVATE}/team/app: first (matched '*.dkr.ecr.*.amazonaws.com'), second (matched "
+        f"'{PRIVATE}/team')" in result.stdout
+    )
+    assert "runs every matching provider, in config order" in result.stdout
+
+
+def test_bin_dir(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.json")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    missing = run(str(path), "--bin-dir", str(bin_dir))
+    assert missing.returncode == 1
+    assert "error: providers[0].name: plugin binary" in missing.stderr and "does not exist" in missing.stderr
+
+    binary = bin_dir / "ecr-credential-provider"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o644)
+    not_exec = run(str(path), "--bin-dir", str(bin_dir))
+    assert not_exec.returncode == 1 and "is not executable" in not_exec.stderr
+
+    binary.chmod(0o755)
+    ok = run(str(path), "--bin-dir", str(bin_dir))
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: the kubelet would accept this config and plugin binaries" in ok.stdout
+
+    no_dir = run(str(path), "--bin-dir", str(tmp_path / "nope"))
+    assert no_dir.returncode == 1 and "plugin binary directory does not exist" in no_dir.stderr
+
+
+def test_missing_file_and_usage(tmp_path: Path) -> None:
+    result = run(str(tmp_path / "nope.json"))
+    assert result.returncode == 1 and "unable to access" in result.stderr
+    usage = run()
+    assert usage.returncode == 2 and "usage: ecr-credential-provider validate-config" in usage.stderr
+
+
+def test_sa_token_gate_flag() -> None:
+    path = EXAMPLES / "service-account.yaml"
+    assert run(str(path)).returncode == 0
+    off = run(str(path), "--disable-sa-token-gate")
+    assert off.returncode == 1 and "feature gate is disabled" in off.stderr
+
+
+def test_main_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ecr_kubelet.validate_config import main
+
+    assert main([str(write_config(tmp_path / "c.json"))]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("nginx", "docker.io/library/nginx"),
+        ("nginx:1.25", "docker.io/library/nginx"),
+        ("library/nginx@sha256:" + "a" * 64, "docker.io/library/nginx"),
+        ("bitnami/redis:7", "docker.io/bitnami/redis"),
+        ("docker.io/nginx", "docker.io/library/nginx"),
+        ("index.docker.io/bitnami/redis", "docker.io/bitnami/redis"),
+        ("localhost/app:1", "localhost/app"),
+        ("localhost:5000/app:1", "localhost:5000/app"),
+        (f"{PRIVATE}/team/app:1.2@sha256:" + "b" * 64, f"{PRIVATE}/team/app"),
+        (f"{PRIVATE}:443/app", f"{PRIVATE}:443/app"),
+    ],
+)
+def test_normalize_image(given: str, sent: str) -> None:
+    assert normalize_image(given) == sent
