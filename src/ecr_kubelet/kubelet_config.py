@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ecr_kubelet.durations import DurationError, parse_go_duration
 from ecr_kubelet.image_match import MatchPatternError, glob_syntax_error, parse_match_pattern, urls_match
+from ecr_kubelet.wire import DuplicateKeyError, reject_duplicate_keys
 
 __all__ = [
     "CONFIG_API_VERSIONS",
@@ -179,19 +180,6 @@ class LoadedConfig:
 # ---------------------------------------------------------------------------------------- decoding
 
 
-class _DuplicateKeyError(ValueError):
-    pass
-
-
-def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(f"duplicate field {key!r}")
-        result[key] = value
-    return result
-
-
 def _load_yaml(text: str) -> tuple[Any, int]:
     """Parse YAML with duplicate-key detection; returns (first document, number of documents)."""
     import yaml  # runtime dependency, imported lazily
@@ -206,7 +194,7 @@ def _load_yaml(text: str) -> tuple[Any, int]:
             key = loader.construct_object(key_node, deep=True)
             if key in result:
                 mark = key_node.start_mark
-                raise _DuplicateKeyError(f"duplicate field {key!r} (line {mark.line + 1})")
+                raise DuplicateKeyError(f"duplicate field {key!r} (line {mark.line + 1})")
             result[key] = loader.construct_object(value_node, deep=True)
         return result
 
@@ -304,12 +292,12 @@ def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument
     stripped = text.lstrip(" \t\r\n\ufeff")
     try:
         if stripped.startswith("{"):
-            doc: Any = json.loads(stripped, object_pairs_hook=_json_pairs)
+            doc: Any = json.loads(stripped, object_pairs_hook=reject_duplicate_keys)
         else:
             doc, count = _load_yaml(text)
             if count > 1:
                 issues.append(ConfigIssue("", f"{count} YAML documents; only the first one is read", file, "warning"))
-    except _DuplicateKeyError as exc:
+    except DuplicateKeyError as exc:
         return DecodedDocument(issues=[ConfigIssue("", f"{exc} (the kubelet decodes strictly)", file)])
     except ValueError as exc:
         return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: {exc}", file)])

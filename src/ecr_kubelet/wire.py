@@ -59,7 +59,9 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     if not text.strip():
         raise BadInputError("empty request on stdin (expected a CredentialProviderRequest JSON object)")
     try:
-        payload = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        payload = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+    except DuplicateKeyError as exc:
+        raise BadInputError(f"request has a {exc}") from None
     except json.JSONDecodeError as exc:
         reason = "trailing data after the JSON object" if exc.msg == "Extra data" else exc.msg
         where = f"line {exc.lineno} column {exc.colno}"
@@ -69,11 +71,16 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     return payload
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same field twice (Go's strict decoders reject this too)."""
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object hook that refuses duplicate fields instead of keeping the last one."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise BadInputError(f"request has a duplicate field {key!r}")
+            raise DuplicateKeyError(f"duplicate field {key!r}")
         result[key] = value
     return result
 
