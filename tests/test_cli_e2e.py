@@ -298,6 +298,13 @@ def test_moto_server(run_provider: RunProvider, moto: str, provider_env: dict[st
     assert body["cacheDuration"] == "0s"  # moto's expiresAt is a fixed date in 2015
 
 
+def test_klog_verbosity_flag(run_provider: RunProvider, stub: StubClient) -> None:
+    request = make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")
+    assert "INFO" in run_provider(request, "--v=2").stderr
+    assert "DEBUG" in run_provider(request, "--v", "4", "--no-cache").stderr
+    assert run_provider(request, "--v=0").stderr == ""
+
+
 def test_version_flag(run_provider: RunProvider) -> None:
     result = run_provider(b"", "--version")
     assert result.returncode == 0

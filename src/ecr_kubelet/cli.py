@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more detail on stderr (-v info, -vv debug); secrets are never printed")
+    parser.add_argument("--v", type=int, default=0, metavar="N", dest="klog_verbosity",
+                        help="klog-style verbosity, as other kubelet providers take it (2+ is -v, 4+ is -vv)")
     parser.add_argument("--role-arn", default=os.environ.get("AWS_ECR_ROLE_ARN") or None,
                         help="IAM role to assume with the node credentials first (env AWS_ECR_ROLE_ARN)")
     parser.add_argument("--sa-role-annotation", action="append", metavar="KEY",
@@ -100,7 +102,7 @@ def parse_options(argv: list[str]) -> Options | None:
         expiry_margin=margin,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         timeout=timeout,
-        verbosity=args.verbose,
+        verbosity=max(args.verbose, 2 if args.klog_verbosity >= 4 else 1 if args.klog_verbosity >= 2 else 0),
     )
 
 
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(validate_main(argv[1:]))
     redact.register_environment()
-    verbose = "-v" in argv or any(a.startswith("-vv") or a == "--verbose" for a in argv)
+    verbose = any(a in ("-v", "--verbose") or a.startswith(("-vv", "--v=")) for a in argv)
     try:
         options = parse_options(argv)
         if options is None:
