@@ -277,16 +277,15 @@ def test_public_ecr_outside_the_aws_partition_is_anonymous(
     env = {**provider_env, "AWS_DEFAULT_REGION": "us-gov-west-1"}
     result = run_provider(make_request("public.ecr.aws/nginx/nginx"), env=env)
     body = ok_response(result)
-    assert body["auth"] == {} and stub.calls() == []
+    assert body["auth"] == {} and body["cacheDuration"] == "1h0m0s" and stub.calls() == []
     assert "aws-us-gov" in result.stderr
 
 
-def test_public_ecr_access_denied_is_anonymous(run_provider: RunProvider, stub: StubClient) -> None:
+def test_public_ecr_access_denied_is_a_visible_failure(run_provider: RunProvider, stub: StubClient) -> None:
+    # Exit non-zero so the kubelet logs why and caches nothing; it still pulls anonymously.
     stub.configure(deny=True)
-    result = run_provider(make_request("public.ecr.aws/nginx/nginx"))
-    body = ok_response(result)
-    assert body["auth"] == {} and body["cacheDuration"] == "15m0s"
-    assert "pull anonymously" in result.stderr
+    line = failed(run_provider(make_request("public.ecr.aws/nginx/nginx")), 3)
+    assert "ecr-public:GetAuthorizationToken" in line and "AccessDeniedException" in line
 
 
 def test_moto_server(run_provider: RunProvider, moto: str, provider_env: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ecr_kubelet import deadline
 from ecr_kubelet.cache import Freshness, TokenCache, key_digest, prepare_cache_dir
 from ecr_kubelet.durations import format_go_duration
-from ecr_kubelet.errors import AuthError, ProviderError
+from ecr_kubelet.errors import ProviderError
 from ecr_kubelet.identity import Identity, plan_identity
 from ecr_kubelet.options import Options
 from ecr_kubelet.registry import Registry, classify_host, configured_endpoint, parse_image
@@ -18,13 +18,13 @@ from ecr_kubelet.wire import Answer, Request
 
 log = logging.getLogger(__name__)
 
-# How long the kubelet may remember "no credentials" for public ECR we cannot authenticate to:
-# long enough to spare the API, short enough that fixing IAM takes effect soon.
-PUBLIC_FALLBACK_CACHE = "15m0s"
+# How long the kubelet may remember "no credentials" for public ECR on a node outside the aws
+# partition: the node's partition does not change, but a short time keeps a wrong region setting cheap.
+PUBLIC_FALLBACK_CACHE = "1h0m0s"
 
 
 class NoPublicCredentials(ProviderError):
-    """Public ECR cannot be authenticated to from here; anonymous pulls still work."""
+    """Public ECR cannot be authenticated to from this partition; anonymous pulls still work."""
 
 
 def answer(request: Request, options: Options) -> Answer:
@@ -102,10 +102,8 @@ def _fetch(registry: Registry, identity: Identity) -> Token:
             raise NoPublicCredentials(
                 f"public ECR authenticates only in the aws partition; this node is in {partition}"
             )
-        try:
-            return fetch_token(registry, identity)
-        except AuthError as exc:
-            raise NoPublicCredentials(f"public ECR refused our credentials ({exc})") from None
+    # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
+    # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
     return fetch_token(registry, identity)
 
 
