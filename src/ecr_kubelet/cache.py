@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import time
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 ENTRY_VERSION = 1
 _MAX_ENTRY_BYTES = 64 * 1024
 _LOCK_POLL_SECONDS = 0.02
+# After a fetch fails (throttled, 5xx, timeout), the invocations that queued behind it fail fast for
+# this long instead of each repeating the failed call against an API that is already struggling.
+FAILURE_HOLDOFF_SECONDS = 10.0
+# Temp files of writers killed mid-write are removed once they are this old.
+_STALE_TEMP_SECONDS = 600.0
 
 Outcome = Literal["hit", "fetched", "stale"]
 
@@ -74,30 +80,72 @@ class TokenCache:
         self._memory: TLRUCache[str, Token] = TLRUCache(
             maxsize=64, ttu=lambda _key, token, _now: freshness.usable_until(token), timer=time.time
         )
+        self._warned: set[str] = set()  # entries already reported as unusable, to warn once
 
     # -- single flight -------------------------------------------------------------------------
 
     def get_or_fetch(
-        self, key: str, fetch: Callable[[], Token], lock_timeout: float
+        self, key: str, fetch: Callable[[], Token], lock_timeout: float,
+        on_usable: Callable[[Token], None] | None = None,
     ) -> tuple[Token, Outcome]:
-        """A fresh cached token, or one fetched by exactly one of the processes that need it."""
+        """A fresh cached token, or one fetched by exactly one of the processes that need it.
+
+        `on_usable` hears of a cached token that is past its refresh point but still valid, the
+        answer of last resort should the refresh outlive the run's deadline.
+        """
         cached = self.lookup(key)
         if cached is not None and self.freshness.is_fresh(cached, time.time()):
             return cached, "hit"
+        if cached is not None and on_usable is not None:
+            on_usable(cached)
         with self._locked(key, lock_timeout):
             # Whoever held the lock before us may have refreshed the entry already.
-            cached = self.lookup(key, skip_memory=True) or cached
-            if cached is not None and self.freshness.is_fresh(cached, time.time()):
-                return cached, "hit"
+            refreshed = self.lookup(key, skip_memory=True)
+            if refreshed is not None and self.freshness.is_fresh(refreshed, time.time()):
+                return refreshed, "hit"
+            cached = refreshed or cached
             try:
+                self._check_recent_failure(key)
                 token = fetch()
             except UnavailableError as exc:
+                self._mark_failure(key)
                 if cached is not None and self.freshness.is_usable(cached, time.time()):
                     log.warning("serving the cached token, still valid, because refreshing failed: %s", exc)
                     return cached, "stale"
                 raise
             self.store(key, token)
+            self._clear_failure(key)
             return token, "fetched"
+
+    # -- failure hold-off ----------------------------------------------------------------------
+
+    def _check_recent_failure(self, key: str) -> None:
+        if self.directory is None:
+            return
+        try:
+            age = time.time() - os.stat(self._path(key, ".fail"), follow_symlinks=False).st_mtime
+        except OSError:
+            return
+        if 0 <= age < FAILURE_HOLDOFF_SECONDS:
+            raise UnavailableError(
+                f"another invocation's GetAuthorizationToken for this registry failed {age:.0f}s ago; "
+                f"not repeating it for {FAILURE_HOLDOFF_SECONDS:.0f}s"
+            )
+
+    def _mark_failure(self, key: str) -> None:
+        if self.directory is None:
+            return
+        with suppress(OSError):
+            fd = os.open(self._path(key, ".fail"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.utime(fd)
+            finally:
+                os.close(fd)
+
+    def _clear_failure(self, key: str) -> None:
+        if self.directory is not None:
+            with suppress(OSError):
+                os.unlink(self._path(key, ".fail"))
 
     # -- storage -------------------------------------------------------------------------------
 
@@ -128,21 +176,35 @@ class TokenCache:
     def _read(self, key: str) -> Token | None:
         path = self._path(key, ".json")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO at the entry's path must not block the run until its deadline.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
-                log.warning("ignoring unreadable cache entry %s: %s", path.name, exc.strerror)
+                self._warn_once(key, "ignoring unreadable cache entry %s: %s", path.name, exc.strerror)
             return None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-                log.warning("ignoring cache entry %s: not private to this user", path.name)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                self._warn_once(key, "ignoring cache entry %s: not a regular file", path.name)
                 return None
-            raw = handle.read(_MAX_ENTRY_BYTES + 1)
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+                self._warn_once(key, "ignoring cache entry %s: not private to this user", path.name)
+                return None
+            raw = _read_at_most(fd, _MAX_ENTRY_BYTES + 1)
+        except OSError as exc:
+            self._warn_once(key, "ignoring unreadable cache entry %s: %s", path.name, exc.strerror)
+            return None
+        finally:
+            os.close(fd)
         token = _decode_entry(raw, key)
         if token is None:
-            log.warning("ignoring corrupt or incompatible cache entry %s", path.name)
+            self._warn_once(key, "ignoring corrupt or incompatible cache entry %s", path.name)
         return token
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def _write(self, key: str, token: Token) -> None:
         import tempfile
@@ -152,6 +214,7 @@ class TokenCache:
             "version": ENTRY_VERSION, "key": key, "username": token.username, "password": token.password,
             "expires_at": token.expires_at, "fetched_at": token.fetched_at,
         }).encode()
+        _remove_stale_temp_files(self.directory)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")  # mode 0600
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -195,6 +258,31 @@ def _acquire(fd: int, timeout: float) -> bool:
                 log.warning("waited %.0fs for another invocation's token fetch; fetching ourselves", timeout)
                 return False
             time.sleep(_LOCK_POLL_SECONDS)
+        except OSError as exc:  # e.g. ENOLCK where the file system has no flock: never fail the pull
+            log.warning("cannot lock the token cache: %s; going on without the lock", exc.strerror)
+            return False
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """Temp files of writers that were killed (the kubelet's 60 s kill) before renaming them."""
+    cutoff = time.time() - _STALE_TEMP_SECONDS
+    with suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".tmp-") and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                with suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _decode_entry(raw: bytes, key: str) -> Token | None:
@@ -208,10 +296,18 @@ def _decode_entry(raw: bytes, key: str) -> Token | None:
         expires_at, fetched_at = data["expires_at"], data["fetched_at"]
         if not (isinstance(username, str) and isinstance(password, str) and username and password):
             return None
-        return Token(username=username, password=password, expires_at=float(expires_at),
-                     fetched_at=float(fetched_at))
-    except (ValueError, KeyError, TypeError):
+        if not (_is_number(expires_at) and _is_number(fetched_at)):
+            return None
+        expires, fetched = float(expires_at), float(fetched_at)
+        if not (math.isfinite(expires) and math.isfinite(fetched)):
+            return None  # json.loads accepts NaN and Infinity; an infinite expiry would never end
+        return Token(username=username, password=password, expires_at=expires, fetched_at=fetched)
+    except (ValueError, KeyError, TypeError, OverflowError):  # float(10**400) overflows
         return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -250,4 +346,10 @@ def prepare_cache_dir(directory: Path) -> Path | None:
     if problem:
         log.warning("token cache disabled: refusing %s because %s", directory, problem)
         return None
+    if info.st_mode & 0o077:
+        # Ours and not writable by others, only readable: make it private as it should be.
+        try:
+            os.chmod(directory, 0o700, follow_symlinks=False)
+        except (OSError, NotImplementedError) as exc:
+            log.warning("could not make %s private (mode 0700): %s", directory, exc)
     return directory

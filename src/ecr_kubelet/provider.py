@@ -86,11 +86,12 @@ def _obtain(registry: Registry, identity: Identity, options: Options, freshness:
         return fetch(), "fetched (not cacheable)"
     directory = prepare_cache_dir(options.cache_dir) if options.cache_dir else None
     cache = TokenCache(directory, freshness)
-    cached = cache.lookup(key)
-    if cached is not None:
+
+    def keep_as_fallback(cached: Token) -> None:
         # Should AWS hang past the deadline, answer with this still-valid token instead of nothing.
         deadline.set_fallback(lambda: respond(cached, "stale"))
-    return cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2)
+
+    return cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2, on_usable=keep_as_fallback)
 
 
 def _fetch(registry: Registry, identity: Identity) -> Token:
