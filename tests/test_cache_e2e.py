@@ -1,0 +1,406 @@
+"""The token cache end to end: the plugin run as the kubelet runs it, against the local AWS stub.
+
+Every test is marked e2e; CI runs the same tests against the built binary (ECR_KUBELET_TEST_BINARY).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecr_kubelet.durations import parse_go_duration
+from helpers import RunProvider, StubClient, make_jwt, make_request
+
+pytestmark = pytest.mark.e2e
+
+ACCOUNT = "123456789012"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+IMAGE = f"{REGISTRY}/team/app"
+OTHER_IMAGE = f"{REGISTRY}/team/other"  # same registry: same cache entry
+SA_ROLE = "arn:aws:iam::111122223333:role/pull"
+NODE_ROLE = "arn:aws:iam::111122223333:role/node-pull"
+MARGIN = 300
+HALF_DAY = 43200
+
+
+def sa_request(sub: str, image: str = IMAGE) -> dict[str, Any]:
+    return make_request(
+        image,
+        serviceAccountToken=make_jwt(sub),  # a new JWT every time, as the kubelet rotates them
+        serviceAccountAnnotations={"eks.amazonaws.com/ecr-role-arn": SA_ROLE},
+    )
+
+
+def password_of(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    response = json.loads(proc.stdout)
+    assert response["cacheKeyType"] == "Registry"
+    assert list(response["auth"]) == [REGISTRY]
+    password: str = response["auth"][REGISTRY]["password"]
+    assert password.startswith("stubpw-")
+    return password
+
+
+def cache_seconds(proc: subprocess.CompletedProcess[str]) -> float:
+    return parse_go_duration(json.loads(proc.stdout)["cacheDuration"])
+
+
+def ecr_calls(stub: StubClient) -> list[dict[str, Any]]:
+    return stub.calls("ecr", "GetAuthorizationToken")
+
+
+def issued_passwords(stub: StubClient) -> list[str]:
+    return [c["password"] for c in ecr_calls(stub) if c["status"] == 200]
+
+
+def cache_dir(env: dict[str, str]) -> Path:
+    return Path(env["ECR_KUBELET_CACHE_DIR"])
+
+
+def entries(env: dict[str, str]) -> list[Path]:
+    directory = cache_dir(env)
+    return sorted(directory.glob("*.json")) if directory.exists() else []
+
+
+def only_entry(env: dict[str, str]) -> dict[str, Any]:
+    files = entries(env)
+    assert len(files) == 1, files
+    data: dict[str, Any] = json.loads(files[0].read_bytes())
+    return data
+
+
+# ---- reuse ----------------------------------------------------------------------------------------
+
+
+def test_second_invocation_makes_no_api_call_and_returns_a_shorter_duration(
+    run_provider: RunProvider, stub: StubClient
+) -> None:
+    started = time.time()
+    first = run_provider(make_request(IMAGE))
+    took = time.time() - started
+    password = password_of(first)
+    first_duration = cache_seconds(first)
+    # a 12 h token is reused for half its life: the kubelet may keep it 6 h from its fetch
+    assert HALF_DAY / 2 - took - 1 <= first_duration <= HALF_DAY / 2
+    assert len(stub.calls()) == 1
+
+    time.sleep(1.1)  # durations are whole seconds
+    second = run_provider(make_request(OTHER_IMAGE))
+    assert password_of(second) == password
+    assert len(stub.calls()) == 1
+    assert cache_seconds(second) < first_duration  # the same refresh point, seen later
+
+
+def run_concurrently(
+    provider_cmd: list[str], env: dict[str, str], outputs: Path, count: int
+) -> list[subprocess.CompletedProcess[str]]:
+    """`count` cold invocations released at once, as the kubelet starts them at node boot."""
+    request = (json.dumps(make_request(IMAGE)) + "\n").encode()
+    outputs.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # Start them all first; each blocks reading its request. Then release them all at once.
+        for i in range(count):
+            with (outputs / f"{i}.out").open("wb") as out, (outputs / f"{i}.err").open("wb") as err:
+                procs.append(
+                    subprocess.Popen(provider_cmd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err)
+                )
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(request)
+            proc.stdin.close()
+        codes = [proc.wait(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [
+        subprocess.CompletedProcess(
+            provider_cmd, code, (outputs / f"{i}.out").read_text(), (outputs / f"{i}.err").read_text()
+        )
+        for i, code in enumerate(codes)
+    ]
+
+
+def test_concurrent_cold_invocations_make_a_single_call(
+    provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    stub.configure(delay_seconds=0.3)
+    results = run_concurrently(provider_cmd, provider_env, tmp_path / "outputs", 50)
+    passwords = {password_of(r) for r in results}
+    assert len(results) == 50
+    assert len(passwords) == 1
+    calls = ecr_calls(stub)
+    assert len(calls) == 1, [c["time"] for c in calls]
+    assert passwords == {calls[0]["password"]}
+    assert only_entry(provider_env)["password"] in passwords
+
+
+def test_an_outage_at_boot_costs_one_call_not_one_per_invocation(
+    provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    # The invocations queued behind a failed fetch fail fast instead of repeating it.
+    stub.configure(fail_all=True, delay_seconds=0.3)
+    env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
+    results = run_concurrently(provider_cmd, env, tmp_path / "outputs", 20)
+    assert [r.returncode for r in results] == [4] * 20
+    assert all(r.stdout == "" and len(r.stderr.splitlines()) == 1 for r in results)
+    assert len(ecr_calls(stub)) == 1
+    assert sum("failed" in r.stderr and "ago" in r.stderr for r in results) == 19
+
+
+# ---- keys: identities never share an entry -------------------------------------------------------
+
+
+def test_two_access_keys_never_share_an_entry(
+    run_provider: RunProvider, provider_env: dict[str, str], stub: StubClient
+) -> None:
+    env_a = provider_env
+    env_b = {**provider_env, "AWS_ACCESS_KEY_ID": "AKIAOTHERKEYEXAMPLE0", "AWS_SECRET_ACCESS_KEY": "other"}
+    pw_a = password_of(run_provider(make_request(IMAGE), env=env_a))
+    pw_b = password_of(run_provider(make_request(IMAGE), env=env_b))
+    assert pw_a != pw_b
+    assert [c["access_key_id"] for c in ecr_calls(stub)] == [env_a["AWS_ACCESS_KEY_ID"], env_b["AWS_ACCESS_KEY_ID"]]
+    assert len(entries(provider_env)) == 2
+    # each identity gets its own token back, from the cache
+    assert password_of(run_provider(make_request(IMAGE), env=env_a)) == pw_a
+    assert password_of(run_provider(make_request(IMAGE), env=env_b)) == pw_b
+    assert len(ecr_calls(stub)) == 2
+
+
+def test_two_service_accounts_on_one_role_each_assume_it(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    pw_a = password_of(run_provider(sa_request("system:serviceaccount:ns:a")))
+    pw_b = password_of(run_provider(sa_request("system:serviceaccount:ns:b")))
+    assert pw_a != pw_b
+    assumed = stub.calls("sts", "AssumeRoleWithWebIdentity")
+    assert [(c["role_arn"], c["web_identity"]["sub"]) for c in assumed] == [
+        (SA_ROLE, "system:serviceaccount:ns:a"),
+        (SA_ROLE, "system:serviceaccount:ns:b"),
+    ]
+    # ECR was called with each service account's own session credentials, never the node's
+    assert [c["access_key_id"] for c in ecr_calls(stub)] == [c["issued_access_key_id"] for c in assumed]
+    assert len(entries(provider_env)) == 2
+
+    # the same service account again, with a newly issued JWT: served from the cache
+    before = len(stub.calls())
+    assert password_of(run_provider(sa_request("system:serviceaccount:ns:a"))) == pw_a
+    assert password_of(run_provider(sa_request("system:serviceaccount:ns:b", OTHER_IMAGE))) == pw_b
+    assert len(stub.calls()) == before
+
+
+def test_role_arn_and_node_credentials_have_separate_entries(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    node_pw = password_of(run_provider(make_request(IMAGE)))
+    role_pw = password_of(run_provider(make_request(IMAGE), "--role-arn", NODE_ROLE))
+    assert node_pw != role_pw
+    assumed = stub.calls("sts", "AssumeRole")
+    assert [c["role_arn"] for c in assumed] == [NODE_ROLE]
+    assert [c["access_key_id"] for c in ecr_calls(stub)] == [
+        provider_env["AWS_ACCESS_KEY_ID"],
+        assumed[0]["issued_access_key_id"],
+    ]
+    assert len(entries(provider_env)) == 2
+    assert password_of(run_provider(make_request(IMAGE), "--role-arn", NODE_ROLE)) == role_pw
+    assert password_of(run_provider(make_request(IMAGE))) == node_pw
+    assert len(stub.calls()) == 3  # 1 AssumeRole + 2 GetAuthorizationToken, nothing more
+
+
+# ---- AWS trouble ----------------------------------------------------------------------------------
+
+
+def test_cold_cache_survives_a_run_of_throttling(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    stub.configure(throttle_next=3)
+    password = password_of(run_provider(make_request(IMAGE)))
+    assert [c["status"] for c in ecr_calls(stub)] == [400, 400, 400, 200]
+    assert issued_passwords(stub) == [password]
+    assert only_entry(provider_env)["password"] == password
+    assert password_of(run_provider(make_request(IMAGE))) == password
+    assert len(ecr_calls(stub)) == 4
+
+
+def test_outage_serves_the_still_valid_cached_token(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    stub.configure(token_lifetime_seconds=3600)
+    password = password_of(run_provider(make_request(IMAGE)))
+    expires_at = float(only_entry(provider_env)["expires_at"])
+
+    stub.configure(fail_all=True)
+    env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
+    # a tiny refresh fraction puts the refresh point in the past: this run must try AWS first
+    started = time.time()
+    proc = run_provider(make_request(IMAGE), "--refresh-fraction", "0.00001", env=env)
+    ended = time.time()
+    assert password_of(proc) == password
+    failed = [c for c in ecr_calls(stub) if c["status"] == 503]
+    assert len(failed) == 1  # it did try to refresh
+    assert "serving the cached token" in proc.stderr
+    # the kubelet may keep it until expiry minus the margin, not longer
+    usable_until = expires_at - MARGIN
+    assert usable_until - ended - 1 <= cache_seconds(proc) <= usable_until - started
+    assert cache_seconds(proc) < 3600 - MARGIN
+    assert only_entry(provider_env)["password"] == password  # the good entry is kept
+
+
+def test_outage_with_a_token_too_close_to_expiry_fails(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    # 400 s token: usable (and cached) for 100 s under the default 5m margin
+    stub.configure(token_lifetime_seconds=400)
+    started = time.time()
+    first = run_provider(make_request(IMAGE))
+    took = time.time() - started
+    password_of(first)
+    assert 100 - took - 1 <= cache_seconds(first) <= 100  # the margin, not the half-life, bounds it
+    assert len(entries(provider_env)) == 1
+
+    stub.configure(fail_all=True)
+    env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
+    proc = run_provider(make_request(IMAGE), "--expiry-margin", "7m0s", env=env)  # 420 s > 400 s
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == ""
+    assert [c["status"] for c in ecr_calls(stub)] == [200, 503]
+
+
+def test_outage_with_an_expired_cached_token_fails(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    # a 3 s token, cached with no margin; then wait until it has really expired
+    stub.configure(token_lifetime_seconds=3)
+    password_of(run_provider(make_request(IMAGE), "--expiry-margin", "0s"))
+    expires_at = float(only_entry(provider_env)["expires_at"])
+    time.sleep(max(0.0, expires_at - time.time()) + 0.1)
+
+    stub.configure(fail_all=True)
+    env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
+    proc = run_provider(make_request(IMAGE), "--expiry-margin", "0s", env=env)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == ""
+    assert [c["status"] for c in ecr_calls(stub)] == [200, 503]
+
+
+# ---- switching the cache off ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env"),
+    [
+        (("--no-cache",), {}),
+        ((), {"ECR_KUBELET_DISABLE_CACHE": "1"}),
+        ((), {"ECR_KUBELET_DISABLE_CACHE": "true"}),
+    ],
+    ids=["flag", "env-1", "env-true"],
+)
+def test_disabled_cache_calls_the_api_every_time(
+    args: tuple[str, ...],
+    extra_env: dict[str, str],
+    run_provider: RunProvider,
+    stub: StubClient,
+    provider_env: dict[str, str],
+) -> None:
+    env = {**provider_env, **extra_env}
+    passwords = [password_of(run_provider(make_request(IMAGE), *args, env=env)) for _ in range(2)]
+    assert len(set(passwords)) == 2
+    assert issued_passwords(stub) == passwords
+    assert not cache_dir(provider_env).exists()
+
+
+def test_disable_env_set_to_zero_keeps_the_cache(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    env = {**provider_env, "ECR_KUBELET_DISABLE_CACHE": "0"}
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    assert len(ecr_calls(stub)) == 1
+
+
+def test_cache_dir_flag_overrides_the_env(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    flag_dir = tmp_path / "flag-cache"
+    first = password_of(run_provider(make_request(IMAGE), "--cache-dir", str(flag_dir)))
+    assert len(list(flag_dir.glob("*.json"))) == 1
+    assert not cache_dir(provider_env).exists()
+    assert password_of(run_provider(make_request(IMAGE), "--cache-dir", str(flag_dir))) == first
+    assert len(ecr_calls(stub)) == 1
+
+
+# ---- what lands on disk ---------------------------------------------------------------------------
+
+
+def test_cache_files_are_private_and_hold_no_aws_secret_or_sa_token(
+    run_provider: RunProvider, provider_env: dict[str, str], stub: StubClient
+) -> None:
+    jwt = make_jwt("system:serviceaccount:ns:a")
+    sa = make_request(
+        IMAGE, serviceAccountToken=jwt, serviceAccountAnnotations={"eks.amazonaws.com/ecr-role-arn": SA_ROLE}
+    )
+    passwords = {
+        password_of(run_provider(make_request(IMAGE))),
+        password_of(run_provider(make_request(IMAGE), "--role-arn", NODE_ROLE)),
+        password_of(run_provider(sa)),
+    }
+    assert len(passwords) == 3
+
+    directory = cache_dir(provider_env)
+    info = directory.lstat()
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+    assert info.st_uid == os.geteuid()
+    files = sorted(directory.iterdir())
+    assert len([f for f in files if f.suffix == ".json"]) == 3
+    assert not [f for f in files if f.name.startswith(".tmp-")]
+    secrets = [provider_env["AWS_SECRET_ACCESS_KEY"], provider_env["AWS_ACCESS_KEY_ID"], jwt, jwt.split(".")[2]]
+    sts_calls = stub.calls("sts")
+    assert len(sts_calls) == 2
+    stored_passwords = set()
+    for path in files:
+        st = path.lstat()
+        assert stat.S_ISREG(st.st_mode), path
+        assert stat.S_IMODE(st.st_mode) == 0o600, path
+        assert st.st_uid == os.geteuid()
+        body = path.read_text()
+        for secret in secrets:
+            assert secret not in body, f"{path.name} holds a secret"
+        for call in sts_calls:  # the session credentials STS issued are not stored either
+            assert call["issued_access_key_id"] not in body
+        if path.suffix == ".json":
+            stored_passwords.add(json.loads(body)["password"])
+    assert stored_passwords == passwords
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b'{"version": 1, "key": ', b"\x00\x01\x02 not json", b'{"version": 999}'],
+    ids=["truncated", "garbage", "unknown-version"],
+)
+def test_corrupt_entry_is_replaced_after_a_run(
+    garbage: bytes, run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    first = password_of(run_provider(make_request(IMAGE)))
+    (path,) = entries(provider_env)
+    path.write_bytes(garbage)
+
+    proc = run_provider(make_request(IMAGE))
+    second = password_of(proc)
+    assert second != first
+    assert len(ecr_calls(stub)) == 2
+    assert "ignoring corrupt or incompatible cache entry" in proc.stderr
+    assert entries(provider_env) == [path]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_bytes())["password"] == second
+    # and the repaired entry is used
+    assert password_of(run_provider(make_request(IMAGE))) == second
+    assert len(ecr_calls(stub)) == 2
