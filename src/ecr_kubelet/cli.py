@@ -6,65 +6,81 @@ Exit codes: 0 answered (possibly with no credentials), 1 internal or unexpected 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ecr_kubelet import __version__, deadline, redact
 from ecr_kubelet.durations import DurationError, parse_go_duration
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.options import DEFAULT_SA_ROLE_ANNOTATIONS, Options
 
+if TYPE_CHECKING:
+    import argparse
+
 PROG = "ecr-credential-provider"
 MAX_TIMEOUT = 55.0  # the kubelet kills us at 60 s
 log = logging.getLogger("ecr_kubelet")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise BadInputError(f"usage: {message} (see --help)")
+def flag_defaults() -> dict[str, Any]:
+    """Every flag's value when it is absent; several come from the environment."""
+    env_cache_dir = os.environ.get("ECR_KUBELET_CACHE_DIR")
+    return {
+        "version": False, "verbose": 0, "klog_verbosity": 0,
+        "role_arn": os.environ.get("AWS_ECR_ROLE_ARN") or None,
+        "sa_role_annotation": None, "sa_without_role": "node", "mirror": [],
+        "refresh_fraction": 0.5, "expiry_margin": "5m0s",
+        "cache_dir": Path(env_cache_dir) if env_cache_dir else None,
+        "no_cache": _truthy(os.environ.get("ECR_KUBELET_DISABLE_CACHE")), "timeout": "45s",
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise BadInputError(f"usage: {message} (see --help)")
+
+    parser = Parser(
         prog=PROG,
         description="Kubelet image credential provider for Amazon ECR. Reads a CredentialProviderRequest "
         "on stdin and writes a CredentialProviderResponse on stdout. "
         "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig.",
     )
     parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
+    parser.add_argument("-v", "--verbose", action="count",
                         help="more detail on stderr (-v info, -vv debug); secrets are never printed")
-    parser.add_argument("--v", type=int, default=0, metavar="N", dest="klog_verbosity",
+    parser.add_argument("--v", type=int, metavar="N", dest="klog_verbosity",
                         help="klog-style verbosity, as other kubelet providers take it (2+ is -v, 4+ is -vv)")
-    parser.add_argument("--role-arn", default=os.environ.get("AWS_ECR_ROLE_ARN") or None,
+    parser.add_argument("--role-arn",
                         help="IAM role to assume with the node credentials first (env AWS_ECR_ROLE_ARN)")
     parser.add_argument("--sa-role-annotation", action="append", metavar="KEY",
                         help="service-account annotation holding the role ARN, in order of preference "
                         f"(repeatable; default {', '.join(DEFAULT_SA_ROLE_ANNOTATIONS)})")
-    parser.add_argument("--sa-without-role", choices=("node", "fail"), default="node",
+    parser.add_argument("--sa-without-role", choices=("node", "fail"),
                         help="a service-account token without a role annotation: use node credentials "
                         "(default) or fail")
-    parser.add_argument("--mirror", action="append", default=[], metavar="HOST=ECR_HOST",
+    parser.add_argument("--mirror", action="append", metavar="HOST=ECR_HOST",
                         help="answer for mirror HOST[:PORT] with the credentials of ECR registry ECR_HOST "
                         "(repeatable)")
-    parser.add_argument("--refresh-fraction", type=float, default=0.5, metavar="F",
+    parser.add_argument("--refresh-fraction", type=float, metavar="F",
                         help="refresh a token after this share of its lifetime (0 < F <= 1, default 0.5); "
                         "the cacheDuration we return ends there")
-    parser.add_argument("--expiry-margin", default="5m0s", metavar="DURATION",
+    parser.add_argument("--expiry-margin", metavar="DURATION",
                         help="never hand out a token this close to expiry (Go duration, default 5m0s)")
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
-                        default=os.environ.get("ECR_KUBELET_CACHE_DIR") or None,
                         help="token cache directory (env ECR_KUBELET_CACHE_DIR; default "
                         "/var/cache/ecr-credential-provider as root, else ~/.cache/ecr-credential-provider)")
     parser.add_argument("--no-cache", action="store_true",
-                        default=_truthy(os.environ.get("ECR_KUBELET_DISABLE_CACHE")),
                         help="do not use the on-disk token cache (env ECR_KUBELET_DISABLE_CACHE=1)")
-    parser.add_argument("--timeout", default="45s", metavar="DURATION",
+    parser.add_argument("--timeout", metavar="DURATION",
                         help="deadline for the whole run (Go duration, default 45s, at most 55s)")
+    parser.set_defaults(**flag_defaults())
     return parser
 
 
@@ -74,7 +90,8 @@ def _truthy(value: str | None) -> bool:
 
 def parse_options(argv: list[str]) -> Options | None:
     """Options for this run, or None when the arguments asked only for --version."""
-    args = build_parser().parse_args(argv)
+    # The kubelet usually passes no arguments: skip building a parser on that hot path.
+    args: Any = build_parser().parse_args(argv) if argv else SimpleNamespace(**flag_defaults())
     if args.version:
         return None
     if not 0 < args.refresh_fraction <= 1:

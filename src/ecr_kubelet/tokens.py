@@ -7,7 +7,6 @@ import binascii
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ecr_kubelet import redact
@@ -74,6 +73,8 @@ def fetch_token(registry: Registry, identity: Identity) -> Token:
 
 
 def _epoch(value: object) -> float | None:
+    from datetime import datetime  # only on a miss: the hit path never decodes AWS answers
+
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, int | float):
