@@ -663,31 +663,48 @@ def test_unwritable_cache_dir_warns_and_the_pull_still_answers(
 # ---- hold-off after a failed fetch, stale temp files, directory mode, warnings ----------------------
 
 
-def test_a_failed_fetch_holds_off_the_next_ones(cache_dir: Path) -> None:
-    cache = TokenCache(cache_dir, FRESH)
+def test_invocations_queued_behind_a_failed_fetch_fail_fast(cache_dir: Path) -> None:
+    lock_fd = os.open(cache_dir / f"{KEY}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # "another invocation" is fetching
+    queued = Fetcher(make_token())
+    outcome: list[BaseException | None] = []
+
+    def waiter() -> None:
+        try:
+            TokenCache(cache_dir, FRESH).get_or_fetch(KEY, queued, lock_timeout=10)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)
+    TokenCache(cache_dir, FRESH)._mark_failure(KEY)  # its fetch fails while the waiter is queued
+    os.close(lock_fd)
+    thread.join(10)
+    assert queued.calls == 0
+    assert isinstance(outcome[0], UnavailableError) and "waited for failed" in str(outcome[0])
+
+
+def test_a_later_invocation_tries_again_and_success_clears_the_marker(cache_dir: Path) -> None:
     failing = Fetcher(UnavailableError("throttled"))
     with pytest.raises(UnavailableError, match="throttled"):
-        cache.get_or_fetch(KEY, failing, lock_timeout=1)
-    good = Fetcher(make_token())
-    with pytest.raises(UnavailableError, match="not repeating"):
-        TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)
-    assert (failing.calls, good.calls) == (1, 0)
-    # Once the hold-off has passed, the next invocation tries again, and success clears the marker.
+        TokenCache(cache_dir, FRESH).get_or_fetch(KEY, failing, lock_timeout=1)
     marker = cache_dir / f"{KEY}.fail"
-    old = time.time() - cache_mod.FAILURE_HOLDOFF_SECONDS - 1
-    os.utime(marker, (old, old))
+    assert marker.exists()
+    time.sleep(0.01)
+    good = Fetcher(make_token())
     _token, outcome = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)
-    assert (outcome, good.calls, marker.exists()) == ("fetched", 1, False)
+    assert (failing.calls, good.calls, outcome, marker.exists()) == (1, 1, "fetched", False)
 
 
-def test_hold_off_still_serves_a_valid_cached_token(cache_dir: Path) -> None:
+def test_a_failed_refresh_serves_a_valid_cached_token_and_reports_it(cache_dir: Path) -> None:
     stale = make_token(lifetime=3600, age=2000)  # past its refresh point, still valid
     TokenCache(cache_dir, FRESH).store(KEY, stale)
-    (cache_dir / f"{KEY}.fail").touch()
-    fetch = Fetcher(make_token())
+    fetch = Fetcher(UnavailableError("throttled"))
     seen: list[Token] = []
     token, outcome = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=1, on_usable=seen.append)
-    assert (token, outcome, fetch.calls) == (stale, "stale", 0)
+    assert (token, outcome, fetch.calls) == (stale, "stale", 1)
     assert seen == [stale]
 
 

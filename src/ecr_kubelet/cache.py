@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 ENTRY_VERSION = 1
 _MAX_ENTRY_BYTES = 64 * 1024
 _LOCK_POLL_SECONDS = 0.02
-# After a fetch fails (throttled, 5xx, timeout), the invocations that queued behind it fail fast for
-# this long instead of each repeating the failed call against an API that is already struggling.
-FAILURE_HOLDOFF_SECONDS = 10.0
 # Temp files of writers killed mid-write are removed once they are this old.
 _STALE_TEMP_SECONDS = 600.0
 
@@ -98,6 +95,7 @@ class TokenCache:
             return cached, "hit"
         if cached is not None and on_usable is not None:
             on_usable(cached)
+        queued_at = time.time()
         with self._locked(key, lock_timeout):
             # Whoever held the lock before us may have refreshed the entry already.
             refreshed = self.lookup(key, skip_memory=True)
@@ -105,7 +103,7 @@ class TokenCache:
                 return refreshed, "hit"
             cached = refreshed or cached
             try:
-                self._check_recent_failure(key)
+                self._check_failure_while_queued(key, queued_at)
                 token = fetch()
             except UnavailableError as exc:
                 self._mark_failure(key)
@@ -117,19 +115,25 @@ class TokenCache:
             self._clear_failure(key)
             return token, "fetched"
 
-    # -- failure hold-off ----------------------------------------------------------------------
+    # -- failures seen while queued ------------------------------------------------------------
 
-    def _check_recent_failure(self, key: str) -> None:
+    def _check_failure_while_queued(self, key: str, queued_at: float) -> None:
+        """Fail fast if the fetch we queued behind failed (throttled, 5xx, timeout) while we waited.
+
+        At node boot dozens of invocations queue on one key; repeating a failed call once per process
+        would only add load to an API that is already struggling. Invocations that start after the
+        failure are not affected: a failure is never remembered beyond the processes that saw it happen.
+        """
         if self.directory is None:
             return
         try:
-            age = time.time() - os.stat(self._path(key, ".fail"), follow_symlinks=False).st_mtime
+            failed_at = os.stat(self._path(key, ".fail"), follow_symlinks=False).st_mtime
         except OSError:
             return
-        if 0 <= age < FAILURE_HOLDOFF_SECONDS:
+        if failed_at >= queued_at:
             raise UnavailableError(
-                f"another invocation's GetAuthorizationToken for this registry failed {age:.0f}s ago; "
-                f"not repeating it for {FAILURE_HOLDOFF_SECONDS:.0f}s"
+                "the GetAuthorizationToken call this invocation waited for failed "
+                f"{time.time() - failed_at:.0f}s ago; not repeating it"
             )
 
     def _mark_failure(self, key: str) -> None:
