@@ -10,7 +10,9 @@
 #   docker buildx build --target binary --output type=local,dest=out .   # just the file(s)
 #
 # The binary is built by the same scripts/build-binary that CI runs, on manylinux2014
-# (CentOS 7, glibc 2.17), so it runs on any node with glibc >= 2.17 and libz.so.1. PyInstaller
+# (CentOS 7, glibc 2.17), so it runs on any node with glibc >= 2.17. It is a small C launcher
+# (packaging/launcher.c, zlib linked statically: gcc + zlib-static below) with the compressed
+# PyInstaller one-dir bundle appended; see docs/binary.md. PyInstaller
 # needs a Python with a shared libpython, which manylinux's own Pythons lack: the build uses a
 # uv-managed CPython (python-build-standalone: shared libpython, built for glibc 2.17).
 
@@ -35,6 +37,11 @@ ENV UV_PYTHON_INSTALL_DIR=/opt/uv-python \
     UV_LINK_MODE=copy \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# gcc comes with the image (devtoolset); the launcher links zlib statically (libz.a, zlib.h).
+# hadolint ignore=DL3033
+RUN yum install -y zlib-devel zlib-static \
+ && yum clean all \
+ && rm -rf /var/cache/yum
 RUN /opt/python/cp312-cp312/bin/python -m pip install "uv==${UV_VERSION}" \
  && /opt/python/cp312-cp312/bin/uv python install "${PYTHON_VERSION}" \
  && /opt/python/cp312-cp312/bin/uv venv --seed --python "${PYTHON_VERSION}" /venv

@@ -115,6 +115,7 @@ def provider_env(tmp_path: Path, stub: StubClient) -> dict[str, str]:
         "AWS_ENDPOINT_URL_ECR_PUBLIC": stub.url,
         "AWS_ENDPOINT_URL_STS": stub.url,
         "ECR_KUBELET_CACHE_DIR": str(tmp_path / "cache"),
+        "ECR_KUBELET_RUNTIME_DIR": f"{os.environ.get('TMPDIR') or '/tmp'}/ecr-kubelet-runtime-{os.geteuid()}",
     }
 
 

@@ -635,7 +635,7 @@ def test_unwritable_cache_dir_warns_and_the_pull_still_answers(
     Root ignores permission bits, so a file-size limit is how a root process gets a write failure.
     """
     if os.environ.get("ECR_KUBELET_TEST_BINARY"):
-        pytest.skip("a one-file binary unpacks itself to disk at start, which the file-size limit forbids")
+        pytest.skip("the binary may unpack its bundle on a first run, which the file-size limit forbids")
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o700)
 
