@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cold-start benchmark: our one-file binary vs. a PyInstaller hello-world floor vs. the Go provider.
+"""Cold-start benchmark: our binary vs. a PyInstaller hello-world floor vs. the Go provider.
 
 One command builds what is missing, runs everything against the local AWS stub
 (``tests/stub_server.py``), prints a table and writes ``bench/results/latest.json``::
@@ -7,17 +7,22 @@ One command builds what is missing, runs everything against the local AWS stub
     python bench/run.py                 # build what is missing, 15 runs per row, storm of 50
     python bench/run.py -n 30 --storm 50 --rebuild
 
-Rows: the floor (hello-world one-file built with the same spec and flags), our binary on a cache
-hit and on a cache miss (fresh cache dir every run), the installed console script (plain Python,
+Rows: the floor (hello-world one-file built with the same spec and flags), our binary (the
+unpack-once launcher) on its first run (fresh runtime dir every run: unpack, then a cache hit), on
+a cache hit and on a cache miss (fresh cache dir every run) with the bundle already unpacked, the
+same code as a classic PyInstaller one-file build (``build-binary --onefile``, for comparison;
+``--no-onefile`` skips it), the installed console script (plain Python,
 for reference) on hit and miss, and the official Go provider (pinned version, built with
 ``go install``; it has no cache, so every run calls the API). Each run is timed from spawn to
 reap; CPU time (user+sys) and peak RSS come from ``os.wait4`` of the child, which on Linux
-include the descendants it reaped (the one-file bootloader waits for its Python child).
+include the descendants it reaped (the one-file bootloader waits for its Python child; the
+launcher execs, so it has none).
 Runs of the different rows are interleaved so background load hits them alike.
 
 The boot storm starts N concurrent cold invocations for N different images of ONE registry,
-sharing one empty cache dir, with the stub answering after ``--storm-delay`` seconds, and counts
-the ``GetAuthorizationToken`` calls the stub received and the failed invocations.
+sharing one empty cache dir and one empty runtime dir (the launcher unpacks once for all), with
+the stub answering after ``--storm-delay`` seconds, and counts the ``GetAuthorizationToken`` calls
+the stub received and the failed invocations.
 
 Standard library only (it runs before anything is installed, with any python3 >= 3.10).
 """
@@ -47,6 +52,7 @@ BUILD = ROOT / "build" / "bench"
 RESULTS = ROOT / "bench" / "results"
 SPEC = ROOT / "packaging" / "ecr-credential-provider.spec"
 OUR_BINARY = ROOT / "dist" / "ecr-credential-provider"
+ONEFILE_DIST = BUILD / "onefile"
 GO_MODULE = "k8s.io/cloud-provider-aws/cmd/ecr-credential-provider"
 GO_VERSION = "v1.37.0"  # builds from the module proxy with Go 1.26; honours AWS_ENDPOINT_URL_<SERVICE>
 ACCOUNT = "123456789012"
@@ -91,6 +97,22 @@ def build_ours(python: str, rebuild: bool) -> str | None:
     if proc.returncode != 0:
         return f"scripts/build-binary failed: {proc.stderr.strip()[-400:]}"
     return None
+
+
+def build_onefile(python: str, rebuild: bool) -> tuple[Path | None, str]:
+    """The same code as a classic PyInstaller one-file build (scripts/build-binary --onefile)."""
+    binary = ONEFILE_DIST / "ecr-credential-provider"
+    if binary.exists() and not rebuild:
+        return binary, ""
+    log("building the one-file variant (scripts/build-binary --onefile)")
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "build-binary"), "--python", python, "--onefile", "--no-check",
+         "--dist", str(ONEFILE_DIST)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    if proc.returncode != 0 or not binary.exists():
+        return None, f"scripts/build-binary --onefile failed: {proc.stderr.strip()[-400:]}"
+    return binary, ""
 
 
 def build_floor(python: str, rebuild: bool) -> tuple[Path | None, str]:
@@ -191,6 +213,8 @@ def provider_env(stub_url: str, home: Path) -> dict[str, str]:
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "TMPDIR": tempfile.gettempdir(),
+        # where the launcher unpacks its bundle (once); runs of the "first" rows get a fresh one
+        "ECR_KUBELET_RUNTIME_DIR": str(home / "runtime"),
         "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "benchSECRET/wJalrXUtnFEMI/K7MDENG",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -309,13 +333,16 @@ def scratch() -> Iterator[Path]:
 
 
 def storm(
-    cmd: list[str], env: dict[str, str], stub: Stub, n: int, delay: float, cache_dir: Path | None
+    cmd: list[str], env: dict[str, str], stub: Stub, n: int, delay: float, cache_dir: Path | None,
+    runtime_dir: Path | None = None,
 ) -> dict[str, Any]:
     stub.reset()
     stub.configure(delay_seconds=delay)
     run_env = dict(env)
     if cache_dir is not None:
         run_env["ECR_KUBELET_CACHE_DIR"] = str(cache_dir)
+    if runtime_dir is not None:
+        run_env["ECR_KUBELET_RUNTIME_DIR"] = str(runtime_dir)
     procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
     failures = 0
     with ExitStack() as stack:
@@ -359,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--go-version", default=GO_VERSION, help=f"official provider version (default {GO_VERSION})")
     parser.add_argument("--no-go", action="store_true", help="skip the Go provider")
     parser.add_argument("--no-python", action="store_true", help="skip the console-script (plain Python) rows")
+    parser.add_argument("--no-onefile", action="store_true",
+                        help="skip the rows of the classic one-file build of our code")
     parser.add_argument("--binary", default=os.environ.get("ECR_KUBELET_TEST_BINARY"),
                         help="binary to measure (default dist/ecr-credential-provider, built if missing)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild our binary and the floor")
@@ -375,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         if err:
             notes["ours"] = err
     floor, floor_note = build_floor(python, args.rebuild)
+    onefile, onefile_note = (None, "") if args.no_onefile else build_onefile(python, args.rebuild)
+    if onefile_note:
+        notes["onefile"] = onefile_note
     go_bin, go_note = (None, "skipped (--no-go)") if args.no_go else build_go(args.go_version, False)
     script = Path(python).parent / "ecr-credential-provider"
     runner, runner_note = build_runner()
@@ -399,10 +431,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 notes["floor"] = floor_note
             if binary.exists():
+                plans.append((Row("ours: first run (unpack)", [str(binary)], "fresh runtime dir per run, cache hit"),
+                              req, True, "first"))
                 plans.append((Row("ours: cache hit", [str(binary)]), req, True, "hit"))
                 plans.append((Row("ours: cache miss", [str(binary)], "fresh cache dir per run"), req, True, "miss"))
             else:
                 notes.setdefault("ours", f"{binary} not found")
+            if onefile is not None:
+                plans.append((Row("ours as one-file: cache hit", [str(onefile)]), req, True, "hit"))
+                plans.append((Row("ours as one-file: cache miss", [str(onefile)], "fresh cache dir per run"),
+                              req, True, "miss"))
             if not args.no_python and script.exists():
                 plans.append((Row("python console script: hit", [str(script)]), req, True, "hit"))
                 plans.append((Row("python console script: miss", [str(script)], "fresh cache dir per run"),
@@ -416,8 +454,10 @@ def main(argv: list[str] | None = None) -> int:
 
             def env_for(mode: str, i: int) -> dict[str, str]:
                 run_env = dict(env)
-                if mode == "hit":
+                if mode in ("hit", "first"):
                     run_env["ECR_KUBELET_CACHE_DIR"] = str(hit_cache)
+                if mode == "first":
+                    run_env["ECR_KUBELET_RUNTIME_DIR"] = str(tmp / f"runtime-{i}")
                 elif mode == "miss":
                     run_env["ECR_KUBELET_CACHE_DIR"] = str(tmp / f"miss-{i}")
                 return run_env
@@ -426,19 +466,24 @@ def main(argv: list[str] | None = None) -> int:
             for row, stdin, expect, mode in plans:
                 for w in range(args.warmup):
                     run_once(row.command, stdin, env_for(mode, -1 - w), expect, runner)
+                    shutil.rmtree(tmp / f"miss-{-1 - w}", ignore_errors=True)
+                    shutil.rmtree(tmp / f"runtime-{-1 - w}", ignore_errors=True)
             log(f"timing {len(plans)} rows x {args.iterations} runs (interleaved)")
             for i in range(args.iterations):
                 for row, stdin, expect, mode in plans:
                     row.samples.append(run_once(row.command, stdin, env_for(mode, i), expect, runner))
                     if mode == "miss":
                         shutil.rmtree(tmp / f"miss-{i}", ignore_errors=True)
+                    elif mode == "first":
+                        shutil.rmtree(tmp / f"runtime-{i}", ignore_errors=True)
             rows = [row for row, *_ in plans]
 
             if args.storm > 0:
                 if binary.exists():
-                    log(f"boot storm: {args.storm} concurrent cold runs of our binary, one empty cache dir")
+                    log(f"boot storm: {args.storm} concurrent cold runs of our binary, one empty cache dir"
+                        " and one empty runtime dir")
                     storms["ours"] = storm([str(binary)], env, stub, args.storm, args.storm_delay,
-                                           tmp / "storm-cache")
+                                           tmp / "storm-cache", tmp / "storm-runtime")
                 if go_bin is not None:
                     log(f"boot storm: {args.storm} concurrent runs of the Go provider")
                     storms["go"] = storm([str(go_bin)], env, stub, args.storm, args.storm_delay, None)
