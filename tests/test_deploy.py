@@ -81,6 +81,17 @@ def test_install_then_reinstall_is_idempotent(tmp_path: Path, binary: tuple[Path
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == mtimes
 
 
+def test_built_in_config_is_the_shipped_eks_example(tmp_path: Path, binary: tuple[Path, str]) -> None:
+    # The installer carries its own copy so it works alone on a node; it must not drift from the example.
+    root = tmp_path / "root"
+    root.mkdir()
+    src, digest = binary
+    assert install(root, "--binary", str(src), "--sha256", digest).returncode == 0
+    installed = json.loads((root / BIN_DIR.lstrip("/") / "config.json").read_text())
+    shipped = json.loads((REPO / "examples/credentialproviders/eks-default.json").read_text())
+    assert installed == shipped
+
+
 def test_update_binary_and_owned_config(tmp_path: Path, binary: tuple[Path, str]) -> None:
     root = tmp_path / "root"
     root.mkdir()
