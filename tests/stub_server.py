@@ -138,9 +138,15 @@ class StubState:
         self._calls: list[dict[str, Any]] = []
         self._config: dict[str, Any] = dict(DEFAULT_CONFIG)
         self._identities: dict[str, IssuedIdentity] = {}
+        self._generation = 0  # bumped by reset(): a call still in flight then belongs to an old test
+
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
 
     def reset(self) -> None:
         with self._lock:
+            self._generation += 1
             self._calls.clear()
             self._config = dict(DEFAULT_CONFIG)
             self._identities.clear()
@@ -157,9 +163,14 @@ class StubState:
         with self._lock:
             return dict(self._config)
 
-    def take_failure(self) -> StubError | None:
-        """Decide (atomically) whether the next ECR call fails, consuming one-shot counters."""
+    def take_failure(self, generation: int | None = None) -> StubError | None:
+        """Decide (atomically) whether the next ECR call fails, consuming one-shot counters.
+
+        A call that started before the last reset belongs to an earlier test: it consumes nothing.
+        """
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return None
             cfg = self._config
             if cfg["fail_all"]:
                 return StubError(503, "ServiceUnavailableException", "Service unavailable (stub outage)")
@@ -176,8 +187,12 @@ class StubState:
             return None
 
     def record(self, call: dict[str, Any]) -> None:
+        """Log a call, unless a reset happened while it was being answered (say, a delayed answer
+        to a client that gave up): it must not show up in the next test's log."""
+        generation = call.pop("_generation", None)
         with self._lock:
-            self._calls.append(call)
+            if generation is None or generation == self._generation:
+                self._calls.append(call)
 
     def calls(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -313,6 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
             "status": 200,
             "password": None,
             "time": time.time(),
+            "_generation": self._state.generation(),
         }
         try:
             if action != "GetAuthorizationToken":
@@ -322,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
             delay = float(self._state.config()["delay_seconds"] or 0)
             if delay > 0:
                 time.sleep(delay)
-            failure = self._state.take_failure()
+            failure = self._state.take_failure(record["_generation"])
             if failure is not None:
                 raise failure
             payload, record["password"] = self._issue_token(service, caller, record["registry_ids"])
@@ -388,6 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
             "password": None,
             "issued_access_key_id": None,
             "time": time.time(),
+            "_generation": self._state.generation(),
         }
         try:
             if action == "GetCallerIdentity":
