@@ -23,6 +23,7 @@ from ecr_kubelet.registry import Registry
 
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
+    from botocore.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,10 @@ def session_name(identity: Identity) -> str:
     return re.sub(r"[^\w+=,.@-]", "-", base)[:64].ljust(2, "-")
 
 
-def credentials_for(identity: Identity, registry: Registry) -> ReadOnlyCredentials:
+def credentials_for(identity: Identity, registry: Registry, session: Session) -> ReadOnlyCredentials:
     """Resolve the identity to AWS credentials (default chain, AssumeRole, or web identity)."""
-    from ecr_kubelet.awsapi import client_config, new_session, translate_error
+    from ecr_kubelet.awsapi import client_config, translate_error
 
-    session = new_session()
     action = "resolving node credentials"
     try:
         if identity.mode == "service-account":

@@ -47,10 +47,11 @@ def fetch_token(registry: Registry, identity: Identity) -> Token:
     """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity."""
     from ecr_kubelet.awsapi import client_config, new_session, translate_error
 
-    creds = credentials_for(identity, registry)
+    session = new_session()  # one session: its loaders read botocore's data files once
+    creds = credentials_for(identity, registry, session)
     action = f"{registry.service}:GetAuthorizationToken in {registry.region}"
     try:
-        client: Any = new_session().create_client(
+        client: Any = session.create_client(
             registry.service, region_name=registry.region, config=client_config(registry.service, registry),
             aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
             aws_session_token=creds.token,
