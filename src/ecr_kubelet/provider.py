@@ -95,17 +95,19 @@ def _obtain(registry: Registry, identity: Identity, options: Options, freshness:
 
 
 def _fetch(registry: Registry, identity: Identity) -> Token:
+    from ecr_kubelet.awsapi import new_session
     from ecr_kubelet.tokens import fetch_token, node_partition
 
+    session = new_session()  # one per miss: its loaders read botocore's data files once
     if registry.kind == "public":
-        partition = node_partition()
+        partition = node_partition(session)
         if partition not in (None, "aws"):
             raise NoPublicCredentials(
                 f"public ECR authenticates only in the aws partition; this node is in {partition}"
             )
     # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
     # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
-    return fetch_token(registry, identity)
+    return fetch_token(registry, identity, session)
 
 
 def _when(epoch: float | None) -> str:

@@ -7,6 +7,7 @@ table below is checked against botocore's own partitions.json by the tests.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -172,8 +173,6 @@ ENDPOINT_ENV = {"ecr": "AWS_ENDPOINT_URL_ECR", "ecr-public": "AWS_ENDPOINT_URL_E
 
 def configured_endpoint(service: str) -> str | None:
     """The custom API endpoint the operator set for `service` (VPC endpoint, proxy, test server), if any."""
-    import os
-
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
         return None
     return os.environ.get(ENDPOINT_ENV[service]) or os.environ.get("AWS_ENDPOINT_URL") or None

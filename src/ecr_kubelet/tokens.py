@@ -7,12 +7,15 @@ import binascii
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecr_kubelet import redact
 from ecr_kubelet.errors import ProviderError
 from ecr_kubelet.identity import Identity, credentials_for
 from ecr_kubelet.registry import Registry
+
+if TYPE_CHECKING:
+    from botocore.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,10 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
     return username, password
 
 
-def fetch_token(registry: Registry, identity: Identity) -> Token:
+def fetch_token(registry: Registry, identity: Identity, session: Session) -> Token:
     """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity."""
-    from ecr_kubelet.awsapi import client_config, new_session, translate_error
+    from ecr_kubelet.awsapi import client_config, translate_error
 
-    session = new_session()  # one session: its loaders read botocore's data files once
     creds = credentials_for(identity, registry, session)
     action = f"{registry.service}:GetAuthorizationToken in {registry.region}"
     try:
@@ -83,11 +85,8 @@ def _epoch(value: object) -> float | None:
     return None
 
 
-def node_partition() -> str | None:
+def node_partition(session: Session) -> str | None:
     """The partition of the node's configured region, or None when no region is configured."""
-    from ecr_kubelet.awsapi import new_session
-
-    session = new_session()
     region = session.get_config_variable("region")
     if not region:
         return None
