@@ -27,6 +27,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+from elftools.elf.segments import InterpSegment
 
 # Loaded with dlopen() by glibc itself (pthread_cancel, backtrace), so no DT_NEEDED names it.
 DLOPENED_BY_LIBC = ("libgcc_s.so.1",)
@@ -54,11 +55,12 @@ def elf_info(path: Path) -> ElfInfo | None:
             return None
         info = ElfInfo(machine=elf["e_machine"])
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_INTERP":
+            if isinstance(seg, InterpSegment):
                 info.interp = seg.get_interp_name()
         for sec in elf.iter_sections():
             if isinstance(sec, DynamicSection):
-                info.needed.extend(t.needed for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED")
+                # pyelftools sets .needed on DT_NEEDED tags only, hence getattr.
+                info.needed.extend(str(getattr(t, "needed")) for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED")  # noqa: B009
             elif isinstance(sec, GNUVerNeedSection):
                 for _verneed, auxes in sec.iter_versions():
                     info.required_versions.update(aux.name for aux in auxes)
@@ -85,8 +87,8 @@ def elf_files(tree: Path) -> Iterator[tuple[Path, ElfInfo]]:
 def search_dirs(loader: Path) -> list[Path]:
     """Where the build machine's loader finds system libraries (its own directory first)."""
     dirs = [loader.parent]
-    for d in ("/lib", "/usr/lib", "/lib64", "/usr/lib64"):
-        base = Path(d)
+    for top in ("/lib", "/usr/lib", "/lib64", "/usr/lib64"):
+        base = Path(top)
         dirs.append(base / loader.parent.name)  # the multiarch directory, e.g. x86_64-linux-gnu
         dirs.append(base)
     seen: list[Path] = []
@@ -116,7 +118,7 @@ def carry_libc(tree: Path, entry: str, libdir: str) -> str:
         # PyInstaller's bootloader recognises its loader by this pattern when it restarts itself.
         raise SystemExit(f"carry_libc: unexpected loader name {loader_name!r}")
     shutil.copyfile(loader_src, lib / loader_name)
-    os.chmod(lib / loader_name, 0o755)
+    os.chmod(lib / loader_name, 0o755)  # noqa: S103  (executables and libraries, as PyInstaller writes them)
     dirs = search_dirs(loader_src)
     wanted = set(DLOPENED_BY_LIBC)
     while True:
@@ -131,7 +133,7 @@ def carry_libc(tree: Path, entry: str, libdir: str) -> str:
             if src is None:
                 raise SystemExit(f"carry_libc: {name} is needed but not found in {', '.join(map(str, dirs))}")
             shutil.copyfile(src, lib / name)
-            os.chmod(lib / name, 0o755)
+            os.chmod(lib / name, 0o755)  # noqa: S103
     problems = check_closure(tree, libdir, loader_name)
     if problems:
         raise SystemExit("carry_libc: the tree is not self-contained:\n  " + "\n  ".join(problems))

@@ -204,24 +204,28 @@ static int owner_ok(const struct stat *st)
 /*
  * 1 when `path` (absolute, canonical: no symlinks, no . or ..) is a directory that only root or we
  * can change, and so is every ancestor: each is a real directory owned by root or by us, and not
- * group- or world-writable unless it is sticky and the next component is ours (a sticky directory
+ * group- or world-writable unless it is sticky and the next component is root's or ours (a sticky directory
  * lets others add entries but not rename or remove ours). The directory itself is trusted only if
  * it is ours (or root's) and not group/world-writable at all.
  */
-static int trusted_path_ex(const char *path, int leaf_sticky_ok);
+static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links);
 static int trusted_path(const char *path)
 {
-    return trusted_path_ex(path, 0);
+    return trusted_path_ex(path, 0, 0);
 }
 
 /* A parent for mkdtemp(): like trusted_path(), but the leaf may be sticky and world-writable
  * (like /tmp), since mkdtemp() creates our own entry in it and no one else can move that. */
 static int trusted_path_parent(const char *path)
 {
-    return trusted_path_ex(path, 1);
+    return trusted_path_ex(path, 1, 0);
 }
 
-static int trusted_path_ex(const char *path, int leaf_sticky_ok)
+/*
+ * allow_links: `path` as configured may pass through symlinks; a symlink is as trustworthy as the
+ * directory holding it (checked as its parent), and the caller then checks the resolved path too.
+ */
+static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links)
 {
     char buf[PATH_MAX];
     struct stat st, child;
@@ -236,17 +240,19 @@ static int trusted_path_ex(const char *path, int leaf_sticky_ok)
         soft("%s: %s", buf, strerror(errno));
         return 0;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        soft("%s is not a directory (or is a symlink)", buf);
-        return 0;
-    }
-    if (!owner_ok(&st)) {
-        soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
-        return 0;
-    }
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(leaf_sticky_ok && (st.st_mode & S_ISVTX))) {
-        soft("%s is group- or world-writable (mode %o)", buf, (unsigned)(st.st_mode & 07777));
-        return 0;
+    if (!(allow_links && S_ISLNK(st.st_mode))) {
+        if (!S_ISDIR(st.st_mode)) {
+            soft("%s is not a directory", buf);
+            return 0;
+        }
+        if (!owner_ok(&st)) {
+            soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
+            return 0;
+        }
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(leaf_sticky_ok && (st.st_mode & S_ISVTX))) {
+            soft("%s is group- or world-writable (mode %o)", buf, (unsigned)(st.st_mode & 07777));
+            return 0;
+        }
     }
     child = st;
     while (n > 1) {
@@ -260,17 +266,21 @@ static int trusted_path_ex(const char *path, int leaf_sticky_ok)
             soft("%s: %s", buf, strerror(errno));
             return 0;
         }
+        if (allow_links && S_ISLNK(st.st_mode)) {
+            child = st;
+            continue;
+        }
         if (!S_ISDIR(st.st_mode)) {
-            soft("%s is not a directory (or is a symlink)", buf);
+            soft("%s is not a directory", buf);
             return 0;
         }
         if (!owner_ok(&st)) {
             soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
             return 0;
         }
-        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !((st.st_mode & S_ISVTX) && child.st_uid == geteuid())) {
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !((st.st_mode & S_ISVTX) && owner_ok(&child))) {
             soft("%s is group- or world-writable (mode %o)%s", buf, (unsigned)(st.st_mode & 07777),
-                 (st.st_mode & S_ISVTX) ? " and its entry on our path is not ours" : "");
+                 (st.st_mode & S_ISVTX) ? " and its entry on our path is not root's or ours" : "");
             return 0;
         }
         child = st;
@@ -322,9 +332,16 @@ static int prepare_base(const char *path, char *out, size_t size, int create)
             break;
         }
     }
-    /* A sticky ancestor (like /tmp) is fine when we create our own entry in it next. */
-    if (!trusted_path_ex(real, buf[keep] != '\0'))
-        return -1;
+    /* The path as configured, symlinks and all, then what it resolves to. A sticky ancestor (like
+     * /tmp) is fine when we create our own entry in it next. */
+    {
+        char saved = buf[keep];
+        buf[keep] = '\0';
+        int ok = trusted_path_ex(keep ? buf : "/", saved != '\0', 1);
+        buf[keep] = saved;
+        if (!ok || !trusted_path_ex(real, saved != '\0', 0))
+            return -1;
+    }
     /* Create what is missing, one component at a time, checking each as it appears. */
     const char *rest = buf + keep;
     while (*rest) {
@@ -1118,6 +1135,8 @@ static void run_persistent(const struct bundle *b, int argc, char **argv)
         }
     }
     prune_others(base, b->id);
+    if (verbose)
+        fprintf(stderr, PROG ": unpacked the bundle into %s\n", dir);
     close(lock);
     exec_bundle(&t, argc, argv);
 fail_locked:
