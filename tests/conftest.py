@@ -127,6 +127,15 @@ def provider_cmd() -> list[str]:
     if binary:
         if not os.access(binary, os.X_OK):
             pytest.fail(f"ECR_KUBELET_TEST_BINARY={binary!r} is not an executable file")
+        binary = str(Path(binary).resolve())
+        root = os.environ.get("ECR_KUBELET_TEST_ROOT")
+        if root:
+            # Inside a bare Debian root (scripts/make-root) of the binary's architecture, with the
+            # tests' temporary directories and the binary's own directory at the same paths.
+            if not (Path(root) / ".ecr-root-stamp").is_file():
+                pytest.fail(f"ECR_KUBELET_TEST_ROOT={root!r} is not a root made by scripts/make-root")
+            tmp = os.environ.get("TMPDIR") or "/tmp"
+            return [str(ROOT / "scripts" / "in-root"), "--bind", tmp, "--bind", str(Path(binary).parent), root, binary]
         return [binary]
     script = Path(sys.executable).parent / "ecr-credential-provider"
     if not script.exists():
@@ -179,10 +188,15 @@ def run_provider(provider_cmd: list[str], provider_env: dict[str, str]) -> RunPr
 @pytest.fixture(scope="module")
 def binary() -> Path:
     override = os.environ.get("ECR_KUBELET_TEST_BINARY")
-    path = Path(override) if override else ROOT / "dist" / "ecr-credential-provider"
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    # The newest of a local build (scripts/build-binary) and this machine's release binary.
+    candidates = [p for p in (ROOT / "dist" / "ecr-credential-provider",
+                              ROOT / "dist" / "release" / f"ecr-credential-provider-linux-{arch}") if p.exists()]
+    default = max(candidates, key=lambda p: p.stat().st_mtime, default=ROOT / "dist" / "ecr-credential-provider")
+    path = Path(override) if override else default
     if not path.exists():
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is not built: CI runs scripts/build-binary before the tests")
+            pytest.fail(f"{path} is not built: CI runs scripts/release before the tests")
         pytest.skip(f"{path} is not built (run scripts/build-binary)")
     return path
 
