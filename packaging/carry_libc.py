@@ -117,6 +117,8 @@ def carry_libc(tree: Path, entry: str, libdir: str) -> str:
     if not re.fullmatch(r"ld-[^.]+\.so\.\d+", loader_name):
         # PyInstaller's bootloader recognises its loader by this pattern when it restarts itself.
         raise SystemExit(f"carry_libc: unexpected loader name {loader_name!r}")
+    if (lib / loader_name).is_file() and not check_closure(tree, libdir, loader_name):
+        return f"{libdir}/{loader_name}"  # already self-contained (a tree unpacked from a bundle)
     shutil.copyfile(loader_src, lib / loader_name)
     os.chmod(lib / loader_name, 0o755)  # noqa: S103  (executables and libraries, as PyInstaller writes them)
     dirs = search_dirs(loader_src)
