@@ -201,11 +201,26 @@ def test_replaced_foreign_binary_is_kept_as_orig(tmp_path: Path, binary: tuple[P
     assert (old.parent / "ecr-credential-provider.orig").read_bytes() == b"official"
 
 
-@pytest.mark.parametrize(
-    ("script", "shell"),
-    [(INSTALL, "bash"), (K8S / "install-on-node.sh", "sh")],
-    ids=["install.sh", "install-on-node.sh"],
-)
+REPO = Path(__file__).resolve().parent.parent
+SHELL_SCRIPTS = [(INSTALL, "bash"), (K8S / "install-on-node.sh", "sh"),
+                 *((p, "bash") for p in sorted((REPO / "scripts").iterdir())),
+                 *((p, "sh") for p in sorted((REPO / "packaging" / "pkg").glob("*.sh")))]
+
+
+def test_installer_leaves_a_package_managed_binary_alone(tmp_path: Path, binary: tuple[Path, str]) -> None:
+    """The ecr-kubelet .deb/.rpm links the same path: install.sh refuses it without --force."""
+    root = tmp_path / "root"
+    link = root / BIN_DIR.lstrip("/") / "ecr-credential-provider"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("/usr/libexec/ecr-kubelet/ecr-credential-provider")
+    proc = install(root, "--binary", str(binary[0]))
+    assert proc.returncode != 0 and "installed by the ecr-kubelet package" in proc.stderr
+    assert link.is_symlink()
+    assert install(root, "--binary", str(binary[0]), "--force").returncode == 0
+    assert not link.is_symlink()
+
+
+@pytest.mark.parametrize(("script", "shell"), SHELL_SCRIPTS, ids=[p.name for p, _ in SHELL_SCRIPTS])
 def test_shellcheck(script: Path, shell: str) -> None:
     tool = _tool("shellcheck")
     if tool is None:

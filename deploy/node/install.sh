@@ -289,6 +289,11 @@ record() { # record PATH SUM: update the manifest entry for PATH
 }
 
 [[ "$DRY_RUN" == 1 ]] && log "dry run: nothing will be changed"
+# The ecr-kubelet .deb/.rpm links the same path to its own copy: one route per node.
+if [[ -L "$(host_path "$BIN_TARGET")" && "$(readlink "$(host_path "$BIN_TARGET")")" == /usr/libexec/ecr-kubelet/* \
+      && "$FORCE" == 0 ]]; then
+    die "$BIN_TARGET is installed by the ecr-kubelet package; upgrade it with apt/dnf (or --force to replace it)"
+fi
 install_file "$STAGE/binary" "$BIN_TARGET" 0755 "$BIN_ACTION"
 install_file "$STAGE/config" "$CONFIG_PATH" 0644 "$CONFIG_ACTION"
 if [[ "$WRITE_DROPIN" == 1 ]]; then
@@ -301,6 +306,16 @@ if [[ "$DRY_RUN" == 0 ]]; then
     [[ "$CONFIG_ACTION" == write || -n "$(recorded_sum "$CONFIG_PATH")" ]] && record "$CONFIG_PATH" "$CONFIG_SUM"
     if [[ "$WRITE_DROPIN" == 1 ]] && [[ "$DROPIN_ACTION" == write || -n "$(recorded_sum "$DROPIN")" ]]; then
         record "$DROPIN" "$DROPIN_SUM"
+    fi
+fi
+
+# First run of the new binary now: it unpacks its bundle and removes the runtime directories of
+# old versions that no running process holds (the same as the packages' post-install step).
+if [[ "$ROOT" == "" && "$DRY_RUN" == 0 && "$BIN_ACTION" == write ]]; then
+    if "$BIN_TARGET" --version >/dev/null 2>&1; then
+        log "unpacked the new binary (old versions' runtime directories pruned)"
+    else
+        warn "$BIN_TARGET --version failed"
     fi
 fi
 
