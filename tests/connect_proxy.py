@@ -5,7 +5,9 @@ Registry clients (crane, skopeo, docker) must talk to a registry named like ECR
 must be checked against that name. We control no DNS, and /etc/hosts is global state, so the clients
 get `HTTPS_PROXY` pointing here: they never resolve the name, send `CONNECT name:443`, and we splice
 the connection to the registry on loopback. Anything not in the map gets 403, so no traffic can leave
-the machine. Hand-written because it is this small: the proxy libraries on PyPI (proxy.py, mitmproxy)
+the machine. A route may also terminate TLS itself (with a test certificate) in front of a plain-HTTP
+server, the AWS stub, for clients that cannot be pointed at another endpoint (the benchmark's Debian
+docker-credential-ecr-login). Hand-written because it is this small: the proxy libraries on PyPI (proxy.py, mitmproxy)
 need plugins to rewrite a CONNECT destination and bring far more than a 60-line splice.
 """
 
@@ -15,14 +17,17 @@ import io
 import select
 import socket
 import socketserver
+import ssl
 import threading
 
 
 class ConnectProxy:
     """`start()`; `url` for HTTPS_PROXY; `requested` lists every CONNECT target seen; `stop()`."""
 
-    def __init__(self, routes: dict[str, int]) -> None:
+    def __init__(self, routes: dict[str, int], tls_routes: dict[str, tuple[int, ssl.SSLContext]] | None = None
+                 ) -> None:
         self.routes = {name.lower(): port for name, port in routes.items()}
+        self.tls_routes = {name.lower(): route for name, route in (tls_routes or {}).items()}
         self.requested: list[str] = []
         self._lock = threading.Lock()
         self._server: socketserver.ThreadingTCPServer | None = None
@@ -59,19 +64,22 @@ class ConnectProxy:
         host, _, port = target.rpartition(":")
         with self._lock:
             self.requested.append(target)
-        backend = self.routes.get(host.lower()) if port == "443" else None
+        name = host.lower() if port == "443" else ""
+        backend, tls = (self.routes[name], None) if name in self.routes else self.tls_routes.get(name, (None, None))
         if backend is None:
             client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             return
         with socket.create_connection(("127.0.0.1", backend), timeout=10) as upstream:
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            _splice(client, upstream)
+            _splice(tls.wrap_socket(client, server_side=True) if tls else client, upstream)
 
 
 def _splice(a: socket.socket, b: socket.socket) -> None:
     peers = {a: b, b: a}
     while True:
-        readable, _, _ = select.select(list(peers), [], [], 30)
+        # A TLS socket may hold decrypted bytes that select() cannot see.
+        pending = [s for s in peers if isinstance(s, ssl.SSLSocket) and s.pending()]
+        readable = pending or select.select(list(peers), [], [], 30)[0]
         if not readable:
             return
         for sock in readable:
