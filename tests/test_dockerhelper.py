@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import FAKE_SECRET_ACCESS_KEY
+from connect_proxy import ConnectProxy
 from helpers import StubClient, make_request
+from registry_server import make_tls
+from stub_server import StubServer
 from test_cli_e2e import PRIVATE_HOSTS
 
 pytestmark = pytest.mark.e2e
@@ -156,6 +160,48 @@ def test_public_ecr_outside_the_aws_partition_is_not_found(
 def test_empty_input_is_the_protocols_missing_server_url(helper: Helper, stub: StubClient) -> None:
     result = helper("\n")
     assert (result.returncode, result.stdout) == (1, "no credentials server URL\n")
+
+
+# The host each host family's GetAuthorizationToken request really goes to: botocore's endpoint rule set.
+# (For IPv4 FIPS that is api.ecr-fips.*, while the client's meta.endpoint_url, which test_awsapi.py
+# checks, says ecr-fips.*: the rule set wins when the request is sent.)
+API_ENDPOINTS = {
+    HOST: "api.ecr.us-east-1.amazonaws.com",
+    f"{ACCT}.dkr.ecr-fips.us-east-1.amazonaws.com": "api.ecr-fips.us-east-1.amazonaws.com",
+    f"{ACCT}.dkr.ecr-fips.us-gov-west-1.amazonaws.com": "api.ecr-fips.us-gov-west-1.amazonaws.com",
+    f"{ACCT}.dkr-ecr.eu-west-1.on.aws": "ecr.eu-west-1.api.aws",
+    f"{ACCT}.dkr-ecr-fips.us-east-2.on.aws": "ecr-fips.us-east-2.api.aws",
+    f"{ACCT}.dkr-ecr.cn-north-1.on.amazonwebservices.com.cn": "ecr.cn-north-1.api.amazonwebservices.com.cn",
+    "public.ecr.aws": "api.ecr-public.us-east-1.amazonaws.com",
+    "ecr-public.aws.com": "ecr-public.us-east-1.api.aws",
+}
+
+
+@pytest.fixture(scope="module")
+def api_proxy(stub_server: StubServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConnectProxy, Path]]:
+    """AWS's real API host names, served by the stub behind TLS from a test CA (see connect_proxy)."""
+    directory = tmp_path_factory.mktemp("api-tls")
+    make_tls(directory, sorted(set(API_ENDPOINTS.values())))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "server.pem", directory / "server.key")
+    port = int(stub_server.url.rsplit(":", 1)[1])
+    proxy = ConnectProxy({}, {name: (port, context) for name in API_ENDPOINTS.values()}).start()
+    yield proxy, directory / "ca.pem"
+    proxy.stop()
+
+
+@pytest.mark.parametrize("host", sorted(API_ENDPOINTS))
+def test_fips_dual_stack_and_public_hosts_call_their_own_api_endpoint(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str], api_proxy: tuple[ConnectProxy, Path], host: str
+) -> None:
+    proxy, ca = api_proxy
+    env = {k: v for k, v in provider_env.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env.update(HTTPS_PROXY=proxy.url, AWS_CA_BUNDLE=str(ca))
+    seen = len(proxy.requested)
+    result = helper(host, env=env)
+    assert proxy.requested[seen:] == [f"{API_ENDPOINTS[host]}:443"]
+    secret = credentials(result, host)
+    assert [c["password"] for c in token_calls(stub)] == [secret]
 
 
 # ---- failures: non-zero, one line, never a secret --------------------------------------------------
