@@ -290,8 +290,9 @@ def test_list_is_an_empty_object(helper: Helper, stub: StubClient) -> None:
     assert stub.calls() == []
 
 
-def test_version(helper: Helper) -> None:
-    result = helper("", "version")
+@pytest.mark.parametrize("verb", ["version", "-v", "--version"])
+def test_version(helper: Helper, verb: str) -> None:
+    result = helper("", verb)
     assert result.returncode == 0 and result.stdout.startswith("docker-credential-ecr-login (ecr-kubelet) ")
 
 

@@ -43,7 +43,7 @@ def main(args: list[str]) -> int:
     redact.register_environment()
     if len(args) != 1:
         return _fail(USAGE, EXIT_FAILED)
-    verb = args[0]
+    verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
     verbosity = 0
     try:
         options = parse_options([], helper=True)
