@@ -1,8 +1,29 @@
-"""PyInstaller entry point for the one-file ``ecr-credential-provider`` binary."""
+"""PyInstaller entry point of the ``ecr-credential-provider`` binary."""
 
+import os
 import sys
 
-from ecr_kubelet.cli import main
+
+def _restore_environment() -> None:
+    """Undo what the launcher and PyInstaller's bootloader set for themselves.
+
+    The bootloader points LD_LIBRARY_PATH at the bundle (keeping the node's value in
+    LD_LIBRARY_PATH_ORIG); a program we start (a credential_process) must not inherit it, or the
+    node's binaries would load the bundle's glibc with the node's loader. The launcher passes the
+    name it was invoked as (for example docker-credential-ecr-login) in ECR_KUBELET_ARGV0.
+    """
+    orig = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+    if orig is not None:
+        os.environ["LD_LIBRARY_PATH"] = orig
+    else:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    argv0 = os.environ.pop("ECR_KUBELET_ARGV0", None)
+    if argv0:
+        sys.argv[0] = argv0
+
 
 if __name__ == "__main__":
+    _restore_environment()
+    from ecr_kubelet.cli import main
+
     sys.exit(main())

@@ -1,30 +1,45 @@
 /*
- * ecr-credential-provider launcher: unpack once, then exec.
+ * ecr-credential-provider launcher: unpack once, verify, then exec through the bundled loader.
  *
- * The release binary is this small program with a zlib-compressed PyInstaller one-dir bundle
- * appended (packaging/make-bundle.py writes it). Layout of the file:
+ * The release binary is this program, linked statically (it needs nothing from the node, not even
+ * a C library), with a zlib-compressed PyInstaller one-dir bundle appended. The bundle carries
+ * its own glibc: its dynamic loader, libc and every library any bundled ELF file needs
+ * (packaging/make-bundle.py checks the closure), so the bundle runs on any Linux kernel >= 3.2,
+ * whatever C library the node has. Layout of the file (packaging/make-bundle.py writes it):
  *
  *   [launcher ELF][payload: one zlib stream of records][trailer, TRAILER_SIZE bytes]
  *
  * Trailer (little-endian): u64 payload offset, u64 payload length, 64 ASCII hex digits of the
- * payload's sha256 (the bundle id), 64 bytes NUL-padded relative path of the bundled executable,
- * 16 bytes magic "ECRKUBELET-BNDL1".
- * Payload records: u8 type ('D' directory, 'F' file, 'L' symlink, 'E' end), u32 mode,
- * u32 path length, u64 size, the path, then `size` bytes (file data or symlink target).
+ * payload's sha256 (the bundle id), then three NUL-padded 64-byte relative paths: the bundled
+ * executable, the bundled dynamic loader, the bundled library directory; then the 16-byte magic
+ * "ECRKUBELET-BNDL2". Payload records: u8 type ('D' directory, 'F' file, 'L' symlink, 'E' end),
+ * u32 mode, u32 path length, u64 size, the path, then `size` bytes (file data or symlink target).
  *
- * Run: the runtime base is $ECR_KUBELET_RUNTIME_DIR, else /var/cache/ecr-credential-provider/runtime
- * for root, else ${XDG_CACHE_HOME:-$HOME/.cache}/ecr-credential-provider/runtime. When
- * <base>/<id>/ holds the completion marker, the launcher execv()s the bundled executable in it
- * (same argv and environment; no second process, nothing written). Otherwise it takes an flock on
- * <base>/<id>.lock, re-checks, inflates into <base>/<id>.tmp.<pid>/, fsyncs, writes the marker,
- * renames the directory to <base>/<id> and execs. <base> and <base>/<id> are trusted only when
- * lstat() shows a real directory owned by the effective uid and not group/world-writable.
- * When no persistent location is usable the bundle is inflated into a fresh mkdtemp() directory
- * under $TMPDIR (or /tmp), run as a child, and the directory is removed when the child exits; the
- * launcher then exits with the child's status (or re-raises its signal).
+ * Runtime base: $ECR_KUBELET_RUNTIME_DIR (absolute; empty or relative is a usage error, exit 2),
+ * else /var/cache/ecr-credential-provider/runtime for root, else
+ * ${XDG_CACHE_HOME:-$HOME/.cache}/ecr-credential-provider/runtime. The base is used only when
+ * every ancestor is a directory owned by root or by us that no one else can change: not group- or
+ * world-writable, unless sticky (like /tmp), and then the next component must be ours.
  *
- * Errors: one line "ecr-credential-provider: error: ..." on stderr, exit code 1. Never writes to
- * stdout (the kubelet reads the CredentialProviderResponse from it).
+ * Hit: take a shared flock on <base>/<id>.use (held through exec, for the life of the process, so
+ * that a newer version never prunes a bundle in use), check <base>/<id> against the record
+ * <base>/<id>/.ecr-bundle-complete written at unpack time (type, mode, size, inode and mtime of
+ * every file and directory: a truncated, edited or deleted file is noticed), then execv() the
+ * bundled loader with the bundled executable. Nothing is written; no second process.
+ * Miss or damage: exclusive flock on <base>/<id>.lock, re-check, move a damaged tree aside,
+ * inflate into <base>/<id>.tmp.<pid>/ while hashing the payload (a payload whose sha256 is not the
+ * bundle id is never executed), fsync, write the record, rename to <base>/<id>, prune the
+ * directories of other bundle ids that no process holds, exec.
+ * Fallback (no trusted persistent base, read-only file system, no space): inflate into a fresh
+ * mkdtemp() directory under $TMPDIR or /tmp (same trust rules), start a watchdog process that
+ * removes it once the program has exited (even when the launcher or the program is SIGKILLed),
+ * and exec. At -v (or --v=2 and up) the reason for the fallback is printed as one warning line.
+ *
+ * The name we were invoked as (argv[0]) is passed to the program in ECR_KUBELET_ARGV0, since the
+ * program's own argv[0] is the bundled executable's path.
+ *
+ * Errors: one line "ecr-credential-provider: error: ..." on stderr, exit code 1 (2 for a bad
+ * ECR_KUBELET_RUNTIME_DIR). Never writes to stdout (the kubelet reads the response from it).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -32,6 +47,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <sha2.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -39,7 +55,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -47,12 +62,14 @@
 #include <zlib.h>
 
 #define PROG "ecr-credential-provider"
-#define MAGIC "ECRKUBELET-BNDL1"
+#define MAGIC "ECRKUBELET-BNDL2"
 #define MAGIC_LEN 16
 #define ID_LEN 64
-#define ENTRY_LEN 64
-#define TRAILER_SIZE (8 + 8 + ID_LEN + ENTRY_LEN + MAGIC_LEN)
-#define MARKER ".ecr-bundle-complete"
+#define NAME_LEN 64
+#define TRAILER_SIZE (8 + 8 + ID_LEN + 3 * NAME_LEN + MAGIC_LEN)
+#define RECORD ".ecr-bundle-complete"
+#define RECORD_MAGIC "ECRKUBELET-RT2"
+#define RECORD_MAX (4 << 20)
 #define DEFAULT_ROOT_BASE "/var/cache/ecr-credential-provider/runtime"
 #define CHUNK 65536
 
@@ -60,11 +77,13 @@ struct bundle {
     int fd;                     /* our own executable */
     uint64_t offset, length;    /* payload */
     char id[ID_LEN + 1];
-    char entry[ENTRY_LEN + 1];
+    char entry[NAME_LEN + 1], loader[NAME_LEN + 1], libdir[NAME_LEN + 1];
 };
 
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void die(const char *fmt, ...)
+static int verbose;
+
+static void die_code(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die_code(int code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -72,11 +91,12 @@ static void die(const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     fprintf(stderr, PROG ": error: %s\n", msg);
-    _exit(1);
+    _exit(code);
 }
+#define die(...) die_code(1, __VA_ARGS__)
 
-/* Error text for the "soft" failures that make us fall back; set, never printed on success. */
-static char soft_err[512];
+/* Why the persistent location was not used; printed (at -v) only when we fall back. */
+static char soft_err[768];
 
 static void soft(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void soft(const char *fmt, ...)
@@ -120,13 +140,13 @@ static int valid_id(const char *id)
     for (int i = 0; i < ID_LEN; i++)
         if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
             return 0;
-    return 1;
+    return id[ID_LEN] == '\0';
 }
 
-/* A relative path of plain components: no leading '/', no "", "." or ".." component. */
+/* A relative path of plain components: no leading '/', no "", "." or ".." component, no newline. */
 static int valid_relpath(const char *p)
 {
-    if (*p == '\0' || *p == '/')
+    if (*p == '\0' || *p == '/' || strchr(p, '\n'))
         return 0;
     while (*p) {
         const char *slash = strchr(p, '/');
@@ -140,6 +160,12 @@ static int valid_relpath(const char *p)
             return 0;
     }
     return 1;
+}
+
+static void copy_name(char *dst, const unsigned char *src)
+{
+    memcpy(dst, src, NAME_LEN);
+    dst[NAME_LEN] = '\0';
 }
 
 static void read_trailer(struct bundle *b)
@@ -159,71 +185,205 @@ static void read_trailer(struct bundle *b)
     b->length = le64(t + 8);
     memcpy(b->id, t + 16, ID_LEN);
     b->id[ID_LEN] = '\0';
-    memcpy(b->entry, t + 16 + ID_LEN, ENTRY_LEN);
-    b->entry[ENTRY_LEN] = '\0';
+    copy_name(b->entry, t + 16 + ID_LEN);
+    copy_name(b->loader, t + 16 + ID_LEN + NAME_LEN);
+    copy_name(b->libdir, t + 16 + ID_LEN + 2 * NAME_LEN);
     if (b->offset > (uint64_t)st.st_size || b->length > (uint64_t)st.st_size - TRAILER_SIZE - b->offset ||
-        !valid_id(b->id) || !valid_relpath(b->entry))
+        !valid_id(b->id) || !valid_relpath(b->entry) || !valid_relpath(b->loader) || !valid_relpath(b->libdir))
         die("corrupt bundle trailer");
 }
 
 /* ---- trusted directories ------------------------------------------------------------------- */
 
-/* 1 when path is a real directory (not a symlink) owned by euid and not group/world-writable. */
-static int trusted_dir(const char *path)
+/* Owned by root or by us: the only owners whose directories no one else can change. */
+static int owner_ok(const struct stat *st)
 {
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        soft("%s: %s", path, strerror(errno));
+    return st->st_uid == 0 || st->st_uid == geteuid();
+}
+
+/*
+ * 1 when `path` (absolute, canonical: no symlinks, no . or ..) is a directory that only root or we
+ * can change, and so is every ancestor: each is a real directory owned by root or by us, and not
+ * group- or world-writable unless it is sticky and the next component is root's or ours (a sticky directory
+ * lets others add entries but not rename or remove ours). The directory itself is trusted only if
+ * it is ours (or root's) and not group/world-writable at all.
+ */
+static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links);
+static int trusted_path(const char *path)
+{
+    return trusted_path_ex(path, 0, 0);
+}
+
+/* A parent for mkdtemp(): like trusted_path(), but the leaf may be sticky and world-writable
+ * (like /tmp), since mkdtemp() creates our own entry in it and no one else can move that. */
+static int trusted_path_parent(const char *path)
+{
+    return trusted_path_ex(path, 1, 0);
+}
+
+/*
+ * allow_links: `path` as configured may pass through symlinks; a symlink is as trustworthy as the
+ * directory holding it (checked as its parent), and the caller then checks the resolved path too.
+ */
+static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links)
+{
+    char buf[PATH_MAX];
+    struct stat st, child;
+    size_t n = strlen(path);
+    if (path[0] != '/' || n >= sizeof buf) {
+        soft("%s is not an absolute path", path);
         return 0;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        soft("%s is not a directory (or is a symlink)", path);
+    memcpy(buf, path, n + 1);
+    /* Walk from the leaf up, so that each ancestor's sticky exception can look at its child. */
+    if (lstat(buf, &st) != 0) {
+        soft("%s: %s", buf, strerror(errno));
         return 0;
     }
-    if (st.st_uid != geteuid()) {
-        soft("%s is owned by uid %u, not %u", path, (unsigned)st.st_uid, (unsigned)geteuid());
-        return 0;
+    if (!(allow_links && S_ISLNK(st.st_mode))) {
+        if (!S_ISDIR(st.st_mode)) {
+            soft("%s is not a directory", buf);
+            return 0;
+        }
+        if (!owner_ok(&st)) {
+            soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
+            return 0;
+        }
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(leaf_sticky_ok && (st.st_mode & S_ISVTX))) {
+            soft("%s is group- or world-writable (mode %o)", buf, (unsigned)(st.st_mode & 07777));
+            return 0;
+        }
     }
-    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        soft("%s is group- or world-writable (mode %o)", path, (unsigned)(st.st_mode & 07777));
-        return 0;
+    child = st;
+    while (n > 1) {
+        char *slash = strrchr(buf, '/');
+        if (slash == buf)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        n = strlen(buf);
+        if (lstat(buf, &st) != 0) {
+            soft("%s: %s", buf, strerror(errno));
+            return 0;
+        }
+        if (allow_links && S_ISLNK(st.st_mode)) {
+            child = st;
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            soft("%s is not a directory", buf);
+            return 0;
+        }
+        if (!owner_ok(&st)) {
+            soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
+            return 0;
+        }
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !((st.st_mode & S_ISVTX) && owner_ok(&child))) {
+            soft("%s is group- or world-writable (mode %o)%s", buf, (unsigned)(st.st_mode & 07777),
+                 (st.st_mode & S_ISVTX) ? " and its entry on our path is not root's or ours" : "");
+            return 0;
+        }
+        child = st;
     }
     return 1;
 }
 
-/* mkdir -p with mode 0700 for the components we create. */
-static int mkdirs(const char *path)
+/*
+ * Create the missing components of `path` (mode 0700) and resolve it to a canonical, trusted path
+ * in `out`. The existing part is resolved with realpath() first: symlinks there are followed once,
+ * and then every component of the result is checked, and only the result is used afterwards.
+ */
+static int prepare_base(const char *path, char *out, size_t size, int create)
 {
-    char buf[PATH_MAX];
+    char buf[PATH_MAX], real[PATH_MAX];
     size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
+    if (n >= sizeof buf) {
+        soft("path too long");
         return -1;
+    }
     memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
-                soft("cannot create %s: %s", buf, strerror(errno));
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    /* The deepest existing ancestor. */
+    size_t keep = n;
+    for (;;) {
+        char saved = buf[keep];
+        buf[keep] = '\0';
+        int exists = realpath(buf, real) != NULL;
+        buf[keep] = saved;
+        if (exists)
+            break;
+        if (errno != ENOENT) {
+            soft("%.*s: %s", (int)keep, buf, strerror(errno));
+            return -1;
+        }
+        if (!create) {
+            soft("%s does not exist", path);
+            return -1;
+        }
+        while (keep > 0 && buf[keep - 1] != '/')
+            keep--;
+        while (keep > 1 && buf[keep - 1] == '/')
+            keep--;
+        if (keep <= 1) {
+            keep = 1;
+            if (realpath("/", real) == NULL)
                 return -1;
-            }
-            *p = c;
-            if (c == '\0')
-                break;
+            break;
         }
     }
+    /* The path as configured, symlinks and all, then what it resolves to. A sticky ancestor (like
+     * /tmp) is fine when we create our own entry in it next. */
+    {
+        char saved = buf[keep];
+        buf[keep] = '\0';
+        int ok = trusted_path_ex(keep ? buf : "/", saved != '\0', 1);
+        buf[keep] = saved;
+        if (!ok || !trusted_path_ex(real, saved != '\0', 0))
+            return -1;
+    }
+    /* Create what is missing, one component at a time, checking each as it appears. */
+    const char *rest = buf + keep;
+    while (*rest) {
+        while (*rest == '/')
+            rest++;
+        if (!*rest)
+            break;
+        const char *end = strchr(rest, '/');
+        size_t len = end ? (size_t)(end - rest) : strlen(rest);
+        size_t rl = strlen(real);
+        if ((len == 1 && rest[0] == '.') || (len == 2 && rest[0] == '.' && rest[1] == '.')) {
+            soft("%s: '.' or '..' in a path to create", path);
+            return -1;
+        }
+        if (rl + 1 + len >= sizeof real) {
+            soft("path too long");
+            return -1;
+        }
+        if (rl > 1)
+            real[rl++] = '/';
+        memcpy(real + rl, rest, len);
+        real[rl + len] = '\0';
+        if (mkdir(real, 0700) != 0 && errno != EEXIST) {
+            soft("cannot create %s: %s", real, strerror(errno));
+            return -1;
+        }
+        if (!trusted_path(real))
+            return -1;
+        rest += len;
+    }
+    if (fmtpath(out, size, "%s", real) != 0)
+        return -1;
     return 0;
 }
 
-/* The persistent base directory, or NULL when none can be determined. */
+/* The persistent base directory as configured, or NULL when none can be determined. */
 static const char *runtime_base(char *buf, size_t size)
 {
     const char *env = getenv("ECR_KUBELET_RUNTIME_DIR");
-    if (env && *env) {
-        if (env[0] != '/') {
-            soft("ECR_KUBELET_RUNTIME_DIR=%s is not an absolute path", env);
-            return NULL;
-        }
+    if (env) {
+        if (env[0] != '/')
+            die_code(2, "ECR_KUBELET_RUNTIME_DIR must be an absolute path, not '%s'", env);
         if (fmtpath(buf, size, "%s", env) != 0)
             return NULL;
     } else if (geteuid() == 0) {
@@ -244,9 +404,6 @@ static const char *runtime_base(char *buf, size_t size)
         if (rc != 0)
             return NULL;
     }
-    size_t n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/')
-        buf[--n] = '\0';
     return buf;
 }
 
@@ -263,12 +420,24 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+/* Physical walk: symlinks are removed, never followed. */
 static void rm_tree(const char *path)
 {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Remove <base>/<id>.tmp.* left by extractions that died; only called with the lock held. */
+/* Move a tree out of the way (atomically) before removing it, so no one sees it half-removed. */
+static void discard_tree(const char *path, const char *base, const char *id, const char *why)
+{
+    char aside[PATH_MAX];
+    if (fmtpath(aside, sizeof aside, "%s/%s.tmp.%s-%ld", base, id, why, (long)getpid()) == 0 &&
+        rename(path, aside) == 0)
+        rm_tree(aside);
+    else
+        rm_tree(path);
+}
+
+/* Remove <base>/<id>.tmp.* left by unpacks that died; called with <id>.lock held. */
 static void rm_stale_tmp(const char *base, const char *id)
 {
     char prefix[ID_LEN + 8], path[PATH_MAX];
@@ -288,6 +457,7 @@ static void rm_stale_tmp(const char *base, const char *id)
 struct inflater {
     const struct bundle *b;
     z_stream zs;
+    SHA2_CTX sha;               /* over the compressed payload, as read */
     uint64_t pos;               /* next payload byte to read */
     unsigned char in[CHUNK];
     int done;
@@ -299,6 +469,7 @@ static int inf_init(struct inflater *f, const struct bundle *b)
     f->b = b;
     f->pos = 0;
     f->done = 0;
+    SHA256Init(&f->sha);
     return inflateInit(&f->zs) == Z_OK ? 0 : -1;
 }
 
@@ -318,6 +489,7 @@ static int inf_read(struct inflater *f, void *out, size_t n)
             ssize_t got = pread(f->b->fd, f->in, want, (off_t)(f->b->offset + f->pos));
             if (got <= 0)
                 return -1;
+            SHA256Update(&f->sha, f->in, (size_t)got);
             f->pos += (uint64_t)got;
             f->zs.next_in = f->in;
             f->zs.avail_in = (uInt)got;
@@ -331,6 +503,22 @@ static int inf_read(struct inflater *f, void *out, size_t n)
     return 0;
 }
 
+/* After the end record: the whole payload was read and its sha256 is the bundle id. */
+static int inf_verified(struct inflater *f)
+{
+    char hex[SHA256_DIGEST_STRING_LENGTH];
+    while (f->pos < f->b->length) { /* hash what follows the zlib stream's end, if anything */
+        size_t want = f->b->length - f->pos < CHUNK ? (size_t)(f->b->length - f->pos) : CHUNK;
+        ssize_t got = pread(f->b->fd, f->in, want, (off_t)(f->b->offset + f->pos));
+        if (got <= 0)
+            return 0;
+        SHA256Update(&f->sha, f->in, (size_t)got);
+        f->pos += (uint64_t)got;
+    }
+    SHA256End(&f->sha, hex);
+    return f->done && strcmp(hex, f->b->id) == 0;
+}
+
 struct pending_link {
     char *path, *target;
 };
@@ -338,7 +526,7 @@ struct pending_link {
 /* A symlink target must stay inside the tree, judged from the link's own directory. */
 static int link_target_ok(const char *path, const char *target)
 {
-    if (target[0] == '\0' || target[0] == '/')
+    if (target[0] == '\0' || target[0] == '/' || strchr(target, '\n'))
         return 0;
     int depth = 0;
     for (const char *p = path; *p; p++)
@@ -377,15 +565,116 @@ static int parents_are_dirs(int rootfd, const char *rel)
     return 1;
 }
 
+/* The unpack record: one line per entry, what lstat() must keep showing on every run. */
+struct record {
+    char *text;
+    size_t len, cap;
+};
+
+static int rec_add(struct record *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int rec_add(struct record *r, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(r->text ? r->text + r->len : NULL, r->text ? r->cap - r->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return -1;
+        if (r->text && r->len + (size_t)n < r->cap) {
+            r->len += (size_t)n;
+            return 0;
+        }
+        size_t cap = r->cap ? r->cap * 2 : 16384;
+        while (cap < r->len + (size_t)n + 1)
+            cap *= 2;
+        if (cap > RECORD_MAX)
+            return -1;
+        char *grown = realloc(r->text, cap);
+        if (!grown)
+            return -1;
+        r->text = grown;
+        r->cap = cap;
+    }
+}
+
+static char kind_of(mode_t mode)
+{
+    return S_ISDIR(mode) ? 'D' : S_ISREG(mode) ? 'F' : S_ISLNK(mode) ? 'L' : '?';
+}
+
+static int rec_stat(struct record *r, int rootfd, const char *rel)
+{
+    struct stat st;
+    if (fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return -1;
+    return rec_add(r, "%c %o %llu %llu %lld.%09ld %s\n", kind_of(st.st_mode), (unsigned)(st.st_mode & 07777),
+                   (unsigned long long)st.st_size, (unsigned long long)st.st_ino, (long long)st.st_mtim.tv_sec,
+                   st.st_mtim.tv_nsec, rel);
+}
+
+/* nftw has no user argument: the walk's state, for record_tree() only. */
+static struct record *walk_rec;
+static size_t walk_prefix;
+static int walk_rootfd;
+
+static int rec_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    if (ftw->level == 0)
+        return 0;
+    const char *rel = path + walk_prefix + 1;
+    if (strcmp(rel, RECORD) == 0)
+        return 0;
+    return rec_stat(walk_rec, walk_rootfd, rel) == 0 ? 0 : 1;
+}
+
+/* Every entry under dest (not dest itself) as lstat() shows it now, after the last write. */
+static int record_tree(struct record *r, int rootfd, const char *dest)
+{
+    walk_rec = r;
+    walk_prefix = strlen(dest);
+    walk_rootfd = rootfd;
+    if (nftw(dest, rec_entry, 16, FTW_PHYS) != 0) {
+        soft("cannot record the unpacked tree %s", dest);
+        return -1;
+    }
+    return 0;
+}
+
+/* The record, with a trailing "end <crc32>" line so that a truncated record is noticed. */
+static int write_record(struct record *r, int rootfd, int durable)
+{
+    uLong crc = crc32(0L, (const Bytef *)r->text, (uInt)r->len);
+    if (rec_add(r, "end %08lx\n", crc) != 0) {
+        soft("out of memory");
+        return -1;
+    }
+    int fd = openat(rootfd, RECORD, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        soft("cannot create the unpack record: %s", strerror(errno));
+        return -1;
+    }
+    int ok = write(fd, r->text, r->len) == (ssize_t)r->len && (!durable || fsync(fd) == 0);
+    ok = close(fd) == 0 && ok;
+    if (!ok || (durable && fsync(rootfd) != 0)) {
+        soft("cannot write the unpack record: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /*
- * Inflate the payload into the existing, empty directory `dest`. Returns 0, or -1 with soft_err
- * set. Symlinks are created after every file and directory, so nothing is written through one.
+ * Inflate the payload into the existing, empty directory `dest` and write its record. Returns 0,
+ * or -1 with soft_err set; 1 when the payload itself is corrupt (no other location will help).
  */
-static int extract(const struct bundle *b, const char *dest)
+static int extract(const struct bundle *b, const char *dest, int durable)
 {
     struct inflater *f = malloc(sizeof *f);
     unsigned char *data = malloc(CHUNK);
     struct pending_link *links = NULL;
+    struct record rec = {0};
     size_t nlinks = 0;
     int rc = -1, rootfd = -1;
     char path[PATH_MAX];
@@ -401,25 +690,24 @@ static int extract(const struct bundle *b, const char *dest)
         soft("cannot open %s: %s", dest, strerror(errno));
         goto out;
     }
+    if (rec_add(&rec, RECORD_MAGIC " %s\n", b->id) != 0)
+        goto oom;
     for (;;) {
         unsigned char h[17];
-        if (inf_read(f, h, sizeof h) != 0) {
-            soft("corrupt bundle payload");
-            goto out;
-        }
+        if (inf_read(f, h, sizeof h) != 0)
+            goto corrupt;
         char type = (char)h[0];
         uint32_t mode = le32(h + 1) & 0755; /* no setuid/setgid/sticky, no group/world write */
         uint32_t plen = le32(h + 5);
         uint64_t size = le64(h + 9);
         if (type == 'E')
             break;
-        if (plen == 0 || plen >= sizeof path || inf_read(f, path, plen) != 0) {
-            soft("corrupt bundle payload");
-            goto out;
-        }
+        if (plen == 0 || plen >= sizeof path || inf_read(f, path, plen) != 0)
+            goto corrupt;
         path[plen] = '\0';
-        if (memchr(path, '\0', plen) || !valid_relpath(path)) {
+        if (memchr(path, '\0', plen) || !valid_relpath(path) || strcmp(path, RECORD) == 0) {
             soft("bundle payload holds an unsafe path");
+            rc = 1;
             goto out;
         }
         if (type == 'D') {
@@ -434,6 +722,7 @@ static int extract(const struct bundle *b, const char *dest)
         } else if (type == 'F') {
             if (!parents_are_dirs(rootfd, path)) {
                 soft("bundle payload: parent of %s is not a directory", path);
+                rc = 1;
                 goto out;
             }
             int fd = openat(rootfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -446,8 +735,7 @@ static int extract(const struct bundle *b, const char *dest)
                 size_t n = left < CHUNK ? (size_t)left : CHUNK;
                 if (inf_read(f, data, n) != 0) {
                     close(fd);
-                    soft("corrupt bundle payload");
-                    goto out;
+                    goto corrupt;
                 }
                 for (size_t off = 0; off < n;) {
                     ssize_t w = write(fd, data + off, n - off);
@@ -462,46 +750,47 @@ static int extract(const struct bundle *b, const char *dest)
                 }
                 left -= n;
             }
-            if (fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0) {
+            if (fchmod(fd, mode) != 0 || close(fd) != 0) {
                 soft("cannot finish %s/%s: %s", dest, path, strerror(errno));
                 goto out;
             }
         } else if (type == 'L') {
-            if (size == 0 || size >= PATH_MAX) {
-                soft("corrupt bundle payload");
-                goto out;
-            }
+            if (size == 0 || size >= PATH_MAX)
+                goto corrupt;
             char *target = malloc((size_t)size + 1);
             struct pending_link *grown = realloc(links, (nlinks + 1) * sizeof *links);
+            if (grown)
+                links = grown;
             if (!target || !grown) {
                 free(target);
-                soft("out of memory");
-                goto out;
+                goto oom;
             }
-            links = grown;
             if (inf_read(f, target, (size_t)size) != 0) {
                 free(target);
-                soft("corrupt bundle payload");
-                goto out;
+                goto corrupt;
             }
             target[size] = '\0';
             if (memchr(target, '\0', (size_t)size) || !link_target_ok(path, target)) {
                 free(target);
                 soft("bundle payload holds an unsafe symlink");
+                rc = 1;
                 goto out;
             }
             links[nlinks].path = strdup(path);
             links[nlinks].target = target;
             if (!links[nlinks].path) {
                 free(target);
-                soft("out of memory");
-                goto out;
+                goto oom;
             }
             nlinks++;
         } else {
-            soft("corrupt bundle payload (record type %d)", type);
-            goto out;
+            goto corrupt;
         }
+    }
+    if (!inf_verified(f)) {
+        soft("the bundle's payload does not match its digest %.12s", b->id);
+        rc = 1;
+        goto out;
     }
     for (size_t i = 0; i < nlinks; i++) {
         if (!parents_are_dirs(rootfd, links[i].path) || symlinkat(links[i].target, rootfd, links[i].path) != 0) {
@@ -510,12 +799,29 @@ static int extract(const struct bundle *b, const char *dest)
         }
     }
     rc = 0;
+    goto out;
+corrupt:
+    soft("corrupt bundle payload");
+    rc = 1;
+    goto out;
+oom:
+    soft("out of memory");
+    rc = -1;
 out:
     for (size_t i = 0; i < nlinks; i++) {
         free(links[i].path);
         free(links[i].target);
     }
     free(links);
+    if (rc == 0) {
+        /* One syncfs() for the whole tree (not an fsync per file: ~90 of them cost a second). */
+        rc = -1;
+        if (durable && syncfs(rootfd) != 0)
+            soft("cannot sync %s: %s", dest, strerror(errno));
+        else if (record_tree(&rec, rootfd, dest) == 0 && write_record(&rec, rootfd, durable) == 0)
+            rc = 0;
+    }
+    free(rec.text);
     if (rootfd >= 0)
         close(rootfd);
     inflateEnd(&f->zs);
@@ -524,200 +830,436 @@ out:
     return rc;
 }
 
-static int fsync_path(const char *path)
+/* ---- checking an unpacked tree ------------------------------------------------------------- */
+
+/*
+ * 1 when <dir> is ours, holds a well-formed record for this bundle id, and every recorded entry
+ * still has the recorded type, mode, size, inode and mtime. A file that was truncated, rewritten
+ * or deleted, or a directory whose entries changed, fails the check (and the tree is repaired).
+ */
+static int tree_intact(const char *dir, const char *id)
 {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
+    char *text = NULL;
+    int ok = 0;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        soft("%s: %s", dir, strerror(errno));
+        return 0;
+    }
+    struct stat st;
+    if (fstat(dfd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        soft("%s is not a private directory of uid %u", dir, (unsigned)geteuid());
+        goto out;
+    }
+    int rfd = openat(dfd, RECORD, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (rfd < 0) {
+        soft("%s/%s: %s", dir, RECORD, strerror(errno));
+        goto out;
+    }
+    if (fstat(rfd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > RECORD_MAX ||
+        !(text = malloc((size_t)st.st_size + 1)) || pread(rfd, text, (size_t)st.st_size, 0) != st.st_size) {
+        close(rfd);
+        soft("%s/%s is not a readable record", dir, RECORD);
+        goto out;
+    }
+    close(rfd);
+    size_t len = (size_t)st.st_size;
+    text[len] = '\0';
+    /* "end <crc>\n" closes the record; the crc covers everything before that line. */
+    char *end = len >= 14 ? text + len - 13 : NULL;
+    unsigned long want;
+    if (!end || strncmp(end, "end ", 4) != 0 || text[len - 1] != '\n' || sscanf(end + 4, "%8lx", &want) != 1 ||
+        crc32(0L, (const Bytef *)text, (uInt)(end - text)) != want) {
+        soft("%s/%s is damaged", dir, RECORD);
+        goto out;
+    }
+    *end = '\0';
+    char head[sizeof RECORD_MAGIC + ID_LEN + 2];
+    snprintf(head, sizeof head, RECORD_MAGIC " %s\n", id);
+    if (strncmp(text, head, strlen(head)) != 0) {
+        soft("%s/%s is not this bundle's", dir, RECORD);
+        goto out;
+    }
+    size_t entries = 0;
+    for (char *line = text + strlen(head); *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl)
+            goto damaged;
+        *nl = '\0';
+        char kind;
+        unsigned mode;
+        unsigned long long size, ino;
+        long long sec;
+        long nsec;
+        int off = 0;
+        if (sscanf(line, "%c %o %llu %llu %lld.%ld %n", &kind, &mode, &size, &ino, &sec, &nsec, &off) != 6 ||
+            off == 0 || !valid_relpath(line + off))
+            goto damaged;
+        if (fstatat(dfd, line + off, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            soft("%s/%s: %s", dir, line + off, strerror(errno));
+            goto out;
+        }
+        if (kind_of(st.st_mode) != kind || (st.st_mode & 07777) != mode || (unsigned long long)st.st_size != size ||
+            (unsigned long long)st.st_ino != ino || (long long)st.st_mtim.tv_sec != sec || st.st_mtim.tv_nsec != nsec) {
+            soft("%s/%s changed since it was unpacked", dir, line + off);
+            goto out;
+        }
+        entries++;
+        line = nl + 1;
+    }
+    if (entries == 0)
+        goto damaged;
+    ok = 1;
+    goto out;
+damaged:
+    soft("%s/%s is damaged", dir, RECORD);
+out:
+    free(text);
+    close(dfd);
+    return ok;
 }
 
 /* ---- running ------------------------------------------------------------------------------- */
 
-/* 1 when <dir> is trusted and carries the completion marker. */
-static int complete_bundle(const char *dir, const char *marker)
-{
-    struct stat st;
-    if (!trusted_dir(dir))
-        return 0;
-    if (lstat(marker, &st) != 0 || !S_ISREG(st.st_mode)) {
-        soft("%s is missing", marker);
-        return 0;
-    }
-    return 1;
-}
+struct target {
+    char dir[PATH_MAX], exe[PATH_MAX], loader[PATH_MAX], libdir[PATH_MAX];
+};
 
-static void exec_bundle(const char *exe, char **argv) __attribute__((noreturn));
-static void exec_bundle(const char *exe, char **argv)
+static int set_target(struct target *t, const struct bundle *b, const char *dir)
 {
-    execv(exe, argv);
-    die("cannot execute %s: %s", exe, strerror(errno));
+    return fmtpath(t->dir, sizeof t->dir, "%s", dir) || fmtpath(t->exe, sizeof t->exe, "%s/%s", dir, b->entry) ||
+           fmtpath(t->loader, sizeof t->loader, "%s/%s", dir, b->loader) ||
+           fmtpath(t->libdir, sizeof t->libdir, "%s/%s", dir, b->libdir);
 }
 
 /*
- * Persistent location: exec the bundle (never returns) when it is present or could be created;
- * returns when the location is unusable (soft_err says why).
+ * exec the bundled loader on the bundled executable: the bundle's glibc, never the node's. Open
+ * descriptors without FD_CLOEXEC (the .use lock, the watchdog pipe) stay with the program.
  */
-static void run_persistent(const struct bundle *b, char **argv)
+static void exec_bundle(const struct target *t, int argc, char **argv) __attribute__((noreturn));
+static void exec_bundle(const struct target *t, int argc, char **argv)
 {
-    char basebuf[PATH_MAX], dir[PATH_MAX], marker[PATH_MAX], exe[PATH_MAX];
-    char lockpath[PATH_MAX], tmp[PATH_MAX], tmarker[PATH_MAX];
-    const char *base = runtime_base(basebuf, sizeof basebuf);
-    if (!base)
-        return;
-    if (fmtpath(dir, sizeof dir, "%s/%s", base, b->id) != 0 ||
-        fmtpath(marker, sizeof marker, "%s/%s", dir, MARKER) != 0 ||
-        fmtpath(exe, sizeof exe, "%s/%s", dir, b->entry) != 0 ||
-        fmtpath(lockpath, sizeof lockpath, "%s/%s.lock", base, b->id) != 0 ||
-        fmtpath(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid()) != 0 ||
-        fmtpath(tmarker, sizeof tmarker, "%s/%s", tmp, MARKER) != 0)
-        return;
+    char **args = calloc((size_t)argc + 4, sizeof *args);
+    if (!args)
+        die("out of memory");
+    args[0] = (char *)t->loader;
+    args[1] = "--library-path";
+    args[2] = (char *)t->libdir;
+    args[3] = (char *)t->exe;
+    for (int i = 1; i < argc; i++)
+        args[i + 3] = argv[i];
+    args[argc + 3] = NULL;
+    execv(t->loader, args);
+    die("cannot execute %s: %s", t->loader, strerror(errno));
+}
 
-    /* Fast path: already unpacked. */
-    if (trusted_dir(base) && complete_bundle(dir, marker))
-        exec_bundle(exe, argv);
-
-    if (mkdirs(base) != 0 || !trusted_dir(base))
-        return;
-    int lock = open(lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (lock < 0) {
-        soft("cannot open %s: %s", lockpath, strerror(errno));
-        return;
+/* Open <path> as a lock file of ours: no symlinks, no FIFOs, a regular file owned by us. */
+static int open_lock(const char *path, int cloexec)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | (cloexec ? O_CLOEXEC : 0), 0600);
+    if (fd < 0 && errno == EROFS)
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (cloexec ? O_CLOEXEC : 0));
+    if (fd < 0) {
+        soft("cannot open %s: %s", path, strerror(errno));
+        return -1;
     }
-    while (flock(lock, LOCK_EX) != 0) {
-        if (errno != EINTR) {
-            soft("cannot lock %s: %s", lockpath, strerror(errno));
-            close(lock);
-            return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        soft("%s is not a regular file of uid %u", path, (unsigned)geteuid());
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* flock `path`; the returned fd is locked and still names `path` (not a file unlinked meanwhile). */
+static int lock_file(const char *path, int how, int cloexec)
+{
+    for (int attempt = 0; attempt < 8; attempt++) {
+        int fd = open_lock(path, cloexec);
+        if (fd < 0)
+            return -1;
+        int rc;
+        while ((rc = flock(fd, how)) != 0 && errno == EINTR)
+            ;
+        if (rc != 0) {
+            if (errno != EWOULDBLOCK)
+                soft("cannot lock %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
         }
+        struct stat held, now;
+        if (fstat(fd, &held) == 0 && lstat(path, &now) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+            return fd;
+        close(fd); /* a pruner removed it while we waited: take the new one */
     }
-    if (complete_bundle(dir, marker)) {
+    soft("cannot lock %s: it keeps being replaced", path);
+    return -1;
+}
+
+/* 1 when `name` is <64 hex> optionally followed by ".lock", ".use" or ".tmp.<anything>". */
+static int bundle_entry(const char *name, char *id)
+{
+    size_t i;
+    for (i = 0; i < ID_LEN; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    const char *rest = name + ID_LEN;
+    if (!(*rest == '\0' || strcmp(rest, ".lock") == 0 || strcmp(rest, ".use") == 0 || strncmp(rest, ".tmp.", 5) == 0))
+        return 0;
+    memcpy(id, name, ID_LEN);
+    id[ID_LEN] = '\0';
+    return 1;
+}
+
+/*
+ * Remove the runtime directories of other bundle ids (older or newer versions) that no process
+ * uses: a running program holds a shared lock on <id>.use, an unpack holds <id>.lock. Both are
+ * tried without waiting; a bundle in use is left for a later prune.
+ */
+static void prune_others(const char *base, const char *own)
+{
+    DIR *d = opendir(base);
+    if (!d)
+        return;
+    char ids[64][ID_LEN + 1];
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 64) {
+        char id[ID_LEN + 1];
+        if (!bundle_entry(e->d_name, id) || strcmp(id, own) == 0)
+            continue;
+        size_t j;
+        for (j = 0; j < n && strcmp(ids[j], id) != 0; j++)
+            ;
+        if (j == n)
+            memcpy(ids[n++], id, ID_LEN + 1);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        char use[PATH_MAX], lockp[PATH_MAX], dir[PATH_MAX];
+        if (fmtpath(use, sizeof use, "%s/%s.use", base, ids[i]) || fmtpath(lockp, sizeof lockp, "%s/%s.lock", base, ids[i]) ||
+            fmtpath(dir, sizeof dir, "%s/%s", base, ids[i]))
+            continue;
+        int ufd = lock_file(use, LOCK_EX | LOCK_NB, 1);
+        if (ufd < 0)
+            continue;
+        int lfd = lock_file(lockp, LOCK_EX | LOCK_NB, 1);
+        if (lfd < 0) {
+            close(ufd);
+            continue;
+        }
+        struct stat st;
+        if (lstat(dir, &st) == 0) {
+            if (S_ISDIR(st.st_mode) && st.st_uid == geteuid())
+                discard_tree(dir, base, ids[i], "prune");
+            else
+                unlink(dir); /* a stray file or symlink with a bundle's name: ours to remove */
+        }
+        rm_stale_tmp(base, ids[i]);
+        unlink(lockp);
+        unlink(use);
+        close(lfd);
+        close(ufd);
+    }
+}
+
+/*
+ * Persistent location: exec the bundle (never returns) when it is present and intact or could be
+ * (re)created; returns when the location is unusable (soft_err says why).
+ */
+static void run_persistent(const struct bundle *b, int argc, char **argv)
+{
+    char conf[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], lockpath[PATH_MAX], usepath[PATH_MAX], tmp[PATH_MAX];
+    struct target t;
+    if (!runtime_base(conf, sizeof conf))
+        return;
+
+    /* Fast path: the base exists and is trusted, the tree is intact. */
+    int created = prepare_base(conf, base, sizeof base, 0) != 0;
+    if (created && prepare_base(conf, base, sizeof base, 1) != 0)
+        return;
+    if (fmtpath(dir, sizeof dir, "%s/%s", base, b->id) || fmtpath(lockpath, sizeof lockpath, "%s/%s.lock", base, b->id) ||
+        fmtpath(usepath, sizeof usepath, "%s/%s.use", base, b->id) ||
+        fmtpath(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid()) || set_target(&t, b, dir))
+        return;
+    /* Held (shared) for the life of the program: no prune removes a bundle that is running. */
+    int use = lock_file(usepath, LOCK_SH, 0);
+    if (use < 0)
+        return;
+    if (!created && tree_intact(dir, b->id))
+        exec_bundle(&t, argc, argv);
+
+    int lock = lock_file(lockpath, LOCK_EX, 1);
+    if (lock < 0) {
+        close(use);
+        return;
+    }
+    if (tree_intact(dir, b->id)) {
         close(lock);
-        exec_bundle(exe, argv);
+        exec_bundle(&t, argc, argv);
     }
     struct stat st;
     if (lstat(dir, &st) == 0) {
-        /* Left over without a marker (interrupted before the rename cannot happen; be safe). */
-        if (!trusted_dir(dir)) {
-            close(lock);
-            return;
+        /* Damaged, partly deleted or left by an older layout: move it aside and unpack again. */
+        if (S_ISDIR(st.st_mode) && st.st_uid != geteuid()) {
+            soft("%s is owned by uid %u, not %u", dir, (unsigned)st.st_uid, (unsigned)geteuid());
+            goto fail_locked;
         }
-        rm_tree(dir);
+        if (S_ISDIR(st.st_mode))
+            discard_tree(dir, base, b->id, "damaged");
+        else
+            unlink(dir);
     }
-    rm_stale_tmp(base, b->id); /* we hold the lock: any <id>.tmp.* is left by a dead extraction */
+    rm_stale_tmp(base, b->id); /* we hold the lock: any <id>.tmp.* is left by a dead unpack */
     if (mkdir(tmp, 0700) != 0) {
         soft("cannot create %s: %s", tmp, strerror(errno));
-        close(lock);
-        return;
+        goto fail_locked;
     }
-    if (extract(b, tmp) != 0)
-        goto fail;
-    int mfd = open(tmarker, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (mfd < 0) {
-        soft("cannot create %s: %s", tmarker, strerror(errno));
-        goto fail;
-    }
-    char line[ID_LEN + 2];
-    snprintf(line, sizeof line, "%s\n", b->id);
-    int ok = write(mfd, line, strlen(line)) == (ssize_t)strlen(line) && fsync(mfd) == 0;
-    ok = (close(mfd) == 0) && ok;
-    if (!ok || fsync_path(tmp) != 0) {
-        soft("cannot write %s: %s", tmarker, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, dir) != 0) {
-        soft("cannot rename %s: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    fsync_path(base);
-    close(lock);
-    exec_bundle(exe, argv);
-fail:
-    rm_tree(tmp);
-    close(lock);
-}
-
-static volatile sig_atomic_t child_pid;
-
-static void forward(int sig)
-{
-    if (child_pid > 0)
-        kill((pid_t)child_pid, sig);
-}
-
-/* Fallback: unpack into a fresh temporary directory, run the bundle as a child, clean up. */
-static void run_temporary(const struct bundle *b, char **argv) __attribute__((noreturn));
-static void run_temporary(const struct bundle *b, char **argv)
-{
-    char persistent_err[sizeof soft_err];
-    char tmp[PATH_MAX], exe[PATH_MAX];
-    const char *tmpdir = getenv("TMPDIR");
-    memcpy(persistent_err, soft_err, sizeof soft_err);
-    if (!tmpdir || tmpdir[0] != '/')
-        tmpdir = "/tmp";
-    if (fmtpath(tmp, sizeof tmp, "%s/" PROG "-XXXXXX", tmpdir) != 0 || !mkdtemp(tmp))
-        die("cannot unpack: no usable runtime directory (%s) and cannot create a temporary directory in %s: %s",
-            persistent_err[0] ? persistent_err : "?", tmpdir, strerror(errno));
-    if (extract(b, tmp) != 0) {
+    int rc = extract(b, tmp, 1);
+    if (rc == 1) {
         rm_tree(tmp);
-        die("cannot unpack into %s: %s", tmp, soft_err);
+        die("%s", soft_err); /* the payload itself is bad: no other location can help */
     }
-    if (fmtpath(exe, sizeof exe, "%s/%s", tmp, b->entry) != 0) {
+    if (rc != 0 || rename(tmp, dir) != 0) {
+        if (rc == 0)
+            soft("cannot rename %s: %s", tmp, strerror(errno));
         rm_tree(tmp);
-        die("cannot unpack into %s: %s", tmp, soft_err);
+        goto fail_locked;
     }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = forward;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        rm_tree(tmp);
-        die("cannot fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        /* The kubelet kills only its direct child (us): take the child down with us. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(1);
-        execv(exe, argv);
-        die("cannot execute %s: %s", exe, strerror(errno));
-    }
-    child_pid = pid;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-    int status;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) {
-            rm_tree(tmp);
-            die("waitpid: %s", strerror(errno));
+    {
+        int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (bfd >= 0) {
+            fsync(bfd);
+            close(bfd);
         }
     }
-    rm_tree(tmp);
-    if (WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        sigset_t set;
-        signal(sig, SIG_DFL);
-        sigemptyset(&set);
-        sigaddset(&set, sig);
-        sigprocmask(SIG_UNBLOCK, &set, NULL);
-        raise(sig);
-        _exit(128 + sig);
+    prune_others(base, b->id);
+    if (verbose)
+        fprintf(stderr, PROG ": unpacked the bundle into %s\n", dir);
+    close(lock);
+    exec_bundle(&t, argc, argv);
+fail_locked:
+    close(lock);
+    close(use);
+}
+
+/*
+ * The watchdog of a temporary unpack: a detached process (own session, stdio on /dev/null, so the
+ * kubelet's pipes never wait for it) that blocks on a pipe whose write end only the program holds,
+ * and removes the directory when the program is gone, however it ended.
+ */
+static int start_watchdog(const char *tmp)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return -1;
+    int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -1;
     }
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+    struct stat want;
+    fstat(dfd, &want);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        close(dfd);
+        return -1;
+    }
+    if (pid == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != p[0] && fd != dfd)
+                close(fd);
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        char c;
+        while (read(p[0], &c, 1) != 0 && errno == EINTR)
+            ;
+        struct stat now;
+        if (lstat(tmp, &now) == 0 && now.st_ino == want.st_ino && now.st_dev == want.st_dev)
+            rm_tree(tmp);
+        _exit(0);
+    }
+    close(p[0]);
+    close(dfd);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return p[1]; /* inherited by the program through exec: the pipe closes when it exits */
+}
+
+/* Fallback: unpack into a fresh private temporary directory, leave its removal to a watchdog, exec. */
+static void run_temporary(const struct bundle *b, int argc, char **argv) __attribute__((noreturn));
+static void run_temporary(const struct bundle *b, int argc, char **argv)
+{
+    char why[sizeof soft_err], tmp[PATH_MAX], real[PATH_MAX];
+    struct target t;
+    const char *env = getenv("TMPDIR");
+    const char *dirs[2] = {env && env[0] == '/' ? env : NULL, "/tmp"};
+    memcpy(why, soft_err, sizeof why);
+    if (verbose)
+        fprintf(stderr, PROG ": warning: not using the persistent runtime directory (%s); unpacking into a "
+                "temporary directory\n", why[0] ? why : "unknown reason");
+    const char *parent = NULL;
+    for (size_t i = 0; i < 2 && !parent; i++)
+        if (dirs[i] && realpath(dirs[i], real) && trusted_path_parent(real))
+            parent = real;
+    if (!parent)
+        die("cannot unpack: no usable runtime directory (%s) and no trusted temporary directory (%s)",
+            why[0] ? why : "?", soft_err);
+    if (fmtpath(tmp, sizeof tmp, "%s/" PROG "-XXXXXX", parent) != 0 || !mkdtemp(tmp))
+        die("cannot create a temporary directory in %s: %s", parent, strerror(errno));
+    int rc = extract(b, tmp, 0);
+    if (rc != 0) {
+        rm_tree(tmp);
+        die("cannot unpack into %s: %s", tmp, soft_err);
+    }
+    if (set_target(&t, b, tmp) != 0) {
+        rm_tree(tmp);
+        die("cannot unpack into %s: %s", tmp, soft_err);
+    }
+    if (start_watchdog(tmp) < 0) {
+        rm_tree(tmp);
+        die("cannot start the clean-up of %s: %s", tmp, strerror(errno));
+    }
+    exec_bundle(&t, argc, argv);
+}
+
+/* The plugin's own verbosity flags (cli.py): -v, -vv..., --verbose, klog's --v=N / --v N with N >= 2. */
+static int want_verbose(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0 || strncmp(a, "-vv", 3) == 0)
+            return 1;
+        if (strncmp(a, "--v=", 4) == 0 && atoi(a + 4) >= 2)
+            return 1;
+        if (strcmp(a, "--v") == 0 && i + 1 < argc && atoi(argv[i + 1]) >= 2)
+            return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct bundle b;
-    (void)argc;
+    verbose = want_verbose(argc, argv);
     read_trailer(&b);
-    run_persistent(&b, argv);
-    run_temporary(&b, argv);
+    if (argc > 0 && argv[0] && setenv("ECR_KUBELET_ARGV0", argv[0], 1) != 0)
+        die("cannot set ECR_KUBELET_ARGV0: %s", strerror(errno));
+    run_persistent(&b, argc, argv);
+    run_temporary(&b, argc, argv);
 }

@@ -3,7 +3,14 @@
 
 Usage: make-bundle.py LAUNCHER ONEDIR_TREE OUTPUT [--entry NAME] [--level N]
 
-Writes OUTPUT = LAUNCHER bytes + payload + trailer (see packaging/launcher.c for the format):
+First the tree is made self-contained (packaging/carry_libc.py): the dynamic loader named by the
+entry executable's PT_INTERP, and every shared library that some ELF file in the tree needs but the
+tree lacks (glibc itself, which PyInstaller deliberately leaves out), are copied from the build
+machine into the tree's library directory, and the result is checked: every DT_NEEDED is in the
+tree, and no file needs a glibc symbol version the carried libc does not define. The launcher runs
+the entry through that loader, so nothing but the kernel is taken from the node.
+
+Then it writes OUTPUT = LAUNCHER bytes + payload + trailer (see packaging/launcher.c for the format):
 
 * payload: ONE zlib stream of records, each ``u8 type, u32 mode, u32 path length, u64 size``
   (little-endian) then the UTF-8 path (relative, ``/``-separated) and ``size`` bytes of data:
@@ -11,10 +18,8 @@ Writes OUTPUT = LAUNCHER bytes + payload + trailer (see packaging/launcher.c for
   ``E`` record. Directories come before their contents; entries are sorted, so the payload (and
   the bundle id) only depends on the tree's content and modes.
 * trailer: u64 payload offset, u64 payload length, the hex sha256 of the payload (the bundle id:
-  the runtime directory name), the entry executable's relative path NUL-padded to 64 bytes, and
-  the magic ``ECRKUBELET-BNDL1``.
-
-Standard library only.
+  the runtime directory name), three relative paths NUL-padded to 64 bytes (the entry executable,
+  the carried dynamic loader, the library directory), and the magic ``ECRKUBELET-BNDL2``.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-MAGIC = b"ECRKUBELET-BNDL1"
-ENTRY_LEN = 64
+from carry_libc import carry_libc
+
+MAGIC = b"ECRKUBELET-BNDL2"
+NAME_LEN = 64
 HEADER = struct.Struct("<cIIQ")
-TRAILER = struct.Struct(f"<QQ64s{ENTRY_LEN}s16s")
+TRAILER = struct.Struct(f"<QQ64s{NAME_LEN}s{NAME_LEN}s{NAME_LEN}s16s")
 
 
 def walk(root: Path) -> Iterator[tuple[bytes, str, int, bytes]]:
@@ -92,21 +99,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="the executable to write")
     parser.add_argument("--entry", default="ecr-credential-provider",
                         help="the executable inside the tree (default: ecr-credential-provider)")
+    parser.add_argument("--libdir", default="_internal",
+                        help="the tree's library directory, where the C library goes (default: _internal)")
     parser.add_argument("--level", type=int, default=9, help="zlib level (default 9)")
     args = parser.parse_args(argv)
 
-    check_rel(args.entry)
-    entry = args.entry.encode("utf-8")
-    if len(entry) >= ENTRY_LEN:
-        parser.error(f"--entry is longer than {ENTRY_LEN - 1} bytes")
+    for rel in (args.entry, args.libdir):
+        check_rel(rel)
+        if len(rel.encode("utf-8")) >= NAME_LEN:
+            parser.error(f"{rel!r} is longer than {NAME_LEN - 1} bytes")
     if not (args.tree / args.entry).is_file():
         parser.error(f"{args.tree / args.entry} does not exist")
     launcher = args.launcher.read_bytes()
     if launcher[:4] != b"\x7fELF":
         parser.error(f"{args.launcher} is not an ELF executable")
+    loader = carry_libc(args.tree, args.entry, args.libdir)
     data, count, raw = payload(args.tree, args.level)
     bundle_id = hashlib.sha256(data).hexdigest().encode("ascii")
-    trailer = TRAILER.pack(len(launcher), len(data), bundle_id, entry, MAGIC)
+    trailer = TRAILER.pack(len(launcher), len(data), bundle_id, args.entry.encode(), loader.encode(),
+                           args.libdir.encode(), MAGIC)
 
     tmp = args.output.with_name(args.output.name + ".partial")
     with tmp.open("wb") as fh:

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from bundle import Bundle
 from helpers import RunProvider, StubClient
 from stub_server import StubServer
 
+ROOT = Path(__file__).resolve().parent.parent
 FAKE_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 FAKE_SECRET_ACCESS_KEY = "stubSECRET/DoNotLeak+wJalrXUtnFEMI/K7MDENG"
 
@@ -169,3 +171,32 @@ def run_provider(provider_cmd: list[str], provider_env: dict[str, str]) -> RunPr
         )
 
     return run
+
+
+# ---- the built binary (tests/test_binary.py, tests/test_launcher.py) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    override = os.environ.get("ECR_KUBELET_TEST_BINARY")
+    path = Path(override) if override else ROOT / "dist" / "ecr-credential-provider"
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is not built: CI runs scripts/build-binary before the tests")
+        pytest.skip(f"{path} is not built (run scripts/build-binary)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(binary: Path) -> Bundle:
+    try:
+        return Bundle(binary)
+    except ValueError as exc:
+        pytest.skip(f"not a binary built by scripts/build-binary: {exc}")
+
+
+@pytest.fixture(scope="module")
+def launcher(bundle: Bundle) -> Bundle:
+    if not bundle.launcher:
+        pytest.skip("a PyInstaller one-file build (--onefile), not the unpack-once launcher")
+    return bundle
