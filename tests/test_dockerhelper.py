@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from conftest import FAKE_SECRET_ACCESS_KEY
 from connect_proxy import ConnectProxy
-from helpers import StubClient, make_request
+from helpers import StubClient, make_request, require_tool
 from registry_server import make_tls
 from stub_server import StubServer
 from test_cli_e2e import PRIVATE_HOSTS
@@ -202,6 +203,28 @@ def test_fips_dual_stack_and_public_hosts_call_their_own_api_endpoint(
     assert proxy.requested[seen:] == [f"{API_ENDPOINTS[host]}:443"]
     secret = credentials(result, host)
     assert [c["password"] for c in token_calls(stub)] == [secret]
+
+
+def test_a_cache_dir_shared_with_amazons_helper_serves_both(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str], api_proxy: tuple[ConnectProxy, Path],
+    tmp_path: Path
+) -> None:
+    """AWS_ECR_CACHE_DIR=~/.ecr, as users of docker-credential-ecr-login have it: our entries sit next to its
+    cache.json, and each keeps using its own."""
+    amazon = require_tool("Debian's docker-credential-ecr-login",
+                          shutil.which("docker-credential-ecr-login", path="/usr/bin"))
+    proxy, ca = api_proxy
+    env = {k: v for k, v in provider_env.items() if not k.startswith(("AWS_ENDPOINT_URL", "ECR_KUBELET_CACHE"))}
+    env.update(HTTPS_PROXY=proxy.url, AWS_CA_BUNDLE=str(ca), AWS_ECR_CACHE_DIR="~/.ecr")
+    theirs = subprocess.run([amazon, "get"], input=HOST, env=env, capture_output=True, text=True, check=False)
+    assert credentials(theirs, HOST)
+    ours = credentials(helper(HOST, env=env), HOST)
+    assert credentials(helper(HOST, env=env), HOST) == ours
+    again = subprocess.run([amazon, "get"], input=HOST, env=env, capture_output=True, text=True, check=False)
+    assert credentials(again, HOST) == json.loads(theirs.stdout)["Secret"]
+    cache = Path(env["HOME"]) / ".ecr"
+    assert (cache / "cache.json").exists() and len(list(cache.glob("*.json"))) == 2
+    assert len(token_calls(stub)) == 2  # one each, then both from their caches
 
 
 # ---- failures: non-zero, one line, never a secret --------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import FAKE_SECRET_ACCESS_KEY
 from connect_proxy import ConnectProxy
-from helpers import StubClient, make_request
+from helpers import StubClient, make_request, require_tool
 from registry_server import REGISTRY_BINARY, REPOSITORY, TAG, RegistryServer
 
 pytestmark = pytest.mark.e2e
@@ -39,24 +39,15 @@ PASSWORD = "registry-pw-" + secrets.token_urlsafe(16)  # what the stub issues an
 Crane = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _tool(name: str, found: str | None) -> str:
-    if found:
-        return found
-    message = f"{name} is not installed (scripts/setup installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def crane_binary() -> str:
     local = Path(sys.executable).parent / "crane"
-    return _tool("crane", str(local) if local.exists() else shutil.which("crane"))
+    return require_tool("crane", str(local) if local.exists() else shutil.which("crane"))
 
 
 @pytest.fixture(scope="session")
 def registry() -> Iterator[RegistryServer]:
-    _tool("docker-registry", REGISTRY_BINARY or None)
+    require_tool("docker-registry", REGISTRY_BINARY or None)
     with RegistryServer(PASSWORD, NAMES) as server:
         yield server
 
