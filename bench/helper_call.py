@@ -6,7 +6,7 @@
 Rows, interleaved run by run so background load hits them alike: a `get` answered from the cache
 (hit) and one with the cache disabled (`AWS_ECR_DISABLE_CACHE=1`: one GetAuthorizationToken call)
 for our installed command invoked as `docker-credential-ecr-login` (a symlink to the console
-script), for our binary (`dist/ecr-credential-provider docker-credential get`, if built), and for
+script), for our binary (a symlink to `dist/ecr-credential-provider`, if built), and for
 Debian's package (`/usr/bin/docker-credential-ecr-login`, amazon-ecr-credential-helper 0.6.0).
 
 Debian's helper cannot be pointed at another endpoint, so every row reaches the AWS stub the same
@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             link.symlink_to(Path(sys.executable).parent / "ecr-credential-provider")
             commands = {"ours (python console script)": [str(link), "get"]}
             binary = ROOT / "dist" / "ecr-credential-provider"
-            if binary.exists():
-                commands["ours (binary)"] = [str(binary), "docker-credential", "get"]
+            if binary.exists():  # its launcher passes the invoked name on (ECR_KUBELET_ARGV0)
+                binary_link = tmp / "bin-binary" / "docker-credential-ecr-login"
+                binary_link.parent.mkdir()
+                binary_link.symlink_to(binary)
+                commands["ours (binary)"] = [str(binary_link), "get"]
             if DEBIAN_HELPER.exists():
                 commands["debian docker-credential-ecr-login 0.6.0"] = [str(DEBIAN_HELPER), "get"]
             else:
