@@ -141,7 +141,7 @@ def test_bad_role_arn_in_the_environment_is_one_clean_error(
     helper: Helper, stub: StubClient, provider_env: dict[str, str]
 ) -> None:
     message = failure(helper(HOST, env={**provider_env, "AWS_ECR_ROLE_ARN": "not-an-arn"}), 2)
-    assert "role-arn is not an IAM role ARN" in message and stub.calls() == []
+    assert "environment: AWS_ECR_ROLE_ARN is not an IAM role ARN" in message and stub.calls() == []
 
 
 def test_subcommand_answers_like_the_helper_name(helper: Helper, stub: StubClient) -> None:
@@ -261,6 +261,36 @@ def test_outage_serves_the_still_valid_cached_token(
     assert credentials(result, HOST) == secret
     assert "still valid" in result.stderr and secret not in result.stderr
     assert len(token_calls(stub)) == 2
+
+
+def test_a_hung_aws_call_ends_at_the_deadline_with_one_line(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    stub.configure(delay_seconds=8)
+    message = failure(helper(HOST, env={**provider_env, "ECR_KUBELET_TIMEOUT": "2s"}), 4)
+    assert message == "docker-credential-ecr-login: gave up after 2s: AWS did not answer in time\n"
+
+
+def test_a_hung_refresh_answers_with_the_still_valid_cached_token(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    stub.configure(token_lifetime_seconds=3600)
+    secret = credentials(helper(HOST), HOST)
+    entry = next(Path(provider_env["ECR_KUBELET_CACHE_DIR"]).glob("*.json"))
+    data = json.loads(entry.read_text())
+    data["fetched_at"] -= 4000  # past its refresh point, still valid
+    entry.write_text(json.dumps(data))
+    stub.configure(delay_seconds=8)
+    result = helper(HOST, env={**provider_env, "ECR_KUBELET_TIMEOUT": "2s"})
+    assert credentials(result, HOST) == secret and "deadline" in result.stderr
+
+
+def test_bad_timeout_in_the_environment_is_one_clean_error(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    assert "'1d'" in failure(helper(HOST, env={**provider_env, "ECR_KUBELET_TIMEOUT": "1d"}), 2)
+    assert "ECR_KUBELET_TIMEOUT between" in failure(helper(HOST, env={**provider_env, "ECR_KUBELET_TIMEOUT": "90s"}), 2)
+    assert stub.calls() == []
 
 
 def test_no_aws_credentials(helper: Helper, stub: StubClient, provider_env: dict[str, str]) -> None:

@@ -37,8 +37,9 @@ def flag_defaults(helper: bool = False) -> dict[str, Any]:
     env = os.environ
     env_cache_dir = env.get("ECR_KUBELET_CACHE_DIR")
     no_cache = _truthy(env.get("ECR_KUBELET_DISABLE_CACHE"))
-    verbose = 0
+    verbose, timeout = 0, "45s"
     if helper:
+        timeout = env.get("ECR_KUBELET_TIMEOUT") or timeout
         if not env_cache_dir and env.get("AWS_ECR_CACHE_DIR"):
             env_cache_dir = os.path.expanduser(env["AWS_ECR_CACHE_DIR"])
         no_cache = no_cache or bool(env.get("AWS_ECR_DISABLE_CACHE"))  # any value, as there
@@ -50,7 +51,7 @@ def flag_defaults(helper: bool = False) -> dict[str, Any]:
         "sa_role_annotation": None, "sa_without_role": "node", "mirror": [],
         "refresh_fraction": 0.5, "expiry_margin": "5m0s",
         "cache_dir": Path(env_cache_dir) if env_cache_dir else None,
-        "no_cache": no_cache, "timeout": "45s",
+        "no_cache": no_cache, "timeout": timeout,
     }
 
 

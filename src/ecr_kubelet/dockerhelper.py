@@ -7,7 +7,8 @@ the exact text `credentials not found in native keychain` makes clients go on an
 what every host that is not an ECR registry gets, so no ECR token is ever sent to it.
 
 Configuration comes from the environment only (Docker passes no flags), read once by
-`cli.parse_options(helper=True)`. Standard library only at module level: this runs on every pull.
+`cli.parse_options(helper=True)`: the kubelet mode's defaults plus AWS_ECR_CACHE_DIR, AWS_ECR_DISABLE_CACHE,
+ECR_KUBELET_TIMEOUT and ECR_KUBELET_VERBOSE. Standard library only at module level: this runs on every pull.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ NOT_IMPLEMENTED = "not implemented"  # what docker-credential-ecr-login answers 
 USAGE = f"Usage: {HELPER_PROG} <store|get|erase|list|version>"
 MAX_INPUT_BYTES = 64 * 1024
 EXIT_FAILED = 1  # the protocol's failure exit, also for "not found"
+FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT"}
 
 
 class CredentialsNotFound(Exception):
@@ -46,8 +48,7 @@ def main(args: list[str]) -> int:
     verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
     verbosity = 0
     try:
-        options = parse_options([], helper=True)
-        assert options is not None
+        options = _options()
         verbosity = options.verbosity
         configure_logging(verbosity)
         if verb == "get":
@@ -81,6 +82,21 @@ def main(args: list[str]) -> int:
         return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
     _write(output)
     return 0
+
+
+def _options() -> Options:
+    from ecr_kubelet.errors import BadInputError
+
+    try:
+        options = parse_options([], helper=True)
+    except BadInputError as exc:
+        # The messages name the kubelet mode's flags; the helper is configured by their variables.
+        text = str(exc)
+        for flag, variable in FLAG_VARIABLES.items():
+            text = text.replace(flag, variable)
+        raise BadInputError(f"environment: {text}") from None
+    assert options is not None
+    return options
 
 
 def _get(server_url: str, options: Options) -> bytes:
