@@ -130,8 +130,8 @@ def _get(server_url: str, options: Options) -> bytes:
             assert isinstance(reply, bytes)
             _write(reply)
             os._exit(0)
-        _fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time", 0)
-        os._exit(EXIT_UNAVAILABLE)
+        os._exit(_fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
+                       EXIT_UNAVAILABLE))
 
     deadline.arm(options.timeout, on_deadline)
     try:
