@@ -84,3 +84,17 @@ class RunProvider(Protocol):
         env: dict[str, str] | None = None,
         timeout: float = 70,
     ) -> subprocess.CompletedProcess[str]: ...
+
+
+def require_tool(name: str, found: str | None) -> str:
+    """A tool a test needs: its path, else a skip locally and a failure in CI (scripts/setup installs it)."""
+    import os
+
+    import pytest
+
+    if found:
+        return found
+    message = f"{name} is not installed (scripts/setup installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -76,6 +76,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "deny_web_identity": False,  # AssumeRoleWithWebIdentity: 403 AccessDenied
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
     "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
+    "password": None,  # a string: every token carries this password (a real registry's htpasswd knows it)
 }
 
 
@@ -352,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _issue_token(self, service: str, caller: Caller, registry_ids: list[str]) -> tuple[Any, str]:
         cfg = self._state.config()
-        password = "stubpw-" + secrets.token_urlsafe(24)
+        password = cfg["password"] or "stubpw-" + secrets.token_urlsafe(24)
         malformed = cfg["malformed_token"]
         if isinstance(malformed, str) and malformed:
             token = malformed

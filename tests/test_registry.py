@@ -17,6 +17,7 @@ from ecr_kubelet.registry import (
     ImageRef,
     classify_host,
     parse_image,
+    parse_server_url,
 )
 
 ACCOUNT = "123456789012"
@@ -173,3 +174,52 @@ def test_classify_never_accepts_a_host_without_an_ecr_shape(host: str) -> None:
         assert registry.host in {"public.ecr.aws", "ecr-public.aws.com"} or re.fullmatch(
             r"\d{12}\.dkr[.-]ecr(-fips)?\.[a-z0-9-]+\.[a-z0-9.-]+", registry.host
         )
+
+
+# ---- Docker credential-helper server URLs -------------------------------------------------------
+
+ECR_HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("server_url", "host", "port"),
+    [
+        (ECR_HOST, ECR_HOST, None),
+        (f"https://{ECR_HOST}", ECR_HOST, None),
+        (f"https://{ECR_HOST}/v2/", ECR_HOST, None),
+        (f"http://{ECR_HOST}:443/v1/", ECR_HOST, 443),
+        (f"HTTPS://{ECR_HOST.upper()}.", ECR_HOST.upper() + ".", None),
+        (f"  {ECR_HOST}\n", ECR_HOST, None),
+        (f"{ECR_HOST}?x=1", ECR_HOST, None),
+        ("public.ecr.aws", "public.ecr.aws", None),
+        ("https://index.docker.io/v1/", "index.docker.io", None),
+        ("localhost:5000", "localhost", 5000),
+    ],
+)
+def test_server_url_with_or_without_scheme_path_or_port(server_url: str, host: str, port: int | None) -> None:
+    ref = parse_server_url(server_url)
+    assert (ref.host, ref.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "server_url",
+    ["", "   ", "https://", "ftp://host.example", "unix:///run/x.sock", "user@host.example", "[::1]:5000",
+     "host.example:0", "host.example:https", "a b.example", "bad_host.example", "x" * 5000, "host\x00.example"],
+)
+def test_odd_server_urls_are_rejected(server_url: str) -> None:
+    with pytest.raises(BadInputError):
+        parse_server_url(server_url)
+
+
+@pytest.mark.parametrize("host", sorted(POSITIVE))
+def test_server_url_and_image_name_agree_on_the_registry(host: str) -> None:
+    assert parse_server_url(f"https://{host}/v2/").auth_key == parse_image(f"{host}/team/app").auth_key
+
+
+@given(st.text(max_size=300))
+def test_parse_server_url_never_crashes(server_url: str) -> None:
+    try:
+        ref = parse_server_url(server_url)
+    except BadInputError:
+        return
+    classify_host(ref.host)

@@ -95,6 +95,15 @@ def test_malformed_token(stub: StubClient) -> None:
         _decode(token)
 
 
+def test_configured_password_is_issued_and_recorded(stub: StubClient) -> None:
+    stub.configure(password="registry-htpasswd-secret")
+    for service in ("ecr", "ecr-public"):
+        data = _client(service, stub.url).get_authorization_token()["authorizationData"]
+        token = (data[0] if isinstance(data, list) else data)["authorizationToken"]
+        assert _decode(token) == ("AWS", "registry-htpasswd-secret")
+    assert [c["password"] for c in stub.calls()] == ["registry-htpasswd-secret"] * 2
+
+
 def test_web_identity(stub: StubClient) -> None:
     jwt = make_jwt("system:serviceaccount:team:puller")
     sts = _client("sts", stub.url)

@@ -22,20 +22,36 @@ if TYPE_CHECKING:
     import argparse
 
 PROG = "ecr-credential-provider"
+HELPER_PROG = "docker-credential-ecr-login"  # invoked under this name, we speak Docker's credential-helper protocol
+HELPER_SUBCOMMAND = "docker-credential"  # `ecr-credential-provider docker-credential <verb>` does the same
 MAX_TIMEOUT = 55.0  # the kubelet kills us at 60 s
 log = logging.getLogger("ecr_kubelet")
 
 
-def flag_defaults() -> dict[str, Any]:
-    """Every flag's value when it is absent; several come from the environment."""
-    env_cache_dir = os.environ.get("ECR_KUBELET_CACHE_DIR")
+def flag_defaults(helper: bool = False) -> dict[str, Any]:
+    """Every flag's value when it is absent; several come from the environment.
+
+    `helper`: the Docker credential-helper mode, which takes no flags; it also honours the variables of
+    docker-credential-ecr-login, so that it drops in for it (ours win where both are set).
+    """
+    env = os.environ
+    env_cache_dir = env.get("ECR_KUBELET_CACHE_DIR")
+    no_cache = _truthy(env.get("ECR_KUBELET_DISABLE_CACHE"))
+    verbose, timeout = 0, "45s"
+    if helper:
+        timeout = env.get("ECR_KUBELET_TIMEOUT") or timeout
+        if not env_cache_dir and env.get("AWS_ECR_CACHE_DIR"):
+            env_cache_dir = os.path.expanduser(env["AWS_ECR_CACHE_DIR"])
+        no_cache = no_cache or bool(env.get("AWS_ECR_DISABLE_CACHE"))  # any value, as there
+        level = env.get("ECR_KUBELET_VERBOSE", "").strip()
+        verbose = int(level) if level.isdigit() else 1 if _truthy(level) else 0
     return {
-        "version": False, "verbose": 0, "klog_verbosity": 0,
-        "role_arn": os.environ.get("AWS_ECR_ROLE_ARN") or None,
+        "version": False, "verbose": verbose, "klog_verbosity": 0,
+        "role_arn": env.get("AWS_ECR_ROLE_ARN") or None,
         "sa_role_annotation": None, "sa_without_role": "node", "mirror": [],
         "refresh_fraction": 0.5, "expiry_margin": "5m0s",
         "cache_dir": Path(env_cache_dir) if env_cache_dir else None,
-        "no_cache": _truthy(os.environ.get("ECR_KUBELET_DISABLE_CACHE")), "timeout": "45s",
+        "no_cache": no_cache, "timeout": timeout,
     }
 
 
@@ -88,10 +104,10 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def parse_options(argv: list[str]) -> Options | None:
+def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
     """Options for this run, or None when the arguments asked only for --version."""
     # The kubelet usually passes no arguments: skip building a parser on that hot path.
-    args: Any = build_parser().parse_args(argv) if argv else SimpleNamespace(**flag_defaults())
+    args: Any = build_parser().parse_args(argv) if argv else SimpleNamespace(**flag_defaults(helper))
     if args.version:
         return None
     if not 0 < args.refresh_fraction <= 1:
@@ -160,7 +176,15 @@ def print_error(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        argv = sys.argv[1:]
+        # The binary's launcher hands the name it was invoked by on to sys.argv[0] (packaging/entry.py).
+        if os.path.basename(sys.argv[0]) == HELPER_PROG:
+            argv = [HELPER_SUBCOMMAND, *argv]
+    if argv[:1] == [HELPER_SUBCOMMAND]:
+        from ecr_kubelet.dockerhelper import main as helper_main
+
+        return helper_main(argv[1:])
     if argv[:1] == ["validate-config"]:
         from ecr_kubelet.validate_config import main as validate_main
 

@@ -43,7 +43,7 @@ def answer(request: Request, options: Options) -> Answer:
         return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
 
     try:
-        token, outcome = _obtain(registry, identity, options, freshness, respond)
+        token, outcome = obtain_token(registry, identity, options, freshness, respond)
     except NoPublicCredentials as exc:
         log.warning("%s; the kubelet will pull anonymously", exc)
         return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
@@ -76,8 +76,11 @@ def cache_duration(token: Token, now: float, freshness: Freshness, *, stale: boo
     return format_go_duration(until - now)
 
 
-def _obtain(registry: Registry, identity: Identity, options: Options, freshness: Freshness,
-            respond: Callable[[Token, str], Answer]) -> tuple[Token, str]:
+def obtain_token(registry: Registry, identity: Identity, options: Options, freshness: Freshness,
+                 respond: Callable[[Token, str], object]) -> tuple[Token, str]:
+    """The token from the shared cache, or fetched once for every process that waits for it.
+
+    `respond` makes the answer of last resort from a still-valid cached token (see deadline)."""
     def fetch() -> Token:
         return _fetch(registry, identity)
 

@@ -123,6 +123,26 @@ def parse_image(image: str) -> ImageRef:
     return ImageRef(host=host, port=port, path=rest)
 
 
+def parse_server_url(server_url: str) -> ImageRef:
+    """The registry of a Docker credential-helper server URL, as clients send it: `host[:port]`, with or
+    without an `http(s)://` scheme and a path (`https://host/v2/`). BadInputError for anything else."""
+    text = server_url.strip()
+    if not text or len(text) > _IMAGE_MAX:
+        raise BadInputError("server URL must be a non-empty string of at most 4096 characters")
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() not in ("https", "http"):
+            raise BadInputError("server URL scheme must be https or http")
+        text = rest
+    cut = min((i for i in map(text.find, "/?#") if i >= 0), default=len(text))
+    hostport, path = text[:cut], text[cut + 1 :]
+    if not hostport or any(ch.isspace() or not ch.isprintable() for ch in hostport):
+        raise BadInputError("server URL has no registry host")
+    host, port = _split_port(hostport)
+    _check_host(host)
+    return ImageRef(host=host, port=port, path=path)
+
+
 def _split_port(hostport: str) -> tuple[str, int | None]:
     if hostport.startswith("["):
         raise BadInputError("IP literal registry hosts are not supported")

@@ -1,0 +1,174 @@
+"""Docker's credential-helper protocol: `docker-credential-ecr-login <get|list|store|erase|version>`.
+
+The same host rules, identity, token cache and single flight as the kubelet mode, for docker, podman,
+buildah, skopeo, crane and ko. The protocol (docker-credential-helpers) puts the verb in the only
+argument, the input on stdin, and the answer *and any error message* on stdout; a non-zero exit with
+the exact text `credentials not found in native keychain` makes clients go on anonymously, which is
+what every host that is not an ECR registry gets, so no ECR token is ever sent to it.
+
+Configuration comes from the environment only (Docker passes no flags), read once by
+`cli.parse_options(helper=True)`: the kubelet mode's defaults plus AWS_ECR_CACHE_DIR, AWS_ECR_DISABLE_CACHE,
+ECR_KUBELET_TIMEOUT and ECR_KUBELET_VERBOSE. Standard library only at module level: this runs on every pull.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from ecr_kubelet import deadline, redact
+from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options
+from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, ProviderError
+
+if TYPE_CHECKING:
+    from ecr_kubelet.options import Options
+    from ecr_kubelet.tokens import Token
+
+# docker-credential-helpers' own texts: clients compare them verbatim.
+NOT_FOUND = "credentials not found in native keychain"
+MISSING_SERVER_URL = "no credentials server URL"
+NOT_IMPLEMENTED = "not implemented"  # what docker-credential-ecr-login answers to store and erase
+USAGE = f"Usage: {HELPER_PROG} <store|get|erase|list|version>"
+MAX_INPUT_BYTES = 64 * 1024
+EXIT_FAILED = 1  # the protocol's failure exit, also for "not found"
+FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT"}
+
+
+class CredentialsNotFound(Exception):
+    """The server URL is not an ECR registry we can serve: the client should pull anonymously."""
+
+
+def main(args: list[str]) -> int:
+    """Run one helper verb; returns the exit code."""
+    redact.register_environment()
+    if len(args) != 1:
+        return _fail(USAGE, EXIT_FAILED)
+    verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
+    verbosity = 0
+    try:
+        options = _options()
+        verbosity = options.verbosity
+        configure_logging(verbosity)
+        if verb == "get":
+            server_url = _read_stdin()
+            if server_url is None:
+                raise CredentialsNotFound  # no registry name is that long
+            if not server_url:
+                return _fail(MISSING_SERVER_URL, EXIT_FAILED)
+            output = _get(server_url, options)
+        elif verb == "list":
+            output = b"{}\n"  # nothing is stored: every token is minted on demand (and cached) by `get`
+        elif verb in ("store", "erase"):
+            _read_stdin()  # a `store` carries a password: consumed, never echoed
+            if os.environ.get("AWS_ECR_IGNORE_CREDS_STORAGE") != "true":
+                return _fail(NOT_IMPLEMENTED, EXIT_FAILED)
+            log.info("%s ignored (AWS_ECR_IGNORE_CREDS_STORAGE=true): ECR tokens are minted by `get`", verb)
+            output = b""
+        elif verb == "version":
+            from ecr_kubelet import __version__
+
+            output = f"{HELPER_PROG} (ecr-kubelet) {__version__}\n".encode()
+        else:
+            return _fail(f"{HELPER_PROG}: unknown action: {verb}", EXIT_FAILED)
+    except CredentialsNotFound:
+        return _fail(NOT_FOUND, EXIT_FAILED)
+    except ProviderError as exc:
+        return _fail(f"{HELPER_PROG}: {exc}", exc.exit_code)
+    except Exception as exc:  # a bug: say what, not where, unless asked
+        if verbosity:
+            log.exception("internal error")
+        return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
+    _write(output)
+    return 0
+
+
+def _options() -> Options:
+    from ecr_kubelet.errors import BadInputError
+
+    try:
+        options = parse_options([], helper=True)
+    except BadInputError as exc:
+        # The messages name the kubelet mode's flags; the helper is configured by their variables.
+        text = str(exc)
+        for flag, variable in FLAG_VARIABLES.items():
+            text = text.replace(flag, variable)
+        raise BadInputError(f"environment: {text}") from None
+    assert options is not None
+    return options
+
+
+def _get(server_url: str, options: Options) -> bytes:
+    from ecr_kubelet.cache import Freshness
+    from ecr_kubelet.errors import BadInputError
+    from ecr_kubelet.identity import plan_identity
+    from ecr_kubelet.provider import NoPublicCredentials, obtain_token, resolve_registry
+    from ecr_kubelet.registry import parse_server_url
+
+    try:
+        ref = parse_server_url(server_url)
+    except BadInputError as exc:
+        log.info("%r is not a registry host (%s): no credentials", server_url, exc)
+        raise CredentialsNotFound from None
+    # An ECR host with a port is still that registry, as for docker-credential-ecr-login.
+    registry = resolve_registry(ref.normalized_host, ref.port, options.mirrors)
+    if registry is None:
+        log.info("%s is not an ECR registry: no credentials", ref.auth_key)
+        raise CredentialsNotFound
+    identity = plan_identity(None, {}, options)
+    log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
+
+    def respond(token: Token, _outcome: str) -> bytes:
+        return encode_credentials(server_url, token.username, token.password)
+
+    def on_deadline() -> None:
+        produce = deadline.fallback()
+        if produce is not None:
+            log.warning("deadline reached while refreshing; answering with the cached token, still valid")
+            reply = produce()
+            assert isinstance(reply, bytes)
+            _write(reply)
+            os._exit(0)
+        os._exit(_fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
+                       EXIT_UNAVAILABLE))
+
+    deadline.arm(options.timeout, on_deadline)
+    try:
+        token, outcome = obtain_token(registry, identity, options,
+                                      Freshness(options.refresh_fraction, options.expiry_margin), respond)
+    except NoPublicCredentials as exc:
+        log.info("%s; the client will pull anonymously", exc)
+        raise CredentialsNotFound from None
+    finally:
+        deadline.disarm()
+    log.info("token %s", outcome)
+    return respond(token, outcome)
+
+
+def encode_credentials(server_url: str, username: str, secret: str) -> bytes:
+    """The `get` answer, shaped as docker-credential-helpers' Go encoder writes it."""
+    body = {"ServerURL": server_url, "Username": username, "Secret": secret}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def _read_stdin() -> str | None:
+    """The whole of stdin, trimmed (clients send the server URL with or without a newline); None if
+    it is larger than any server URL (the rest is drained, so the client never blocks writing it)."""
+    raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    if len(raw) > MAX_INPUT_BYTES:
+        while sys.stdin.buffer.read(MAX_INPUT_BYTES):
+            pass
+        return None
+    return raw.decode("utf-8", "replace").strip()
+
+
+def _fail(message: str, code: int) -> int:
+    """The protocol's error channel is stdout: clients show that text (and match the not-found one)."""
+    _write(redact.scrub(message).replace("\n", " ").encode() + b"\n")
+    return code
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()

@@ -1,0 +1,40 @@
+"""A helper `get` served from the cache stays as lean as a kubelet cache hit: no botocore, no pydantic,
+and no module a kubelet hit does not load (so start-up work on one mode carries over to the other).
+
+Measured on the installed console script with `PYTHONPROFILEIMPORTTIME`, which lists every import.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import StubClient, make_request
+
+HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def imported_modules(cmd: list[str], stdin: str, env: dict[str, str]) -> set[str]:
+    result = subprocess.run(cmd, input=stdin, env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_cached_helper_get_imports_nothing_a_kubelet_hit_does_not(
+    provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).parent / "ecr-credential-provider"
+    link = tmp_path / "docker-credential-ecr-login"
+    link.symlink_to(script)
+    request = json.dumps(make_request(f"{HOST}/team/app")) + "\n"
+    imported_modules([str(script)], request, provider_env)  # fills the shared cache
+    kubelet_hit = imported_modules([str(script)], request, provider_env)
+    helper_hit = imported_modules([str(link), "get"], HOST, provider_env)
+    assert len(stub.calls()) == 1  # both were cache hits
+    assert "ecr_kubelet.dockerhelper" in helper_hit
+    heavy = {m for m in helper_hit if m.split(".")[0] in {"botocore", "pydantic", "boto3", "urllib3"}}
+    assert heavy == set()
+    assert helper_hit - kubelet_hit <= {"ecr_kubelet.dockerhelper"}
