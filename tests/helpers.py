@@ -8,9 +8,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shlex
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any, Protocol
 
 API_V1 = "credentialprovider.kubelet.k8s.io/v1"
@@ -98,3 +100,22 @@ def require_tool(name: str, found: str | None) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def install_docker_helper(provider_cmd: list[str], bin_dir: Path) -> Path:
+    """`docker-credential-ecr-login` in bin_dir as users install it: a symlink to our executable.
+    When the executable runs inside a test root (provider_cmd is scripts/in-root ... BINARY), the
+    symlink sits beside a small wrapper of that name that runs it there, so host clients can call it."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    name = "docker-credential-ecr-login"
+    if len(provider_cmd) == 1:
+        (bin_dir / name).symlink_to(provider_cmd[0])
+        return bin_dir / name
+    real = bin_dir / "in-root"
+    real.mkdir()
+    (real / name).symlink_to(provider_cmd[-1])
+    wrapper = bin_dir / name
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in [*provider_cmd[:-1], str(real / name)])
+                       + ' "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper

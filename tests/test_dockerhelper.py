@@ -18,7 +18,7 @@ import pytest
 
 from conftest import FAKE_SECRET_ACCESS_KEY
 from connect_proxy import ConnectProxy
-from helpers import StubClient, make_request, require_tool
+from helpers import StubClient, install_docker_helper, make_request, require_tool
 from registry_server import make_tls
 from stub_server import StubServer
 from test_cli_e2e import PRIVATE_HOSTS
@@ -45,11 +45,7 @@ Helper = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def helper_path(provider_cmd: list[str], tmp_path: Path) -> Path:
     """`docker-credential-ecr-login` as users install it: a symlink to our executable."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    link = bin_dir / "docker-credential-ecr-login"
-    link.symlink_to(provider_cmd[0])
-    return link
+    return install_docker_helper(provider_cmd, tmp_path / "bin")
 
 
 @pytest.fixture

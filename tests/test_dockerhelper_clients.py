@@ -26,7 +26,7 @@ import pytest
 
 from conftest import FAKE_SECRET_ACCESS_KEY
 from connect_proxy import ConnectProxy
-from helpers import StubClient, make_request, require_tool
+from helpers import StubClient, install_docker_helper, make_request, require_tool
 from registry_server import REGISTRY_BINARY, REPOSITORY, TAG, RegistryServer
 
 pytestmark = pytest.mark.e2e
@@ -86,9 +86,7 @@ def client_env(provider_cmd: list[str], provider_env: dict[str, str], registry: 
                stub: StubClient) -> Callable[[dict[str, Any] | None], dict[str, str]]:
     """A client's environment: our executable installed as `docker-credential-ecr-login` on its PATH,
     a config.json naming it, the test CA, and the proxy that maps the registry names to loopback."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker-credential-ecr-login").symlink_to(provider_cmd[0])
+    bin_dir = install_docker_helper(provider_cmd, tmp_path / "bin").parent
     stub.configure(password=PASSWORD)
 
     def make(config: dict[str, Any] | None) -> dict[str, str]:
