@@ -8,15 +8,18 @@ sleeping for a while; polls are bounded by a deadline.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -545,3 +548,46 @@ def test_children_get_the_environment_without_the_bundle(
     assert seen.get("LD_LIBRARY_PATH") == "/opt/node-libs"
     assert "LD_LIBRARY_PATH_ORIG" not in seen
     assert "ECR_KUBELET_ARGV0" not in seen
+
+
+# ---- a payload that tries to write outside its tree ----------------------------------------------
+
+
+def _crafted(launcher: Bundle, records: list[tuple[bytes, str, int, bytes]], dest: Path) -> Path:
+    """The real launcher with a hand-made payload (valid digest), as an attacker could append it."""
+    header = struct.Struct("<cIIQ")
+    comp = zlib.compressobj(9)
+    data = b""
+    for kind, rel, mode, body in records:
+        data += comp.compress(header.pack(kind, mode, len(rel.encode()), len(body)) + rel.encode() + body)
+    data += comp.compress(header.pack(b"E", 0, 0, 0)) + comp.flush()
+    outer = launcher.outer()
+    trailer = struct.pack("<QQ64s64s64s64s16s", len(outer), len(data), hashlib.sha256(data).hexdigest().encode(),
+                          launcher.entry.encode(), launcher.loader.encode(), launcher.libdir.encode(),
+                          b"ECRKUBELET-BNDL2")
+    dest.write_bytes(outer + data + trailer)
+    dest.chmod(0o755)
+    return dest
+
+
+@pytest.mark.parametrize("records", [
+    [(b"F", "../escaped", 0o644, b"x")],
+    [(b"F", "/tmp/escaped-absolute", 0o644, b"x")],
+    [(b"D", "_internal", 0o755, b""), (b"F", "_internal/../../escaped", 0o644, b"x")],
+    [(b"L", "_internal", 0o777, b"../.."), (b"F", "_internal/escaped", 0o644, b"x")],
+    [(b"L", "link", 0o777, b"/etc/passwd")],
+    [(b"F", ".ecr-bundle-complete", 0o644, b"forged record")],
+], ids=["dotdot", "absolute", "nested-dotdot", "through-symlink", "absolute-symlink", "forged-record"])
+def test_payload_paths_outside_the_tree_are_refused(
+    binary: Path, launcher: Bundle, tmp_path: Path, records: list[tuple[bytes, str, int, bytes]]
+) -> None:
+    exe = _crafted(launcher, records, tmp_path / "crafted")
+    base = tmp_path / "a" / "b" / "runtime"
+    proc = run(exe, launcher_env(base, tmp_path), "--version")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    assert re.fullmatch(r"ecr-credential-provider: error: [^\n]*(unsafe|corrupt|parent)[^\n]*\n", proc.stderr), \
+        proc.stderr
+    assert not (tmp_path / "a" / "b" / "escaped").exists() and not (tmp_path / "a" / "escaped").exists()
+    assert not Path("/tmp/escaped-absolute").exists()
+    assert {n for n in entries(base) if not n.endswith((".lock", ".use"))} == set()
