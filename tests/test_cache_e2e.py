@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from ecr_kubelet.durations import parse_go_duration
 from helpers import RunProvider, StubClient, make_jwt, make_request
+from metadata_server import CONTAINER_PATH, MetadataServer
 
 pytestmark = pytest.mark.e2e
 
@@ -404,3 +406,129 @@ def test_corrupt_entry_is_replaced_after_a_run(
     # and the repaired entry is used
     assert password_of(run_provider(make_request(IMAGE))) == second
     assert len(ecr_calls(stub)) == 2
+
+
+# ---- the cache key follows the identity that really signs, for every credential source ----------
+
+
+@pytest.fixture
+def metadata() -> Iterator[MetadataServer]:
+    server = MetadataServer().start()
+    yield server
+    server.stop()
+
+
+def without_env_keys(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+
+def signer(stub: StubClient) -> str:
+    key: str = ecr_calls(stub)[-1]["access_key_id"]
+    return key
+
+
+def write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def test_shared_credentials_file_key_change_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    creds = tmp_path / "credentials"
+    env = {**without_env_keys(provider_env), "AWS_SHARED_CREDENTIALS_FILE": str(creds)}
+    write_private(creds, "[default]\naws_access_key_id = AKIAFILEKEYAAAAAAAAA\naws_secret_access_key = s1\n")
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first  # same file: a hit
+    assert len(ecr_calls(stub)) == 1
+
+    write_private(creds, "[default]\naws_access_key_id = AKIAFILEKEYBBBBBBBBB\naws_secret_access_key = s2\n")
+    second = password_of(run_provider(make_request(IMAGE), env=env))
+    assert second != first and signer(stub) == "AKIAFILEKEYBBBBBBBBB"
+
+
+def test_the_profile_pointed_to_is_part_of_the_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    creds = tmp_path / "credentials"
+    write_private(creds, "[default]\naws_access_key_id = AKIADEFAULTPROFILE00\naws_secret_access_key = s\n"
+                         "[pull]\naws_access_key_id = AKIAPULLPROFILE00000\naws_secret_access_key = s\n")
+    env = {**without_env_keys(provider_env), "AWS_SHARED_CREDENTIALS_FILE": str(creds)}
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "AKIADEFAULTPROFILE00"
+    password_of(run_provider(make_request(IMAGE), env={**env, "AWS_PROFILE": "pull"}))
+    assert signer(stub) == "AKIAPULLPROFILE00000" and len(ecr_calls(stub)) == 2
+
+    # the profile's key changes in the file: the pull profile's next run is a new identity
+    write_private(creds, "[default]\naws_access_key_id = AKIADEFAULTPROFILE00\naws_secret_access_key = s\n"
+                         "[pull]\naws_access_key_id = AKIAPULLPROFILE11111\naws_secret_access_key = s\n")
+    password_of(run_provider(make_request(IMAGE), env={**env, "AWS_PROFILE": "pull"}))
+    assert signer(stub) == "AKIAPULLPROFILE11111" and len(ecr_calls(stub)) == 3
+
+
+def test_a_changed_credential_process_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    script = tmp_path / "creds.sh"
+    script.write_text('#!/bin/sh\necho "{\\"Version\\":1,\\"AccessKeyId\\":\\"$1\\",\\"SecretAccessKey\\":\\"s\\"}"\n')
+    script.chmod(0o700)
+    env = {**without_env_keys(provider_env), "AWS_CONFIG_FILE": str(config)}
+    write_private(config, f"[default]\ncredential_process = {script} AKIAPROCESSKEYA00000\n")
+    password_of(run_provider(make_request(IMAGE), env=env))
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert [c["access_key_id"] for c in ecr_calls(stub)] == ["AKIAPROCESSKEYA00000"]
+    write_private(config, f"[default]\ncredential_process = {script} AKIAPROCESSKEYB00000\n")
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "AKIAPROCESSKEYB00000"
+
+
+def test_instance_role_change_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], metadata: MetadataServer
+) -> None:
+    env = {k: v for k, v in without_env_keys(provider_env).items() if k != "AWS_EC2_METADATA_DISABLED"}
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = metadata.url
+    metadata.serve("node-role-a", "ASIAINSTANCEROLEA000")
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "ASIAINSTANCEROLEA000"
+    # the role's credentials rotate: same role, still a hit
+    metadata.serve("node-role-a", "ASIAINSTANCEROLEA111")
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    assert len(ecr_calls(stub)) == 1
+    # another instance profile role: never the previous role's token
+    metadata.serve("node-role-b", "ASIAINSTANCEROLEB000")
+    assert password_of(run_provider(make_request(IMAGE), env=env)) != first
+    assert signer(stub) == "ASIAINSTANCEROLEB000"
+
+
+def test_container_role_change_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], metadata: MetadataServer
+) -> None:
+    env = {**without_env_keys(provider_env), "AWS_CONTAINER_CREDENTIALS_FULL_URI": metadata.url + CONTAINER_PATH}
+    metadata.serve("unused", "ASIACONTAINERROLEA00", "arn:aws:iam::123456789012:role/task-a")
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    assert len(ecr_calls(stub)) == 1
+    metadata.serve("unused", "ASIACONTAINERROLEB00", "arn:aws:iam::123456789012:role/task-b")
+    assert password_of(run_provider(make_request(IMAGE), env=env)) != first
+    assert signer(stub) == "ASIACONTAINERROLEB00"
+    # without a RoleArn in the answer, the key itself names the identity
+    metadata.serve("unused", "ASIACONTAINERNOROLE0", None)
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "ASIACONTAINERNOROLE0" and len(ecr_calls(stub)) == 3
+
+
+def test_web_identity_from_the_environment_follows_the_token_subject(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    env = {**without_env_keys(provider_env), "AWS_ROLE_ARN": NODE_ROLE,
+           "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file)}
+    token_file.write_text(make_jwt("system:serviceaccount:kube-system:a"))
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    token_file.write_text(make_jwt("system:serviceaccount:kube-system:a"))  # rotated, same subject
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    token_file.write_text(make_jwt("system:serviceaccount:kube-system:b"))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) != first
+    subjects = [c["web_identity"]["sub"] for c in stub.calls("sts", "AssumeRoleWithWebIdentity")]
+    assert subjects == ["system:serviceaccount:kube-system:a", "system:serviceaccount:kube-system:b"]
