@@ -6,6 +6,7 @@ Imported only when a request actually needs AWS, so cache hits never pay for bot
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Callable
@@ -81,7 +82,8 @@ def client_config(service: str, registry: Registry, *, unsigned: bool = False,
     botocore makes exactly one attempt per call: `call_with_retries` retries, because botocore's own
     retry loop can neither stop at a deadline nor shorten its timeouts as the deadline nears.
     """
-    left = READ_TIMEOUT if deadline is None else max(MIN_ATTEMPT_SECONDS, deadline.remaining())
+    # Whole half-seconds, so that attempts far from the deadline share one client (see ClientPool).
+    left = READ_TIMEOUT if deadline is None else max(MIN_ATTEMPT_SECONDS, math.floor(deadline.remaining() * 2) / 2)
     kwargs: dict[str, Any] = {
         "connect_timeout": min(CONNECT_TIMEOUT, left),
         "read_timeout": min(READ_TIMEOUT, left),
@@ -164,8 +166,10 @@ def call_with_retries(call: Callable[[Deadline], T], action: str, deadline: Dead
             delay = (throttle_backoff if kind == "throttled" else other_backoff).delay_amount(context)
             if kind == "transient" and other_failures >= max_attempts:
                 raise _gave_up(exc, action, attempt, deadline, "attempts") from None
-            if deadline.remaining() < delay + MIN_ATTEMPT_SECONDS:
+            if deadline.remaining() < 2 * MIN_ATTEMPT_SECONDS:
                 raise _gave_up(exc, action, attempt, deadline, "deadline") from None
+            # A pause that would outlast the deadline is cut short: one last attempt beats none.
+            delay = min(delay, deadline.remaining() - MIN_ATTEMPT_SECONDS)
             log.debug("%s: attempt %d %s; retrying in %.2fs", action, attempt, kind, delay)
             deadline.sleep(delay)
 
@@ -179,6 +183,22 @@ def _gave_up(exc: Exception, action: str, attempts: int, deadline: Deadline, why
     error = translate_error(exc, action)
     limit = "until the deadline (--timeout)" if why == "deadline" else "(AWS_MAX_ATTEMPTS)"
     return type(error)(f"{error} [{attempts} attempt{'s' if attempts > 1 else ''} {limit}]")
+
+
+class ClientPool:
+    """botocore clients by their timeouts: a run retrying throttled calls for a minute builds a new
+    client (tens of milliseconds of CPU, on every node of a booting fleet) only when the deadline
+    shortens the timeouts, not for every attempt."""
+
+    def __init__(self, create: Callable[[Config], Any]) -> None:
+        self._create = create
+        self._clients: dict[tuple[float, float], Any] = {}
+
+    def get(self, config: Config) -> Any:
+        key = (float(getattr(config, "connect_timeout")), float(getattr(config, "read_timeout")))  # noqa: B009
+        if key not in self._clients:
+            self._clients[key] = self._create(config)
+        return self._clients[key]
 
 
 def translate_error(exc: Exception, action: str) -> ProviderError:

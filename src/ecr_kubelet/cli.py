@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import argparse
 
 PROG = "ecr-credential-provider"
-MAX_TIMEOUT = 57.0  # counted from process start; the kubelet kills us at 60 s
-DEFAULT_TIMEOUT = "55s"
+MAX_TIMEOUT = 58.0  # counted from process start; the kubelet kills us at 60 s
+DEFAULT_TIMEOUT = "57s"
 MAX_ATTEMPTS_LIMIT = 20
 log = logging.getLogger("ecr_kubelet")
 

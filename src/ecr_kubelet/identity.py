@@ -123,11 +123,14 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
     Also says whether the node credentials came from the source the cache key names: if botocore
     picked another one, the token must not be cached under that key.
     """
-    from ecr_kubelet.awsapi import call_with_retries, client_config, translate_error
+    from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config, translate_error
+
+    pools = {unsigned: ClientPool(lambda config: session.create_client("sts", region_name=registry.region,
+                                                                       config=config))
+             for unsigned in (False, True)}
 
     def sts(current: Deadline, *, unsigned: bool = False) -> Any:
-        return session.create_client("sts", region_name=registry.region,
-                                     config=client_config("sts", registry, unsigned=unsigned, deadline=current))
+        return pools[unsigned].get(client_config("sts", registry, unsigned=unsigned, deadline=current))
 
     if identity.mode == "service-account":
         action = f"sts:AssumeRoleWithWebIdentity for {identity.role_arn}"

@@ -57,18 +57,18 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
 def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
                 max_attempts: int) -> Token:
     """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity."""
-    from ecr_kubelet.awsapi import call_with_retries, client_config
+    from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
 
     creds, cacheable = credentials_for(identity, registry, session, deadline, max_attempts)
     action = f"{registry.service}:GetAuthorizationToken in {registry.region}"
+    clients = ClientPool(lambda config: session.create_client(
+        registry.service, region_name=registry.region, config=config,
+        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+        aws_session_token=creds.token,
+    ))
 
     def attempt(current: Deadline) -> Any:
-        client: Any = session.create_client(
-            registry.service, region_name=registry.region,
-            config=client_config(registry.service, registry, deadline=current),
-            aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
-            aws_session_token=creds.token,
-        )
+        client = clients.get(client_config(registry.service, registry, deadline=current))
         if registry.kind == "public":
             return client.get_authorization_token()["authorizationData"]
         # Ask for the registry's own account: a cross-account token is only valid for that registry.
