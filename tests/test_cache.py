@@ -813,3 +813,33 @@ def test_a_corrupt_entry_is_reported_once_per_run(cache_dir: Path, warnings_log:
     cache = TokenCache(cache_dir, FRESH)
     cache.get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=1)
     assert warnings_log().count("corrupt") == 1
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757], ids=oct)
+def test_prepare_refuses_a_directory_whose_parent_others_can_write(
+    tmp_path: Path, mode: int, warnings_log: Callable[[], str]
+) -> None:
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(mode)
+    assert prepare_cache_dir(parent / "cache") is None
+    assert f"its parent {parent} is writable by group or others" in warnings_log()
+
+
+def test_prepare_accepts_a_sticky_world_writable_parent_like_tmp(tmp_path: Path) -> None:
+    parent = tmp_path / "tmp"
+    parent.mkdir()
+    parent.chmod(0o1777)
+    assert prepare_cache_dir(parent / "cache") == parent / "cache"
+
+
+@needs_root
+def test_prepare_refuses_a_directory_whose_parent_another_user_owns(
+    tmp_path: Path, warnings_log: Callable[[], str]
+) -> None:
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    os.chown(parent, NOBODY, NOBODY)
+    (parent / "cache").mkdir(mode=0o700)
+    assert prepare_cache_dir(parent / "cache") is None
+    assert f"owned by uid {NOBODY}" in warnings_log()

@@ -407,6 +407,24 @@ def default_cache_dir() -> Path:
     return Path(home) / ".cache" / "ecr-credential-provider"
 
 
+def _unsafe_ancestor(directory: Path) -> str | None:
+    """Why someone other than us (or root) could swap the directory out from under us, if they could.
+
+    Every ancestor must be owned by root or us and not writable by others, unless sticky (/tmp):
+    there others cannot rename or remove what is ours.
+    """
+    for parent in directory.parents:
+        try:
+            info = os.stat(parent)
+        except OSError as exc:
+            return f"{parent} cannot be checked: {exc.strerror}"
+        if info.st_uid not in (0, os.geteuid()):
+            return f"its parent {parent} is owned by uid {info.st_uid}"
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            return f"its parent {parent} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
 def prepare_cache_dir(directory: Path) -> Path | None:
     """Create the private cache directory, or refuse (with a warning) one we must not trust."""
     if not directory.is_absolute():  # the options refuse these; "" would be the working directory
@@ -427,6 +445,8 @@ def prepare_cache_dir(directory: Path) -> Path | None:
         problem = f"it is owned by uid {info.st_uid}, not {os.geteuid()}"
     elif info.st_mode & 0o022:
         problem = f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem is None:
+        problem = _unsafe_ancestor(directory)
     if problem:
         log.warning("token cache disabled: refusing %s because %s", directory, problem)
         return None
