@@ -77,6 +77,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
     "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
     "password": None,  # a string: every token carries this password (a real registry's htpasswd knows it)
+    # ECR's GetAuthorizationToken quota, per account and region: {"rate": calls/s, "burst": N}, a
+    # token bucket; calls over it get 400 ThrottlingException and consume nothing. None: unlimited.
+    "rate_limit": None,
 }
 
 
@@ -140,6 +143,7 @@ class StubState:
         self._config: dict[str, Any] = dict(DEFAULT_CONFIG)
         self._identities: dict[str, IssuedIdentity] = {}
         self._generation = 0  # bumped by reset(): a call still in flight then belongs to an old test
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (account, region) -> (tokens, at)
 
     def generation(self) -> int:
         with self._lock:
@@ -151,20 +155,29 @@ class StubState:
             self._calls.clear()
             self._config = dict(DEFAULT_CONFIG)
             self._identities.clear()
+            self._buckets.clear()
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(settings) - set(DEFAULT_CONFIG))
         if unknown:
             raise StubError(400, "InvalidStubConfig", f"unknown setting(s): {', '.join(unknown)}")
+        limit = settings.get("rate_limit")
+        if limit is not None and not (
+            isinstance(limit, dict) and set(limit) == {"rate", "burst"}
+            and all(isinstance(limit[k], (int, float)) and limit[k] > 0 for k in limit)
+        ):
+            raise StubError(400, "InvalidStubConfig", "rate_limit must be null or {\"rate\": >0, \"burst\": >0}")
         with self._lock:
             self._config.update(settings)
+            if "rate_limit" in settings:
+                self._buckets.clear()
             return dict(self._config)
 
     def config(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._config)
 
-    def take_failure(self, generation: int | None = None) -> StubError | None:
+    def take_failure(self, generation: int | None = None, quota_key: tuple[str, str] | None = None) -> StubError | None:
         """Decide (atomically) whether the next ECR call fails, consuming one-shot counters.
 
         A call that started before the last reset belongs to an earlier test: it consumes nothing.
@@ -173,6 +186,15 @@ class StubState:
             if generation is not None and generation != self._generation:
                 return None
             cfg = self._config
+            limit = cfg["rate_limit"]
+            if limit is not None and quota_key is not None:
+                now = time.monotonic()
+                tokens, at = self._buckets.get(quota_key, (float(limit["burst"]), now))
+                tokens = min(float(limit["burst"]), tokens + (now - at) * float(limit["rate"]))
+                if tokens < 1.0:
+                    self._buckets[quota_key] = (tokens, now)
+                    return StubError(400, "ThrottlingException", "Rate exceeded")
+                self._buckets[quota_key] = (tokens - 1.0, now)
             if cfg["fail_all"]:
                 return StubError(503, "ServiceUnavailableException", "Service unavailable (stub outage)")
             if cfg["deny"]:
@@ -339,7 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             delay = float(self._state.config()["delay_seconds"] or 0)
             if delay > 0:
                 time.sleep(delay)
-            failure = self._state.take_failure(record["_generation"])
+            account = self._state.identity(caller.access_key_id).account_id
+            failure = self._state.take_failure(record["_generation"], (account, caller.region or "us-east-1"))
             if failure is not None:
                 raise failure
             payload, record["password"] = self._issue_token(service, caller, record["registry_ids"])

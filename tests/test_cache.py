@@ -242,7 +242,7 @@ def test_memory_level_drops_a_token_when_it_stops_being_usable(monkeypatch: pyte
 
 # ---- TokenCache: entries that must be ignored -----------------------------------------------------
 
-_VALID = make_token(lifetime=43200 * 10)  # long enough for the whole test session
+_VALID = make_token(lifetime=43200)  # an ECR token's longest life, and long enough for the test session
 _VALID_RAW = json.dumps(entry_body(_VALID)).encode()
 
 BAD_ENTRIES: dict[str, bytes] = {
@@ -262,6 +262,20 @@ BAD_ENTRIES: dict[str, bytes] = {
     "nan-expiry": json.dumps(entry_body(_VALID, expires_at=float("nan"))).encode(),
     "huge-int-expiry": json.dumps(entry_body(_VALID, expires_at=10**400)).encode(),
     "oversized": json.dumps(entry_body(_VALID, padding="x" * (64 * 1024))).encode(),
+    "absurd-finite-expiry": json.dumps(entry_body(_VALID, expires_at=1e308)).encode(),
+    "absurd-fetch-time": json.dumps(entry_body(_VALID, fetched_at=-1e308)).encode(),
+    "longer-than-12h": json.dumps(entry_body(_VALID, expires_at=_VALID.fetched_at + 43200 + 3600)).encode(),
+    "expiry-before-fetch": json.dumps(entry_body(_VALID, expires_at=_VALID.fetched_at - 1)).encode(),
+    "fetched-in-the-future": json.dumps(entry_body(_VALID, fetched_at=_VALID.fetched_at + 3600,
+                                                   expires_at=_VALID.fetched_at + 7200)).encode(),
+    "fetched-over-12h-ago": json.dumps(entry_body(_VALID, fetched_at=_VALID.fetched_at - 50000,
+                                                  expires_at=_VALID.fetched_at - 50000 + 43200)).encode(),
+    "boolean-version": json.dumps(entry_body(_VALID, version=True)).encode(),
+    "extra-field": json.dumps(entry_body(_VALID, proxy="https://evil.example")).encode(),
+    "username-with-colon": json.dumps(entry_body(_VALID, username="AWS:x")).encode(),
+    "password-with-newline": json.dumps(entry_body(_VALID, password="pw\nX-Header: 1")).encode(),
+    "huge-password": json.dumps(entry_body(_VALID, password="p" * 20000)).encode(),
+    "deeply-nested": b'{"version": 1, "x": ' + b"[" * 100_000,
 }
 
 
@@ -399,38 +413,66 @@ def _hold_lock(directory: Path, key: str = KEY) -> int:
     return fd
 
 
-def test_waiter_uses_the_token_stored_by_the_lock_holder(cache_dir: Path) -> None:
+@pytest.fixture
+def lock_waits(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set when an invocation starts waiting for a key's lock (it has read the key's state by then)."""
+    waiting = threading.Event()
+    acquire = cache_mod._acquire
+
+    def signalling_acquire(fd: int, timeout: float) -> bool:
+        waiting.set()
+        return acquire(fd, timeout)
+
+    monkeypatch.setattr(cache_mod, "_acquire", signalling_acquire)
+    return waiting
+
+
+def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_waiter_uses_the_token_stored_by_the_lock_holder(cache_dir: Path, lock_waits: threading.Event) -> None:
     """Single flight: a process that waited for the lock re-reads the file and does not fetch."""
     holder = _hold_lock(cache_dir)
     stored = make_token(password="from-the-holder")
-
-    def finish_fetch() -> None:
-        time.sleep(0.3)
-        TokenCache(cache_dir, FRESH).store(KEY, stored)
-        os.close(holder)
-
-    threading.Thread(target=finish_fetch, daemon=True).start()
     fetch = Fetcher(make_token(password="should-not-be-fetched"))
-    started = time.monotonic()
-    result = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=10)
-    assert result == (stored, "hit")
+    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=60))
+    assert lock_waits.wait(30)
+    TokenCache(cache_dir, FRESH).store(KEY, stored)  # the holder's fetch succeeds
+    os.close(holder)
+    thread.join(30)
+    assert outcome == [(stored, "hit")]
     assert fetch.calls == 0
-    assert 0.25 <= time.monotonic() - started < 5
 
 
-def test_lock_wait_is_bounded(cache_dir: Path, warnings_log: Callable[[], str]) -> None:
+def test_lock_wait_is_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                              warnings_log: Callable[[], str]) -> None:
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(cache_mod, "time", SimpleNamespace(time=time.time, monotonic=lambda: clock[0], sleep=sleep))
     holder = _hold_lock(cache_dir)
     try:
         token = make_token()
         fetch = Fetcher(token)
-        started = time.monotonic()
-        result = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=0.3)
-        waited = time.monotonic() - started
+        result = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=7.5)
     finally:
         os.close(holder)
     assert result == (token, "fetched")
     assert fetch.calls == 1
-    assert 0.3 <= waited < 10
+    assert 7.5 <= clock[0] < 7.5 + 0.1  # it waited exactly the timeout on its clock, then fetched
     assert "fetching ourselves" in warnings_log()
 
 
@@ -663,39 +705,80 @@ def test_unwritable_cache_dir_warns_and_the_pull_still_answers(
 # ---- hold-off after a failed fetch, stale temp files, directory mode, warnings ----------------------
 
 
-def test_invocations_queued_behind_a_failed_fetch_fail_fast(cache_dir: Path) -> None:
-    lock_fd = os.open(cache_dir / f"{KEY}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # "another invocation" is fetching
+def test_invocations_queued_behind_a_failed_fetch_fail_fast(cache_dir: Path, lock_waits: threading.Event) -> None:
+    holder = _hold_lock(cache_dir)  # "another invocation" is fetching
     queued = Fetcher(make_token())
-    outcome: list[BaseException | None] = []
-
-    def waiter() -> None:
-        try:
-            TokenCache(cache_dir, FRESH).get_or_fetch(KEY, queued, lock_timeout=10)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    time.sleep(0.2)
-    TokenCache(cache_dir, FRESH)._mark_failure(KEY)  # its fetch fails while the waiter is queued
-    os.close(lock_fd)
-    thread.join(10)
+    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, queued, lock_timeout=60))
+    assert lock_waits.wait(30)
+    TokenCache(cache_dir, FRESH)._record_attempt(KEY, 0, failed=True)  # its fetch fails while we wait
+    os.close(holder)
+    thread.join(30)
     assert queued.calls == 0
     assert isinstance(outcome[0], UnavailableError) and "waited for failed" in str(outcome[0])
 
 
-def test_a_later_invocation_tries_again_and_success_clears_the_marker(cache_dir: Path) -> None:
+def test_only_the_run_that_called_aws_records_a_failure(cache_dir: Path, lock_waits: threading.Event) -> None:
+    holder = _hold_lock(cache_dir)
+    thread, outcome = _in_thread(
+        lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=60))
+    assert lock_waits.wait(30)
+    TokenCache(cache_dir, FRESH)._record_attempt(KEY, 0, failed=True)
+    os.close(holder)
+    thread.join(30)
+    assert isinstance(outcome[0], UnavailableError)
+    # the queued run failed fast and recorded nothing: the count is still the one real failure
+    assert (cache_dir / f"{KEY}.attempts").read_bytes() == b"1 failed"
+    # so a run that starts now tries AWS again, and its success is recorded
+    good = Fetcher(make_token())
+    assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)[1] == "fetched"
+    assert good.calls == 1 and (cache_dir / f"{KEY}.attempts").read_bytes() == b"2 ok"
+
+
+def test_a_later_invocation_tries_again_and_success_is_recorded(cache_dir: Path) -> None:
     failing = Fetcher(UnavailableError("throttled"))
     with pytest.raises(UnavailableError, match="throttled"):
         TokenCache(cache_dir, FRESH).get_or_fetch(KEY, failing, lock_timeout=1)
-    marker = cache_dir / f"{KEY}.fail"
-    assert marker.exists()
-    time.sleep(0.01)
+    marker = cache_dir / f"{KEY}.attempts"
+    assert marker.read_bytes() == b"1 failed"
     good = Fetcher(make_token())
     _token, outcome = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)
-    assert (failing.calls, good.calls, outcome, marker.exists()) == (1, 1, "fetched", False)
+    assert (failing.calls, good.calls, outcome, marker.read_bytes()) == (1, 1, "fetched", b"2 ok")
+
+
+def test_the_failure_marker_is_compared_by_count_not_by_clock(cache_dir: Path) -> None:
+    # A marker from the future (a clock step, or a planted file) does not stop a run starting now.
+    marker = cache_dir / f"{KEY}.attempts"
+    marker.write_bytes(b"5 failed")
+    marker.chmod(0o600)
+    future = time.time() + 3600
+    os.utime(marker, (future, future))
+    good = Fetcher(make_token())
+    assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)[1] == "fetched"
+    assert marker.read_bytes() == b"6 ok"
+
+
+@pytest.mark.parametrize("content", [b"x failed", b"-1 failed", b"1 maybe", b"9" * 40 + b" failed", b""])
+def test_a_garbled_marker_counts_as_none(cache_dir: Path, content: bytes) -> None:
+    marker = cache_dir / f"{KEY}.attempts"
+    marker.write_bytes(content)
+    marker.chmod(0o600)
+    assert TokenCache(cache_dir, FRESH)._read_attempts(KEY) == (0, False)
+    assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=1)[1] == "fetched"
+
+
+@pytest.mark.parametrize("suffix", [".attempts", ".lock"])
+def test_a_fifo_at_a_marker_or_lock_path_does_not_block(
+    cache_dir: Path, suffix: str, warnings_log: Callable[[], str]
+) -> None:
+    path = cache_dir / f"{KEY}{suffix}"
+    os.mkfifo(path, 0o600)
+    fetch = Fetcher(UnavailableError("throttled"))  # a failure is recorded: the marker is opened for writing
+    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=1))
+    thread.join(30)
+    if thread.is_alive():  # unblock it (a writer appears, then goes) so the daemon thread can end
+        os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+        pytest.fail(f"a FIFO at the {suffix} path blocked the run")
+    assert isinstance(outcome[0], UnavailableError) and fetch.calls == 1
 
 
 def test_a_failed_refresh_serves_a_valid_cached_token_and_reports_it(cache_dir: Path) -> None:
@@ -730,3 +813,33 @@ def test_a_corrupt_entry_is_reported_once_per_run(cache_dir: Path, warnings_log:
     cache = TokenCache(cache_dir, FRESH)
     cache.get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=1)
     assert warnings_log().count("corrupt") == 1
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757], ids=oct)
+def test_prepare_refuses_a_directory_whose_parent_others_can_write(
+    tmp_path: Path, mode: int, warnings_log: Callable[[], str]
+) -> None:
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(mode)
+    assert prepare_cache_dir(parent / "cache") is None
+    assert f"its parent {parent} is writable by group or others" in warnings_log()
+
+
+def test_prepare_accepts_a_sticky_world_writable_parent_like_tmp(tmp_path: Path) -> None:
+    parent = tmp_path / "tmp"
+    parent.mkdir()
+    parent.chmod(0o1777)
+    assert prepare_cache_dir(parent / "cache") == parent / "cache"
+
+
+@needs_root
+def test_prepare_refuses_a_directory_whose_parent_another_user_owns(
+    tmp_path: Path, warnings_log: Callable[[], str]
+) -> None:
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    os.chown(parent, NOBODY, NOBODY)
+    (parent / "cache").mkdir(mode=0o700)
+    assert prepare_cache_dir(parent / "cache") is None
+    assert f"owned by uid {NOBODY}" in warnings_log()

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from ecr_kubelet.durations import parse_go_duration
 from helpers import RunProvider, StubClient, make_jwt, make_request
+from metadata_server import CONTAINER_PATH, MetadataServer
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +71,15 @@ def entries(env: dict[str, str]) -> list[Path]:
     return sorted(directory.glob("*.json")) if directory.exists() else []
 
 
+def age_entries(env: dict[str, str], seconds: float) -> None:
+    """Make every cached token `seconds` older, as the passing of time would (no sleeping)."""
+    for path in entries(env):
+        entry = json.loads(path.read_bytes())
+        entry["fetched_at"] -= seconds
+        entry["expires_at"] -= seconds
+        path.write_text(json.dumps(entry))
+
+
 def only_entry(env: dict[str, str]) -> dict[str, Any]:
     files = entries(env)
     assert len(files) == 1, files
@@ -80,7 +91,7 @@ def only_entry(env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_second_invocation_makes_no_api_call_and_returns_a_shorter_duration(
-    run_provider: RunProvider, stub: StubClient
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
 ) -> None:
     started = time.time()
     first = run_provider(make_request(IMAGE))
@@ -91,11 +102,11 @@ def test_second_invocation_makes_no_api_call_and_returns_a_shorter_duration(
     assert HALF_DAY / 2 - took - 1 <= first_duration <= HALF_DAY / 2
     assert len(stub.calls()) == 1
 
-    time.sleep(1.1)  # durations are whole seconds
+    age_entries(provider_env, 600)  # ten minutes later
     second = run_provider(make_request(OTHER_IMAGE))
     assert password_of(second) == password
     assert len(stub.calls()) == 1
-    assert cache_seconds(second) < first_duration  # the same refresh point, seen later
+    assert first_duration - 600 - 60 <= cache_seconds(second) <= first_duration - 600  # the same refresh point
 
 
 def run_concurrently(
@@ -240,9 +251,10 @@ def test_outage_serves_the_still_valid_cached_token(
 
     stub.configure(fail_all=True)
     env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
-    # a tiny refresh fraction puts the refresh point in the past: this run must try AWS first
+    age_entries(provider_env, 2400)  # 40 minutes later: past the refresh point, still valid
+    expires_at -= 2400
     started = time.time()
-    proc = run_provider(make_request(IMAGE), "--refresh-fraction", "0.00001", env=env)
+    proc = run_provider(make_request(IMAGE), env=env)
     ended = time.time()
     assert password_of(proc) == password
     failed = [c for c in ecr_calls(stub) if c["status"] == 503]
@@ -278,11 +290,10 @@ def test_outage_with_a_token_too_close_to_expiry_fails(
 def test_outage_with_an_expired_cached_token_fails(
     run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
 ) -> None:
-    # a 3 s token, cached with no margin; then wait until it has really expired
-    stub.configure(token_lifetime_seconds=3)
+    # a 1 h token, cached with no margin; then an hour and a minute pass
+    stub.configure(token_lifetime_seconds=3600)
     password_of(run_provider(make_request(IMAGE), "--expiry-margin", "0s"))
-    expires_at = float(only_entry(provider_env)["expires_at"])
-    time.sleep(max(0.0, expires_at - time.time()) + 0.1)
+    age_entries(provider_env, 3660)
 
     stub.configure(fail_all=True)
     env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
@@ -404,3 +415,129 @@ def test_corrupt_entry_is_replaced_after_a_run(
     # and the repaired entry is used
     assert password_of(run_provider(make_request(IMAGE))) == second
     assert len(ecr_calls(stub)) == 2
+
+
+# ---- the cache key follows the identity that really signs, for every credential source ----------
+
+
+@pytest.fixture
+def metadata() -> Iterator[MetadataServer]:
+    server = MetadataServer().start()
+    yield server
+    server.stop()
+
+
+def without_env_keys(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+
+def signer(stub: StubClient) -> str:
+    key: str = ecr_calls(stub)[-1]["access_key_id"]
+    return key
+
+
+def write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def test_shared_credentials_file_key_change_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    creds = tmp_path / "credentials"
+    env = {**without_env_keys(provider_env), "AWS_SHARED_CREDENTIALS_FILE": str(creds)}
+    write_private(creds, "[default]\naws_access_key_id = AKIAFILEKEYAAAAAAAAA\naws_secret_access_key = s1\n")
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first  # same file: a hit
+    assert len(ecr_calls(stub)) == 1
+
+    write_private(creds, "[default]\naws_access_key_id = AKIAFILEKEYBBBBBBBBB\naws_secret_access_key = s2\n")
+    second = password_of(run_provider(make_request(IMAGE), env=env))
+    assert second != first and signer(stub) == "AKIAFILEKEYBBBBBBBBB"
+
+
+def test_the_profile_pointed_to_is_part_of_the_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    creds = tmp_path / "credentials"
+    write_private(creds, "[default]\naws_access_key_id = AKIADEFAULTPROFILE00\naws_secret_access_key = s\n"
+                         "[pull]\naws_access_key_id = AKIAPULLPROFILE00000\naws_secret_access_key = s\n")
+    env = {**without_env_keys(provider_env), "AWS_SHARED_CREDENTIALS_FILE": str(creds)}
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "AKIADEFAULTPROFILE00"
+    password_of(run_provider(make_request(IMAGE), env={**env, "AWS_PROFILE": "pull"}))
+    assert signer(stub) == "AKIAPULLPROFILE00000" and len(ecr_calls(stub)) == 2
+
+    # the profile's key changes in the file: the pull profile's next run is a new identity
+    write_private(creds, "[default]\naws_access_key_id = AKIADEFAULTPROFILE00\naws_secret_access_key = s\n"
+                         "[pull]\naws_access_key_id = AKIAPULLPROFILE11111\naws_secret_access_key = s\n")
+    password_of(run_provider(make_request(IMAGE), env={**env, "AWS_PROFILE": "pull"}))
+    assert signer(stub) == "AKIAPULLPROFILE11111" and len(ecr_calls(stub)) == 3
+
+
+def test_a_changed_credential_process_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    script = tmp_path / "creds.sh"
+    script.write_text('#!/bin/sh\necho "{\\"Version\\":1,\\"AccessKeyId\\":\\"$1\\",\\"SecretAccessKey\\":\\"s\\"}"\n')
+    script.chmod(0o700)
+    env = {**without_env_keys(provider_env), "AWS_CONFIG_FILE": str(config)}
+    write_private(config, f"[default]\ncredential_process = {script} AKIAPROCESSKEYA00000\n")
+    password_of(run_provider(make_request(IMAGE), env=env))
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert [c["access_key_id"] for c in ecr_calls(stub)] == ["AKIAPROCESSKEYA00000"]
+    write_private(config, f"[default]\ncredential_process = {script} AKIAPROCESSKEYB00000\n")
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "AKIAPROCESSKEYB00000"
+
+
+def test_instance_role_change_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], metadata: MetadataServer
+) -> None:
+    env = {k: v for k, v in without_env_keys(provider_env).items() if k != "AWS_EC2_METADATA_DISABLED"}
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = metadata.url
+    metadata.serve("node-role-a", "ASIAINSTANCEROLEA000")
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "ASIAINSTANCEROLEA000"
+    # the role's credentials rotate: same role, still a hit
+    metadata.serve("node-role-a", "ASIAINSTANCEROLEA111")
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    assert len(ecr_calls(stub)) == 1
+    # another instance profile role: never the previous role's token
+    metadata.serve("node-role-b", "ASIAINSTANCEROLEB000")
+    assert password_of(run_provider(make_request(IMAGE), env=env)) != first
+    assert signer(stub) == "ASIAINSTANCEROLEB000"
+
+
+def test_container_role_change_is_a_new_identity(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], metadata: MetadataServer
+) -> None:
+    env = {**without_env_keys(provider_env), "AWS_CONTAINER_CREDENTIALS_FULL_URI": metadata.url + CONTAINER_PATH}
+    metadata.serve("unused", "ASIACONTAINERROLEA00", "arn:aws:iam::123456789012:role/task-a")
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    assert len(ecr_calls(stub)) == 1
+    metadata.serve("unused", "ASIACONTAINERROLEB00", "arn:aws:iam::123456789012:role/task-b")
+    assert password_of(run_provider(make_request(IMAGE), env=env)) != first
+    assert signer(stub) == "ASIACONTAINERROLEB00"
+    # without a RoleArn in the answer, the key itself names the identity
+    metadata.serve("unused", "ASIACONTAINERNOROLE0", None)
+    password_of(run_provider(make_request(IMAGE), env=env))
+    assert signer(stub) == "ASIACONTAINERNOROLE0" and len(ecr_calls(stub)) == 3
+
+
+def test_web_identity_from_the_environment_follows_the_token_subject(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    env = {**without_env_keys(provider_env), "AWS_ROLE_ARN": NODE_ROLE,
+           "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file)}
+    token_file.write_text(make_jwt("system:serviceaccount:kube-system:a"))
+    first = password_of(run_provider(make_request(IMAGE), env=env))
+    token_file.write_text(make_jwt("system:serviceaccount:kube-system:a"))  # rotated, same subject
+    assert password_of(run_provider(make_request(IMAGE), env=env)) == first
+    token_file.write_text(make_jwt("system:serviceaccount:kube-system:b"))
+    assert password_of(run_provider(make_request(IMAGE), env=env)) != first
+    subjects = [c["web_identity"]["sub"] for c in stub.calls("sts", "AssumeRoleWithWebIdentity")]
+    assert subjects == ["system:serviceaccount:kube-system:a", "system:serviceaccount:kube-system:b"]

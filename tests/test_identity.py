@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ecr_kubelet.errors import AuthError, BadInputError
-from ecr_kubelet.identity import Identity, jwt_claims, node_fingerprint, plan_identity, session_name
+from ecr_kubelet.identity import Identity, jwt_claims, plan_identity, session_name
+from ecr_kubelet.node_source import NodeSource
 from ecr_kubelet.options import Options
 from helpers import make_jwt
 
@@ -13,9 +14,17 @@ ROLE = "arn:aws:iam::111122223333:role/pull"
 ANNOTATION = {"eks.amazonaws.com/ecr-role-arn": ROLE}
 
 
+@pytest.fixture(autouse=True)
+def env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAONE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+
+
 def test_node_and_role_modes() -> None:
-    assert plan_identity(None, {}, Options()) == Identity(mode="node")
-    assert plan_identity(None, {}, Options(role_arn=ROLE)) == Identity(mode="role", role_arn=ROLE)
+    node = plan_identity(None, {}, Options())
+    assert node == Identity(mode="node") and node.node is not None and node.node.method == "env"
+    role = plan_identity(None, {}, Options(role_arn=ROLE))
+    assert role == Identity(mode="role", role_arn=ROLE) and role.node is not None
 
 
 def test_service_account_mode_reads_the_role_annotation() -> None:
@@ -42,16 +51,26 @@ def test_annotation_preference_order_and_policy() -> None:
 
 
 def test_fingerprints_separate_identities(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAONE")
-    one = node_fingerprint()
+    one = plan_identity(None, {}, Options()).fingerprint()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATWO")
-    assert node_fingerprint() != one and "AKIATWO" not in node_fingerprint()
+    two = plan_identity(None, {}, Options()).fingerprint()
+    assert one and two and one != two and "AKIATWO" not in two
+    assert Identity(mode="node", node=None).fingerprint() is None  # unknown signer: never cached
+    assert Identity(mode="role", role_arn=ROLE, node=None).fingerprint() is None
+    source = NodeSource("env", "x")
+    assert Identity(mode="role", role_arn=ROLE, node=source).fingerprint() != Identity(
+        mode="node", node=source).fingerprint()
     a = plan_identity(make_jwt("system:serviceaccount:ns:a"), ANNOTATION, Options()).fingerprint()
     a_again = plan_identity(make_jwt("system:serviceaccount:ns:a"), ANNOTATION, Options()).fingerprint()
     b = plan_identity(make_jwt("system:serviceaccount:ns:b"), ANNOTATION, Options()).fingerprint()
     other_aud = plan_identity(make_jwt("system:serviceaccount:ns:a", aud="x"), ANNOTATION, Options()).fingerprint()
     assert a == a_again and len({a, b, other_aud}) == 3
-    assert Identity(mode="role", role_arn=ROLE).fingerprint() != Identity(mode="node").fingerprint()
+
+
+@pytest.mark.parametrize("token", ["", "abc", "x" * 20001])
+def test_a_token_sts_would_refuse_for_its_length_is_a_bad_request(token: str) -> None:
+    with pytest.raises(BadInputError, match="serviceAccountToken must be 4 to 20000 characters"):
+        plan_identity(token, ANNOTATION, Options())
 
 
 def test_a_token_that_is_not_a_jwt_is_never_cached() -> None:

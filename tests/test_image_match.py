@@ -186,8 +186,19 @@ def test_path_is_a_prefix(host: str, path: str, extra: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=30))
 def test_never_raises_on_arbitrary_input(text: str) -> None:
-    assert urls_match(text, text) in (True, False)
-    assert urls_match("*", text) in (True, False)
+    # Any input gives a bool, and exactly what the parse says: unparsable never matches, and a
+    # parsable name without glob characters matches itself.
+    itself, star = urls_match(text, text), urls_match("*", text)
+    assert isinstance(itself, bool) and isinstance(star, bool)
+    try:
+        parsed = parse_match_pattern(text)
+    except MatchPatternError:
+        assert itself is False and star is False
+        return
+    if not any(ch in "*?[\\" for ch in text):
+        assert itself is True
+    # "*" covers exactly one host label, with no port and any path
+    assert star == (len(parsed.labels) == 1 and not parsed.port and glob_match("*", parsed.labels[0]))
 
 
 # --- differential check against Go's own net/url and path/filepath (skipped without a Go toolchain) ---

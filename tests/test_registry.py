@@ -108,7 +108,10 @@ def test_partition_table_agrees_with_botocore() -> None:
             assert ours.match(region), (pid, region)
             # Every real region belongs to exactly one partition in our table.
             assert [p for p, rx in PARTITION_REGIONS.items() if rx.match(region)] == [pid]
-        assert theirs.pattern  # the regex exists; ours is a DNS-safe narrowing of it
+            assert theirs.match(region), (pid, region)  # botocore's own grammar accepts it too
+    # every region we classify in the tests is one botocore's regex accepts for that partition
+    for _kind, partition, region, _fips, _dual in POSITIVE.values():
+        assert re.match(botocore_partitions[partition]["regionRegex"], region), (partition, region)
 
 
 @given(st.from_regex(r"\A[a-z]{2,5}(-[a-z]{2,8}){1,2}-[0-9]{1,2}\Z"))

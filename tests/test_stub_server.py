@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ecr_kubelet.protocol import validate_request
+from ecr_kubelet.wire import quick_request
 from helpers import StubClient, make_jwt, make_request
 
 STUB_SCRIPT = Path(__file__).with_name("stub_server.py")
@@ -30,7 +33,7 @@ def _client(service: str, url: str, region: str = "us-east-1", **config: Any) ->
         region_name=region,
         aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
         aws_secret_access_key="stub-secret",
-        config=Config(retries={"mode": "standard", "max_attempts": 3}, **config),
+        config=Config(**{"retries": {"mode": "standard", "max_attempts": 3}, **config}),
     )
 
 
@@ -198,34 +201,49 @@ def test_deny(stub: StubClient) -> None:
     assert len(stub.calls()) == 1  # not retried
 
 
+def test_rate_limit_is_a_token_bucket_per_account_and_region(stub: StubClient) -> None:
+    stub.configure(rate_limit={"rate": 0.001, "burst": 3})  # refills one call in ~17 minutes
+    ecr = _client("ecr", stub.url, retries={"mode": "standard", "total_max_attempts": 1})
+    for _ in range(3):
+        ecr.get_authorization_token()
+    with pytest.raises(ClientError) as err:
+        ecr.get_authorization_token()
+    assert err.value.response["Error"]["Code"] == "ThrottlingException"
+    _client("ecr", stub.url, region="eu-west-1").get_authorization_token()  # another region: its own quota
+    assert [c["status"] for c in stub.calls()] == [200, 200, 200, 400, 200]
+    with pytest.raises(urllib.error.HTTPError):
+        stub.configure(rate_limit={"rate": 0, "burst": 3})
+
+
 def test_unknown_setting_rejected(stub: StubClient) -> None:
     with pytest.raises(urllib.error.HTTPError):
         stub.configure(throttle_nxt=1)
 
 
 def test_concurrent_clients(stub: StubClient) -> None:
-    stub.configure(delay_seconds=0.2)
+    # Every client is answered while all 50 are connected at once: each waits at a barrier that only
+    # opens when all have fetched, so a stub serving one request at a time could not get through.
+    barrier = threading.Barrier(50, timeout=60)
 
     def fetch(_: int) -> str:
         token = _client("ecr", stub.url).get_authorization_token()["authorizationData"][0]
+        barrier.wait()
         return _decode(token["authorizationToken"])[1]
 
-    start = time.monotonic()
     with ThreadPoolExecutor(50) as pool:
         passwords = list(pool.map(fetch, range(50)))
-    assert time.monotonic() - start < 5
     assert len(set(passwords)) == 50
     assert sorted(passwords) == sorted(c["password"] for c in stub.calls())
 
 
-def test_make_request() -> None:
-    req = make_request("public.ecr.aws/x/y", serviceAccountToken="t")
-    assert req == {
-        "kind": "CredentialProviderRequest",
-        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-        "image": "public.ecr.aws/x/y",
-        "serviceAccountToken": "t",
-    }
+def test_make_request_builds_what_the_provider_accepts_as_a_kubelet_request() -> None:
+    # Judged by the provider's own validator, not by a copy of the helper.
+    token = make_jwt("system:serviceaccount:a:b")
+    req = make_request("public.ecr.aws/x/y", serviceAccountToken=token, serviceAccountAnnotations={"k": "v"})
+    parsed = validate_request(req)
+    assert (parsed.api_version, parsed.image) == ("credentialprovider.kubelet.k8s.io/v1", "public.ecr.aws/x/y")
+    assert parsed.service_account_token == token and parsed.service_account_annotations == {"k": "v"}
+    assert quick_request(req) == parsed  # the canonical shape: the fast path takes it as is
 
 
 def test_standalone_mode() -> None:

@@ -163,6 +163,13 @@ def test_missing_file_and_usage(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "usage: ecr-credential-provider validate-config" in usage.stderr
 
 
+@pytest.mark.parametrize("args", [("",), (str(EXAMPLES / "eks-default.json"), "--bin-dir", "")])
+def test_an_empty_path_is_a_usage_error_not_the_working_directory(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2 and "must not be empty" in result.stderr
+    assert "config directory" not in result.stdout
+
+
 def test_sa_token_gate_flag() -> None:
     path = EXAMPLES / "service-account.yaml"
     assert run(str(path)).returncode == 0

@@ -5,21 +5,44 @@ Imported only when a request actually needs AWS, so cache hits never pay for bot
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from typing import Any
+import random
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import botocore.session
 from botocore import UNSIGNED
 from botocore import exceptions as bx
 from botocore.config import Config
+from botocore.retries.standard import (
+    ExponentialBackoff,
+    RetryContext,
+    RetryEventAdapter,
+    ThrottledRetryableChecker,
+    ThrottlingErrorDetector,
+    TransientRetryableChecker,
+)
 
-from ecr_kubelet import __version__
-from ecr_kubelet.errors import AuthError, ProviderError, UnavailableError
+from ecr_kubelet import __version__, redact
+from ecr_kubelet.deadline import Deadline
+from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.registry import Registry, configured_endpoint
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 10.0
-DEFAULT_MAX_ATTEMPTS = 5
+# Attempts for failures other than throttling (5xx, timeouts, unreachable): few, so they stay fast.
+DEFAULT_MAX_ATTEMPTS = 3
+# Throttled calls are retried until the deadline, each pause drawn at random from [0, cap]: a fleet
+# booting at once then spreads its calls over the whole kubelet window instead of failing together
+# and sitting out the kubelet's back-off while the quota refills unused.
+THROTTLE_MAX_BACKOFF = 8
+MIN_ATTEMPT_SECONDS = 0.2  # no attempt is started with less time than this left
 
 _AUTH_CODES = frozenset({
     "AccessDenied", "AccessDeniedException", "UnauthorizedException", "UnrecognizedClientException",
@@ -52,15 +75,19 @@ def new_session() -> botocore.session.Session:
     return session
 
 
-def client_config(service: str, registry: Registry, *, unsigned: bool = False) -> Config:
-    """Timeouts, retries and the FIPS / dual-stack endpoint variant that matches the registry host."""
+def client_config(service: str, registry: Registry, *, unsigned: bool = False,
+                  deadline: Deadline | None = None) -> Config:
+    """One attempt's timeouts (never past the deadline) and the endpoint variant of the registry host.
+
+    botocore makes exactly one attempt per call: `call_with_retries` retries, because botocore's own
+    retry loop can neither stop at a deadline nor shorten its timeouts as the deadline nears.
+    """
+    # Whole half-seconds, so that attempts far from the deadline share one client (see ClientPool).
+    left = READ_TIMEOUT if deadline is None else max(MIN_ATTEMPT_SECONDS, math.floor(deadline.remaining() * 2) / 2)
     kwargs: dict[str, Any] = {
-        "connect_timeout": CONNECT_TIMEOUT,
-        "read_timeout": READ_TIMEOUT,
-        "retries": {
-            "mode": os.environ.get("AWS_RETRY_MODE") or "standard",
-            "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS),
-        },
+        "connect_timeout": min(CONNECT_TIMEOUT, left),
+        "read_timeout": min(READ_TIMEOUT, left),
+        "retries": {"mode": "standard", "total_max_attempts": 1},
     }
     # botocore refuses FIPS/dual-stack together with a custom endpoint; the override wins.
     if configured_endpoint(service) is None:
@@ -73,6 +100,107 @@ def client_config(service: str, registry: Registry, *, unsigned: bool = False) -
     return Config(**kwargs)
 
 
+_THROTTLED = ThrottledRetryableChecker()
+_TRANSIENT = TransientRetryableChecker()
+
+
+def retry_kind(exc: Exception) -> str | None:
+    """"throttled", "transient" (5xx, timeouts, unreachable) or None (do not retry), per botocore."""
+    context = _retry_context(exc, attempt=1)
+    if context is None:
+        return None
+    status = context.http_response.status_code if context.http_response is not None else 0
+    if _THROTTLED.is_retryable(context) or status == 429:
+        return "throttled"
+    return "transient" if _TRANSIENT.is_retryable(context) else None
+
+
+def _retry_context(exc: Exception, attempt: int) -> RetryContext | None:
+    if isinstance(exc, bx.ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        http = SimpleNamespace(status_code=status, headers=exc.response.get("ResponseMetadata", {})
+                               .get("HTTPHeaders", {}))
+        return RetryContext(attempt, parsed_response=exc.response, http_response=http)
+    if isinstance(exc, bx.HTTPClientError | bx.ConnectionError):
+        return RetryContext(attempt, caught_exception=exc)
+    return None
+
+
+class _Throttled(ThrottlingErrorDetector):
+    """Picks botocore's throttling backoff scale; only used for errors already known as throttling."""
+
+    def __init__(self) -> None:
+        super().__init__(RetryEventAdapter())
+
+    def is_throttling_error_from_context(self, context: RetryContext) -> bool:
+        return True
+
+
+def call_with_retries(call: Callable[[Deadline], T], action: str, deadline: Deadline, max_attempts: int,
+                      rng: Callable[[], float] = random.random) -> T:
+    """Run `call` (one AWS attempt, its timeouts sized from the deadline) until it succeeds.
+
+    Throttled attempts are retried until the deadline; other retryable failures at most
+    `max_attempts` times in all; anything else fails at once. Pauses are botocore's jittered
+    exponential backoff.
+    """
+    throttle_backoff = ExponentialBackoff(max_backoff=THROTTLE_MAX_BACKOFF, random=rng,
+                                          throttling_detector=_Throttled())
+    other_backoff = ExponentialBackoff(random=rng)
+    attempt = other_failures = 0
+    while True:
+        attempt += 1
+        if deadline.remaining() < MIN_ATTEMPT_SECONDS:
+            raise UnavailableError(f"gave up after {deadline.timeout:g}s: no time left to call AWS ({action}; "
+                                   "--timeout counts from process start)")
+        try:
+            return call(deadline)
+        except Exception as exc:
+            kind = retry_kind(exc)
+            if kind is None:
+                raise translate_error(exc, action) from None
+            if kind == "transient":
+                other_failures += 1
+            context = _retry_context(exc, attempt)
+            assert context is not None
+            delay = (throttle_backoff if kind == "throttled" else other_backoff).delay_amount(context)
+            if kind == "transient" and other_failures >= max_attempts:
+                raise _gave_up(exc, action, attempt, deadline, "attempts") from None
+            if deadline.remaining() < 2 * MIN_ATTEMPT_SECONDS:
+                raise _gave_up(exc, action, attempt, deadline, "deadline") from None
+            # A pause that would outlast the deadline is cut short: one last attempt beats none.
+            delay = min(delay, deadline.remaining() - MIN_ATTEMPT_SECONDS)
+            log.debug("%s: attempt %d %s; retrying in %.2fs", action, attempt, kind, delay)
+            deadline.sleep(delay)
+
+
+def _gave_up(exc: Exception, action: str, attempts: int, deadline: Deadline, why: str) -> ProviderError:
+    if why == "deadline" and isinstance(exc, bx.ReadTimeoutError | bx.ConnectTimeoutError):
+        return UnavailableError(
+            f"gave up after {deadline.timeout:g}s: AWS did not answer in time (--timeout; {action}, "
+            f"{attempts} attempt{'s' if attempts > 1 else ''})"
+        )
+    error = translate_error(exc, action)
+    limit = "until the deadline (--timeout)" if why == "deadline" else "(AWS_MAX_ATTEMPTS)"
+    return type(error)(f"{error} [{attempts} attempt{'s' if attempts > 1 else ''} {limit}]")
+
+
+class ClientPool:
+    """botocore clients by their timeouts: a run retrying throttled calls for a minute builds a new
+    client (tens of milliseconds of CPU, on every node of a booting fleet) only when the deadline
+    shortens the timeouts, not for every attempt."""
+
+    def __init__(self, create: Callable[[Config], Any]) -> None:
+        self._create = create
+        self._clients: dict[tuple[float, float], Any] = {}
+
+    def get(self, config: Config) -> Any:
+        key = (float(getattr(config, "connect_timeout")), float(getattr(config, "read_timeout")))  # noqa: B009
+        if key not in self._clients:
+            self._clients[key] = self._create(config)
+        return self._clients[key]
+
+
 def translate_error(exc: Exception, action: str) -> ProviderError:
     """Map a botocore failure to our error classes, with a one-line message free of secrets."""
     if isinstance(exc, ProviderError):
@@ -81,16 +209,32 @@ def translate_error(exc: Exception, action: str) -> ProviderError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        message = f"{action} failed: {code}: {error.get('Message', '')}".rstrip(": ")
+        message = f"{action} failed: {first_line(code, 80)}: {first_line(str(error.get('Message', '')))}".rstrip(": ")
         if code in _THROTTLE_CODES or status >= 500:
             return UnavailableError(message)
         if code in _AUTH_CODES or status in (401, 403):
             return AuthError(message)
         return ProviderError(message)
+    if isinstance(exc, bx.CredentialRetrievalError):
+        # Its message embeds whatever the source printed (a credential_process's whole stderr).
+        provider = getattr(exc, "kwargs", {}).get("provider", "credential provider")
+        detail = first_line(str(getattr(exc, "kwargs", {}).get("error_msg", "")))
+        return AuthError(f"{action}: no usable AWS credentials: {provider} failed" + (f": {detail}" if detail else ""))
     if isinstance(exc, _CREDENTIAL_ERRORS):
-        return AuthError(f"{action}: no usable AWS credentials ({type(exc).__name__}: {exc})")
+        return AuthError(f"{action}: no usable AWS credentials ({type(exc).__name__}: {first_line(str(exc))})")
     if isinstance(exc, _NETWORK_ERRORS):
-        return UnavailableError(f"{action}: AWS unreachable ({type(exc).__name__}: {exc})")
+        return UnavailableError(f"{action}: AWS unreachable ({type(exc).__name__}: {first_line(str(exc))})")
+    if isinstance(exc, bx.ParamValidationError):
+        # What we send comes from the request (say, a service-account token STS finds too short).
+        report = str(getattr(exc, "kwargs", {}).get("report", exc))
+        return BadInputError(f"{action}: invalid parameter: {first_line(report)}")
     if isinstance(exc, bx.BotoCoreError):
-        return ProviderError(f"{action}: {type(exc).__name__}: {exc}")
-    return ProviderError(f"{action}: unexpected {type(exc).__name__}")
+        return ProviderError(f"{action}: {type(exc).__name__}: {first_line(str(exc))}")
+    return ProviderError(f"{action}: unexpected {type(exc).__name__}: {first_line(str(exc))}".rstrip(": "))
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line of a message, bounded: errors are reported on one line."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = redact.scrub(line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -95,7 +95,8 @@ class TokenCache:
             return cached, "hit"
         if cached is not None and on_usable is not None:
             on_usable(cached)
-        queued_at = time.time()
+        # How many fetches of this key had finished when we queued (see _fetch_failed_while_queued).
+        attempts_before = self._read_attempts(key)[0]
         with self._locked(key, lock_timeout):
             # Whoever held the lock before us may have refreshed the entry already.
             refreshed = self.lookup(key, skip_memory=True)
@@ -103,53 +104,62 @@ class TokenCache:
                 return refreshed, "hit"
             cached = refreshed or cached
             try:
-                self._check_failure_while_queued(key, queued_at)
-                token = fetch()
+                failure = self._fetch_failed_while_queued(key, attempts_before)
+                if failure is not None:
+                    raise failure
+                try:
+                    token = fetch()
+                except UnavailableError:
+                    self._record_attempt(key, attempts_before, failed=True)  # only a run that called AWS
+                    raise
             except UnavailableError as exc:
-                self._mark_failure(key)
                 if cached is not None and self.freshness.is_usable(cached, time.time()):
                     log.warning("serving the cached token, still valid, because refreshing failed: %s", exc)
                     return cached, "stale"
                 raise
             self.store(key, token)
-            self._clear_failure(key)
+            self._record_attempt(key, attempts_before, failed=False)
             return token, "fetched"
 
     # -- failures seen while queued ------------------------------------------------------------
 
-    def _check_failure_while_queued(self, key: str, queued_at: float) -> None:
+    def _fetch_failed_while_queued(self, key: str, attempts_before: int) -> UnavailableError | None:
         """Fail fast if the fetch we queued behind failed (throttled, 5xx, timeout) while we waited.
 
         At node boot dozens of invocations queue on one key; repeating a failed call once per process
-        would only add load to an API that is already struggling. Invocations that start after the
-        failure are not affected: a failure is never remembered beyond the processes that saw it happen.
+        would only add load to an API that is already struggling. Each run that calls AWS counts its
+        fetch in the key's `.attempts` file; a run that finds the count raised while it waited, and the
+        last fetch failed, fails too. Runs that start after the failure read the raised count and try
+        again; runs that fail fast record nothing. No clock is compared, so clock steps change nothing.
         """
-        if self.directory is None:
-            return
-        try:
-            failed_at = os.stat(self._path(key, ".fail"), follow_symlinks=False).st_mtime
-        except OSError:
-            return
-        if failed_at >= queued_at:
-            raise UnavailableError(
-                "the GetAuthorizationToken call this invocation waited for failed "
-                f"{time.time() - failed_at:.0f}s ago; not repeating it"
+        attempts, failed = self._read_attempts(key)
+        if attempts > attempts_before and failed:
+            return UnavailableError(
+                "the GetAuthorizationToken call this invocation waited for failed; not repeating it"
             )
+        return None
 
-    def _mark_failure(self, key: str) -> None:
+    def _read_attempts(self, key: str) -> tuple[int, bool]:
+        """(fetches finished so far, whether the last one failed); (0, False) if unknown."""
+        if self.directory is None:
+            return 0, False
+        raw = _read_private_file(self._path(key, ".attempts"), 64)
+        if raw is None:
+            return 0, False
+        count, _, state = raw.decode("ascii", "replace").partition(" ")
+        if not (count.isascii() and count.isdigit() and len(count) <= 18 and state in ("ok", "failed")):
+            return 0, False
+        return int(count), state == "failed"
+
+    def _record_attempt(self, key: str, attempts_before: int, *, failed: bool) -> None:
         if self.directory is None:
             return
-        with suppress(OSError):
-            fd = os.open(self._path(key, ".fail"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.utime(fd)
-            finally:
-                os.close(fd)
-
-    def _clear_failure(self, key: str) -> None:
-        if self.directory is not None:
-            with suppress(OSError):
-                os.unlink(self._path(key, ".fail"))
+        # Under the key's lock: nobody else writes the file while we read and replace it.
+        count = max(self._read_attempts(key)[0], attempts_before) + 1
+        try:
+            self._write_file(key, ".attempts", f"{count} {'failed' if failed else 'ok'}".encode())
+        except OSError as exc:
+            log.debug("could not record the fetch in the token cache: %s", exc.strerror)
 
     # -- storage -------------------------------------------------------------------------------
 
@@ -164,8 +174,8 @@ class TokenCache:
         return token
 
     def store(self, key: str, token: Token) -> None:
-        if not self.freshness.is_usable(token, time.time()):
-            return  # no expiry, or too close to it: nothing worth keeping
+        if not token.cacheable or not self.freshness.is_usable(token, time.time()):
+            return  # another identity's, no expiry, or too close to it: nothing to keep
         self._memory[key] = token
         if self.directory is not None:
             try:
@@ -180,27 +190,13 @@ class TokenCache:
     def _read(self, key: str) -> Token | None:
         path = self._path(key, ".json")
         try:
-            # O_NONBLOCK: a FIFO at the entry's path must not block the run until its deadline.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                self._warn_once(key, "ignoring unreadable cache entry %s: %s", path.name, exc.strerror)
+            raw = _read_private_file(path, _MAX_ENTRY_BYTES + 1, strict=True)
+        except _UnusableFile as exc:
+            self._warn_once(key, "ignoring %s cache entry %s%s", exc.what, path.name, exc.detail)
             return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                self._warn_once(key, "ignoring cache entry %s: not a regular file", path.name)
-                return None
-            if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-                self._warn_once(key, "ignoring cache entry %s: not private to this user", path.name)
-                return None
-            raw = _read_at_most(fd, _MAX_ENTRY_BYTES + 1)
-        except OSError as exc:
-            self._warn_once(key, "ignoring unreadable cache entry %s: %s", path.name, exc.strerror)
+        if raw is None:
             return None
-        finally:
-            os.close(fd)
-        token = _decode_entry(raw, key)
+        token = _decode_entry(raw, key, time.time())
         if token is None:
             self._warn_once(key, "ignoring corrupt or incompatible cache entry %s", path.name)
         return token
@@ -211,21 +207,25 @@ class TokenCache:
             log.warning(message, *args)
 
     def _write(self, key: str, token: Token) -> None:
-        import tempfile
-
-        assert self.directory is not None
         body = json.dumps({
             "version": ENTRY_VERSION, "key": key, "username": token.username, "password": token.password,
             "expires_at": token.expires_at, "fetched_at": token.fetched_at,
         }).encode()
+        self._write_file(key, ".json", body)
+
+    def _write_file(self, key: str, suffix: str, body: bytes) -> None:
+        """Atomically replace the key's file: temp file (0600), fsync, rename, fsync the directory."""
+        import tempfile
+
+        assert self.directory is not None
         _remove_stale_temp_files(self.directory)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")  # mode 0600
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=suffix)  # mode 0600
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(body)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self._path(key, ".json"))
+            os.replace(tmp, self._path(key, suffix))
         except BaseException:
             with suppress(OSError):
                 os.unlink(tmp)
@@ -239,10 +239,16 @@ class TokenCache:
             yield False
             return
         try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            # O_NONBLOCK: a FIFO planted at the path must not block us; then it must be a plain file.
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
             fd = os.open(self._path(key, ".lock"), flags, 0o600)
         except OSError as exc:
             log.warning("cannot open the cache lock: %s; going on without it", exc.strerror)
+            yield False
+            return
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            log.warning("cannot use the cache lock: it is not a regular file; going on without it")
             yield False
             return
         try:
@@ -277,6 +283,43 @@ def _remove_stale_temp_files(directory: Path) -> None:
                     os.unlink(entry.path)
 
 
+class _UnusableFile(Exception):
+    def __init__(self, what: str, detail: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.detail = detail
+
+
+def _read_private_file(path: Path, limit: int, *, strict: bool = False) -> bytes | None:
+    """Up to `limit` bytes of a regular file private to us; None if it is absent or (unless
+    `strict`, which raises _UnusableFile) unusable.
+
+    Opened without following links and without blocking: a FIFO or device planted at the path must
+    neither block the run nor be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT or not strict:
+            return None
+        raise _UnusableFile("unreadable", f": {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            problem = _UnusableFile("unusable", ": not a regular file")
+        elif info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            problem = _UnusableFile("unusable", ": not private to this user")
+        else:
+            return _read_at_most(fd, limit)
+    except OSError as exc:
+        problem = _UnusableFile("unreadable", f": {exc.strerror}")
+    finally:
+        os.close(fd)
+    if strict:
+        raise problem
+    return None
+
+
 def _read_at_most(fd: int, limit: int) -> bytes:
     chunks: list[bytes] = []
     remaining = limit
@@ -289,25 +332,51 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode_entry(raw: bytes, key: str) -> Token | None:
+# Bounds on a cache entry: it describes an ECR token, which lives 12 hours at most.
+MAX_TOKEN_LIFETIME = 12 * 3600.0
+CLOCK_SKEW = 60.0
+_MAX_USERNAME = 256
+_MAX_PASSWORD = 16 * 1024
+
+
+def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
+    """The entry's token if every field is what we write and within bounds; else None."""
     if len(raw) > _MAX_ENTRY_BYTES:
         return None
     try:
         data: Any = json.loads(raw)
-        if not isinstance(data, dict) or data.get("version") != ENTRY_VERSION or data.get("key") != key:
-            return None
-        username, password = data["username"], data["password"]
-        expires_at, fetched_at = data["expires_at"], data["fetched_at"]
-        if not (isinstance(username, str) and isinstance(password, str) and username and password):
-            return None
-        if not (_is_number(expires_at) and _is_number(fetched_at)):
-            return None
-        expires, fetched = float(expires_at), float(fetched_at)
-        if not (math.isfinite(expires) and math.isfinite(fetched)):
-            return None  # json.loads accepts NaN and Infinity; an infinite expiry would never end
-        return Token(username=username, password=password, expires_at=expires, fetched_at=fetched)
-    except (ValueError, KeyError, TypeError, OverflowError):  # float(10**400) overflows
+    except (ValueError, RecursionError):
         return None
+    if not isinstance(data, dict) or set(data) != _ENTRY_FIELDS:
+        return None
+    if type(data["version"]) is not int or data["version"] != ENTRY_VERSION or data["key"] != key:
+        return None
+    username, password = data["username"], data["password"]
+    expires_at, fetched_at = data["expires_at"], data["fetched_at"]
+    if not (_is_text(username, _MAX_USERNAME) and ":" not in username and _is_text(password, _MAX_PASSWORD)):
+        return None
+    if not (_is_number(expires_at) and _is_number(fetched_at)):
+        return None
+    try:
+        expires, fetched = float(expires_at), float(fetched_at)
+    except OverflowError:  # float(10**400)
+        return None
+    # Finite (json.loads accepts NaN and Infinity), fetched in the past 12 h (not in the future),
+    # and expiring after its fetch, at most 12 h later: anything else is not an entry we wrote.
+    if not (math.isfinite(expires) and math.isfinite(fetched)):
+        return None
+    if not (now - MAX_TOKEN_LIFETIME - CLOCK_SKEW <= fetched <= now + CLOCK_SKEW):
+        return None
+    if not (fetched < expires <= fetched + MAX_TOKEN_LIFETIME + CLOCK_SKEW):
+        return None
+    return Token(username=username, password=password, expires_at=expires, fetched_at=fetched)
+
+
+_ENTRY_FIELDS = frozenset({"version", "key", "username", "password", "expires_at", "fetched_at"})
+
+
+def _is_text(value: object, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable() and value.isascii()
 
 
 def _is_number(value: object) -> bool:
@@ -326,12 +395,41 @@ def _fsync_directory(directory: Path) -> None:
 def default_cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/ecr-credential-provider")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ecr-credential-provider"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
+        return Path(xdg) / "ecr-credential-provider"
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):
+        from ecr_kubelet.errors import BadInputError
+
+        raise BadInputError(f"HOME must be an absolute path for the default cache directory, got {home!r} "
+                            "(or set --cache-dir)")
+    return Path(home) / ".cache" / "ecr-credential-provider"
+
+
+def _unsafe_ancestor(directory: Path) -> str | None:
+    """Why someone other than us (or root) could swap the directory out from under us, if they could.
+
+    Every ancestor must be owned by root or us and not writable by others, unless sticky (/tmp):
+    there others cannot rename or remove what is ours.
+    """
+    for parent in directory.parents:
+        try:
+            info = os.stat(parent)
+        except OSError as exc:
+            return f"{parent} cannot be checked: {exc.strerror}"
+        if info.st_uid not in (0, os.geteuid()):
+            return f"its parent {parent} is owned by uid {info.st_uid}"
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            return f"its parent {parent} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
 
 
 def prepare_cache_dir(directory: Path) -> Path | None:
     """Create the private cache directory, or refuse (with a warning) one we must not trust."""
+    if not directory.is_absolute():  # the options refuse these; "" would be the working directory
+        log.warning("token cache disabled: %s is not an absolute path", directory)
+        return None
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = os.lstat(directory)
@@ -347,6 +445,8 @@ def prepare_cache_dir(directory: Path) -> Path | None:
         problem = f"it is owned by uid {info.st_uid}, not {os.geteuid()}"
     elif info.st_mode & 0o022:
         problem = f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem is None:
+        problem = _unsafe_ancestor(directory)
     if problem:
         log.warning("token cache disabled: refusing %s because %s", directory, problem)
         return None

@@ -13,7 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ecr_kubelet import __version__, deadline, redact
+from ecr_kubelet import __version__, redact
+from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
 from ecr_kubelet.durations import DurationError, parse_go_duration
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.options import DEFAULT_SA_ROLE_ANNOTATIONS, Options
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 PROG = "ecr-credential-provider"
 HELPER_PROG = "docker-credential-ecr-login"  # invoked under this name, we speak Docker's credential-helper protocol
 HELPER_SUBCOMMAND = "docker-credential"  # `ecr-credential-provider docker-credential <verb>` does the same
-MAX_TIMEOUT = 55.0  # the kubelet kills us at 60 s
+MAX_TIMEOUT = 58.0  # counted from process start; the kubelet kills us at 60 s
+DEFAULT_TIMEOUT = "57s"
+MAX_ATTEMPTS_LIMIT = 20
 log = logging.getLogger("ecr_kubelet")
 
 
@@ -37,11 +40,13 @@ def flag_defaults(helper: bool = False) -> dict[str, Any]:
     env = os.environ
     env_cache_dir = env.get("ECR_KUBELET_CACHE_DIR")
     no_cache = _truthy(env.get("ECR_KUBELET_DISABLE_CACHE"))
-    verbose, timeout = 0, "45s"
+    verbose, timeout = 0, DEFAULT_TIMEOUT
+    cache_dir_variable = "ECR_KUBELET_CACHE_DIR"
     if helper:
         timeout = env.get("ECR_KUBELET_TIMEOUT") or timeout
-        if not env_cache_dir and env.get("AWS_ECR_CACHE_DIR"):
+        if env_cache_dir is None and env.get("AWS_ECR_CACHE_DIR") is not None:
             env_cache_dir = os.path.expanduser(env["AWS_ECR_CACHE_DIR"])
+            cache_dir_variable = "AWS_ECR_CACHE_DIR"
         no_cache = no_cache or bool(env.get("AWS_ECR_DISABLE_CACHE"))  # any value, as there
         level = env.get("ECR_KUBELET_VERBOSE", "").strip()
         verbose = int(level) if level.isdigit() else 1 if _truthy(level) else 0
@@ -50,7 +55,7 @@ def flag_defaults(helper: bool = False) -> dict[str, Any]:
         "role_arn": env.get("AWS_ECR_ROLE_ARN") or None,
         "sa_role_annotation": None, "sa_without_role": "node", "mirror": [],
         "refresh_fraction": 0.5, "expiry_margin": "5m0s",
-        "cache_dir": Path(env_cache_dir) if env_cache_dir else None,
+        "cache_dir": None if env_cache_dir is None else absolute_path(env_cache_dir, cache_dir_variable),
         "no_cache": no_cache, "timeout": timeout,
     }
 
@@ -89,15 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "the cacheDuration we return ends there")
     parser.add_argument("--expiry-margin", metavar="DURATION",
                         help="never hand out a token this close to expiry (Go duration, default 5m0s)")
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+    parser.add_argument("--cache-dir", type=lambda value: absolute_path(value, "--cache-dir"), metavar="DIR",
                         help="token cache directory (env ECR_KUBELET_CACHE_DIR; default "
                         "/var/cache/ecr-credential-provider as root, else ~/.cache/ecr-credential-provider)")
     parser.add_argument("--no-cache", action="store_true",
                         help="do not use the on-disk token cache (env ECR_KUBELET_DISABLE_CACHE=1)")
     parser.add_argument("--timeout", metavar="DURATION",
-                        help="deadline for the whole run (Go duration, default 45s, at most 55s)")
+                        help="deadline for the whole run, from process start (Go duration, default "
+                        f"{DEFAULT_TIMEOUT}, at most {MAX_TIMEOUT:g}s)")
     parser.set_defaults(**flag_defaults())
     return parser
+
+
+def absolute_path(value: str, name: str) -> Path:
+    """A path flag or variable: absolute, or a usage error (an empty one would mean the working
+    directory, which must never be made private or written to)."""
+    if not value or not os.path.isabs(value) or "\0" in value:
+        raise BadInputError(f"{name} must be an absolute path, got {value!r}")
+    return Path(os.path.normpath(value))
+
+
+def max_attempts_from_env() -> int:
+    text = (os.environ.get("AWS_MAX_ATTEMPTS") or "").strip()
+    if not text:
+        return Options.max_attempts
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ATTEMPTS_LIMIT:
+        raise BadInputError(f"AWS_MAX_ATTEMPTS must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, got {text!r}")
+    return int(text)
 
 
 def _truthy(value: str | None) -> bool:
@@ -118,7 +141,7 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
     except DurationError as exc:
         raise BadInputError(str(exc)) from None
     if margin < 0 or not 0 < timeout <= MAX_TIMEOUT:
-        raise BadInputError(f"--expiry-margin must be >= 0 and --timeout between 0 and {MAX_TIMEOUT:.0f}s")
+        raise BadInputError(f"--expiry-margin must be >= 0 and --timeout between 0 and {MAX_TIMEOUT:g}s")
     if args.role_arn:
         from ecr_kubelet.identity import ROLE_ARN
 
@@ -135,6 +158,7 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
         expiry_margin=margin,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         timeout=timeout,
+        max_attempts=max_attempts_from_env(),
         verbosity=max(args.verbose, 2 if args.klog_verbosity >= 4 else 1 if args.klog_verbosity >= 2 else 0),
     )
 
@@ -146,7 +170,10 @@ def parse_mirrors(specs: list[str]) -> dict[str, str]:
     for spec in specs:
         mirror, sep, target = spec.partition("=")
         if not sep or not mirror or not target:
-            raise BadInputError(f"--mirror {spec!r}: expected HOST=ECR_HOST")
+            raise BadInputError(f"--mirror {spec!r}: expected HOST[:PORT]=ECR_HOST")
+        # Only a registry host (and port) is matched, exactly: a path or scheme would be dropped.
+        if "://" in mirror or "/" in mirror or "@" in mirror:
+            raise BadInputError(f"--mirror {spec!r}: {mirror!r} must be HOST[:PORT], without scheme or path")
         ref = parse_image(mirror + "/x")
         if ref.host == "docker.io" and "." not in mirror:
             raise BadInputError(f"--mirror {spec!r}: {mirror!r} is not a registry host")
@@ -171,7 +198,8 @@ def configure_logging(verbosity: int) -> None:
 
 
 def print_error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {redact.scrub(message)}\n")
+    line = " ".join(redact.scrub(message).split())  # one line, whatever the message held
+    sys.stderr.write(f"{PROG}: error: {line}\n")
     sys.stderr.flush()
 
 
@@ -212,40 +240,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def _answer_stdin(options: Options) -> bytes:
     from ecr_kubelet.provider import answer
-    from ecr_kubelet.wire import (
-        API_VERSIONS,
-        Answer,
-        decode_json_object,
-        encode_response,
-        quick_request,
-        read_request_bytes,
-    )
+    from ecr_kubelet.wire import decode_json_object, encode_response, quick_request, read_request_fd
 
-    api_version = API_VERSIONS[0]
-
-    def on_deadline() -> None:
-        produce = deadline.fallback()
-        if produce is not None:
-            reply = produce()
-            assert isinstance(reply, Answer)
-            log.warning("deadline reached while refreshing; answering with the cached token, still valid")
-            _write_stdout(encode_response(api_version, reply))
-            os._exit(0)
-        print_error(f"gave up after {options.timeout:g}s: AWS did not answer in time (--timeout)")
-        os._exit(EXIT_UNAVAILABLE)
-
-    deadline.arm(options.timeout, on_deadline)
+    deadline = Deadline.from_process_start(options.timeout)
+    arm_backstop(deadline, _expire)
     try:
-        payload = decode_json_object(read_request_bytes(sys.stdin.buffer))
+        payload = decode_json_object(read_request_fd(sys.stdin.fileno(), deadline))
         request = quick_request(payload)
         if request is None:
             from ecr_kubelet.protocol import validate_request
 
             request = validate_request(payload)
-        api_version = request.api_version
-        return encode_response(request.api_version, answer(request, options))
+        return encode_response(request.api_version, answer(request, options, deadline))
     finally:
-        deadline.disarm()
+        disarm_backstop()
+
+
+def _expire(deadline: Deadline) -> NoReturn:
+    """The deadline passed during something that ignores it: the cached token if the run has one."""
+    if deadline.fallback is not None:
+        sys.stderr.write(f"{PROG}: warning: deadline reached; answering with the cached token, still valid\n")
+        _write_stdout(deadline.fallback)
+        os._exit(0)
+    print_error(f"gave up after {deadline.timeout:g}s: the AWS credential source or API did not answer in "
+                "time (--timeout)")
+    os._exit(EXIT_UNAVAILABLE)
 
 
 def _write_stdout(data: bytes) -> None:

@@ -1,38 +1,86 @@
-"""A hard deadline for the whole run, well inside the kubelet's 60 s kill.
+"""The run's deadline: one object, created at start-up and handed down to everything that waits.
 
-An exception raised from a signal handler is not enough: botocore treats anything raised while
-sending as a retryable HTTP error. So when the alarm fires we finish the process from the handler:
-with the still-valid cached answer when one was registered, else with one error line.
+The kubelet starts its 60 s clock when it starts the process, so the deadline counts from the
+process's own start time (read from /proc), not from when our code begins to run. Whatever waits
+(reading stdin, the cache lock, each AWS attempt and the pause between attempts) sizes itself with
+`remaining()`, so the normal code path ends in time and can still answer from a cached token.
+
+Standard library only, and small: the cache-hit path creates one.
 """
 
 from __future__ import annotations
 
-import signal
+import os
+import time
 from collections.abc import Callable
-from types import FrameType
+from typing import NoReturn
 
-_fallback: Callable[[], object] | None = None
-
-
-def set_fallback(produce: Callable[[], object] | None) -> None:
-    """Register what to answer if the deadline passes (a still-valid cached token), or clear it."""
-    global _fallback
-    _fallback = produce
+# Time kept back for answering once the last wait is over (encode, write, exit).
+ANSWER_MARGIN = 0.5
 
 
-def fallback() -> Callable[[], object] | None:
-    return _fallback
+class Deadline:
+    """A point in time on a monotonic clock, with what to answer should a wait overrun it."""
+
+    __slots__ = ("_clock", "_end", "_sleep", "fallback", "timeout")
+
+    def __init__(self, timeout: float, *, elapsed: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._end = clock() + timeout - max(0.0, elapsed)
+        # A complete, still-valid answer (response bytes) to give if something that cannot be timed
+        # out (a hung credential_process) outlives the deadline; set by the code that has one.
+        self.fallback: bytes | None = None
+
+    @classmethod
+    def from_process_start(cls, timeout: float) -> Deadline:
+        return cls(timeout, elapsed=min(process_age(), timeout))
+
+    def remaining(self) -> float:
+        """Seconds left for waiting, keeping ANSWER_MARGIN back to answer."""
+        return self._end - ANSWER_MARGIN - self._clock()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def sleep(self, seconds: float) -> None:
+        """Pause, never past the deadline (injected in tests, with the clock)."""
+        self._sleep(max(0.0, min(seconds, self.remaining())))
 
 
-def arm(seconds: float, on_expiry: Callable[[], None]) -> None:
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        on_expiry()
+def process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0 where that cannot be read)."""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            stat = handle.read()
+        # Field 22, starttime, in clock ticks since boot; fields after the ")" closing the command name.
+        start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+    return age if 0.0 <= age < 3600.0 else 0.0
 
-    signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+def arm_backstop(deadline: Deadline, expire: Callable[[Deadline], NoReturn]) -> None:
+    """Call `expire` (which must end the process) at the deadline, should something that cannot be
+    timed out still be running then.
+
+    Every wait is sized from the deadline, so this fires only for what ignores it (a hung
+    `credential_process`, which botocore runs without a timeout). `expire` must end the process
+    itself (os._exit), because botocore takes an exception raised from here for a retryable HTTP
+    error. Both modes use it: the kubelet's (cli) and the Docker helper's, each with its own answer.
+    """
+    import signal
+
+    signal.signal(signal.SIGALRM, lambda _signum, _frame: expire(deadline))
+    signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline.remaining() + ANSWER_MARGIN))
 
 
-def disarm() -> None:
+def disarm_backstop() -> None:
+    import signal
+
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    set_fallback(None)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from ecr_kubelet import deadline, redact
+from ecr_kubelet import redact
 from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options
+from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, ProviderError
 
 if TYPE_CHECKING:
@@ -119,31 +120,29 @@ def _get(server_url: str, options: Options) -> bytes:
     identity = plan_identity(None, {}, options)
     log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
 
-    def respond(token: Token, _outcome: str) -> bytes:
+    def respond(token: Token) -> bytes:
         return encode_credentials(server_url, token.username, token.password)
 
-    def on_deadline() -> None:
-        produce = deadline.fallback()
-        if produce is not None:
+    def expire(deadline: Deadline) -> NoReturn:
+        if deadline.fallback is not None:
             log.warning("deadline reached while refreshing; answering with the cached token, still valid")
-            reply = produce()
-            assert isinstance(reply, bytes)
-            _write(reply)
+            _write(deadline.fallback)
             os._exit(0)
         os._exit(_fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
                        EXIT_UNAVAILABLE))
 
-    deadline.arm(options.timeout, on_deadline)
+    deadline = Deadline.from_process_start(options.timeout)
+    arm_backstop(deadline, expire)
     try:
         token, outcome = obtain_token(registry, identity, options,
-                                      Freshness(options.refresh_fraction, options.expiry_margin), respond)
+                                      Freshness(options.refresh_fraction, options.expiry_margin), deadline, respond)
     except NoPublicCredentials as exc:
         log.info("%s; the client will pull anonymously", exc)
         raise CredentialsNotFound from None
     finally:
-        deadline.disarm()
+        disarm_backstop()
     log.info("token %s", outcome)
-    return respond(token, outcome)
+    return respond(token)
 
 
 def encode_credentials(server_url: str, username: str, secret: str) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
@@ -25,15 +24,14 @@ if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
 
+    from ecr_kubelet.deadline import Deadline
+    from ecr_kubelet.node_source import NodeSource
+
 log = logging.getLogger(__name__)
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-# Environment variables that select where botocore's default chain finds credentials.
-_CHAIN_SELECTORS = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-)
+# sts:AssumeRoleWithWebIdentity's WebIdentityToken length bounds (botocore's STS model).
+WEB_IDENTITY_TOKEN_LENGTH = (4, 20000)
 
 
 @dataclass(frozen=True)
@@ -42,18 +40,19 @@ class Identity:
     role_arn: str | None = None
     web_identity_token: str | None = field(default=None, repr=False)
     claims: dict[str, str] | None = None  # iss, sub, aud of the service-account token
+    node: NodeSource | None = field(default=None, compare=False)  # node and role modes: the chain's source
 
     def fingerprint(self) -> str | None:
         """A stable, secret-free name for this identity in cache keys, or None if it cannot be cached."""
-        node = node_fingerprint()
-        if self.mode == "node":
-            return node
-        if self.mode == "role":
-            return f"role={self.role_arn};caller={node}"
-        if self.claims is None:
-            return None  # not a JWT: let STS judge it every time
-        c = self.claims
-        return f"web-identity={self.role_arn};iss={c['iss']};sub={c['sub']};aud={c['aud']}"
+        if self.mode == "service-account":
+            if self.claims is None:
+                return None  # not a JWT: let STS judge it every time
+            c = self.claims
+            return f"web-identity={self.role_arn};iss={c['iss']};sub={c['sub']};aud={c['aud']}"
+        if self.node is None:
+            return None  # which credentials will sign is unknown: never share a token
+        node = f"{self.node.fingerprint};uid={os.geteuid()}"
+        return node if self.mode == "node" else f"role={self.role_arn};caller={node}"
 
     def describe(self) -> str:
         if self.mode == "node":
@@ -64,18 +63,6 @@ class Identity:
         return f"service account {sub} assuming {self.role_arn}"
 
 
-def node_fingerprint() -> str:
-    """Which credentials botocore's default chain will find, without resolving them.
-
-    Static keys are named by a one-way hash of the access key id; otherwise by the chain's inputs.
-    """
-    key_id = os.environ.get("AWS_ACCESS_KEY_ID")
-    if key_id:
-        return "static-key=" + hashlib.sha256(key_id.encode()).hexdigest()[:32]
-    selectors = [f"{name}={os.environ[name]}" for name in _CHAIN_SELECTORS if os.environ.get(name)]
-    return "chain(" + ",".join(selectors) + f");uid={os.geteuid()}"
-
-
 def plan_identity(token: str | None, annotations: dict[str, str], options: Options) -> Identity:
     if token is not None:
         redact.register(token)
@@ -83,6 +70,12 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
         if role is not None:
             if not ROLE_ARN.match(role):
                 raise BadInputError("service account role annotation is not an IAM role ARN")
+            low, high = WEB_IDENTITY_TOKEN_LENGTH
+            if not low <= len(token) <= high:
+                raise BadInputError(
+                    f"serviceAccountToken must be {low} to {high} characters for sts:AssumeRoleWithWebIdentity, "
+                    f"got {len(token)}"
+                )
             return Identity(mode="service-account", role_arn=role, web_identity_token=token,
                             claims=jwt_claims(token))
         if options.sa_without_role == "fail":
@@ -91,9 +84,12 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
                 f"{', '.join(options.sa_role_annotations)} and --sa-without-role=fail"
             )
         log.info("service account has no role annotation; using node credentials")
+    from ecr_kubelet.node_source import resolve_node_source
+
+    node = resolve_node_source(os.environ)
     if options.role_arn:
-        return Identity(mode="role", role_arn=options.role_arn)
-    return Identity(mode="node")
+        return Identity(mode="role", role_arn=options.role_arn, node=node)
+    return Identity(mode="node", node=node)
 
 
 def jwt_claims(token: str) -> dict[str, str] | None:
@@ -120,36 +116,53 @@ def session_name(identity: Identity) -> str:
     return re.sub(r"[^\w+=,.@-]", "-", base)[:64].ljust(2, "-")
 
 
-def credentials_for(identity: Identity, registry: Registry, session: Session) -> ReadOnlyCredentials:
-    """Resolve the identity to AWS credentials (default chain, AssumeRole, or web identity)."""
-    from ecr_kubelet.awsapi import client_config, translate_error
+def credentials_for(identity: Identity, registry: Registry, session: Session, deadline: Deadline,
+                    max_attempts: int) -> tuple[ReadOnlyCredentials, bool]:
+    """Resolve the identity to AWS credentials (default chain, AssumeRole, or web identity).
 
-    action = "resolving node credentials"
-    try:
-        if identity.mode == "service-account":
-            action = f"sts:AssumeRoleWithWebIdentity for {identity.role_arn}"
-            sts: Any = session.create_client("sts", region_name=registry.region,
-                                             config=client_config("sts", registry, unsigned=True))
-            result = sts.assume_role_with_web_identity(
+    Also says whether the node credentials came from the source the cache key names: if botocore
+    picked another one, the token must not be cached under that key.
+    """
+    from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config, translate_error
+
+    pools = {unsigned: ClientPool(lambda config: session.create_client("sts", region_name=registry.region,
+                                                                       config=config))
+             for unsigned in (False, True)}
+
+    def sts(current: Deadline, *, unsigned: bool = False) -> Any:
+        return pools[unsigned].get(client_config("sts", registry, unsigned=unsigned, deadline=current))
+
+    if identity.mode == "service-account":
+        action = f"sts:AssumeRoleWithWebIdentity for {identity.role_arn}"
+        result = call_with_retries(
+            lambda current: sts(current, unsigned=True).assume_role_with_web_identity(
                 RoleArn=identity.role_arn, RoleSessionName=session_name(identity),
                 WebIdentityToken=identity.web_identity_token,
-            )
-            return _from_sts(result["Credentials"])
+            ),
+            action, deadline, max_attempts,
+        )
+        return _from_sts(result["Credentials"]), True
+    try:
         creds = session.get_credentials()
         if creds is None:
             raise AuthError("no AWS credentials found by the default chain (env, profile, web identity, "
                             "container or instance metadata)")
         frozen = creds.get_frozen_credentials()
-        redact.register(frozen.secret_key, frozen.token)
-        if identity.mode == "node":
-            return frozen
-        action = f"sts:AssumeRole for {identity.role_arn}"
-        sts = session.create_client("sts", region_name=registry.region,
-                                    config=client_config("sts", registry))
-        result = sts.assume_role(RoleArn=identity.role_arn, RoleSessionName=session_name(identity))
-        return _from_sts(result["Credentials"])
     except Exception as exc:
-        raise translate_error(exc, action) from None
+        raise translate_error(exc, "resolving node credentials") from None
+    redact.register(frozen.secret_key, frozen.token)
+    predicted = identity.node.method if identity.node is not None else None
+    as_keyed = getattr(creds, "method", None) == predicted
+    if not as_keyed:
+        log.info("node credentials came from %s, not %s as predicted: the token is not cached",
+                 getattr(creds, "method", "an unknown source"), predicted or "an unknown source")
+    if identity.mode == "node":
+        return frozen, as_keyed
+    result = call_with_retries(
+        lambda current: sts(current).assume_role(RoleArn=identity.role_arn, RoleSessionName=session_name(identity)),
+        f"sts:AssumeRole for {identity.role_arn}", deadline, max_attempts,
+    )
+    return _from_sts(result["Credentials"]), as_keyed
 
 
 def _from_sts(creds: dict[str, object]) -> ReadOnlyCredentials:

@@ -17,5 +17,6 @@ class Options:
     refresh_fraction: float = 0.5  # share of a token's life after which we fetch a new one
     expiry_margin: float = 300.0  # seconds before expiry at which a token is no longer handed out
     cache_dir: Path | None = None  # None: no on-disk cache
-    timeout: float = 45.0  # whole-run deadline, well inside the kubelet's 60 s
+    timeout: float = 57.0  # whole-run deadline from process start, inside the kubelet's 60 s kill
+    max_attempts: int = 3  # AWS attempts for failures other than throttling (AWS_MAX_ATTEMPTS)
     verbosity: int = 0

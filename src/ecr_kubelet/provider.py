@@ -6,15 +6,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from ecr_kubelet import deadline
 from ecr_kubelet.cache import Freshness, TokenCache, key_digest, prepare_cache_dir
+from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.durations import format_go_duration
 from ecr_kubelet.errors import ProviderError
 from ecr_kubelet.identity import Identity, plan_identity
 from ecr_kubelet.options import Options
 from ecr_kubelet.registry import Registry, classify_host, configured_endpoint, parse_image
 from ecr_kubelet.tokens import Token
-from ecr_kubelet.wire import Answer, Request
+from ecr_kubelet.wire import Answer, Request, encode_response
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class NoPublicCredentials(ProviderError):
     """Public ECR cannot be authenticated to from this partition; anonymous pulls still work."""
 
 
-def answer(request: Request, options: Options) -> Answer:
+def answer(request: Request, options: Options, deadline: Deadline) -> Answer:
     image = parse_image(request.image)
     registry = resolve_registry(image.normalized_host, image.port, options.mirrors)
     if registry is None:
@@ -43,7 +43,8 @@ def answer(request: Request, options: Options) -> Answer:
         return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
 
     try:
-        token, outcome = obtain_token(registry, identity, options, freshness, respond)
+        token, outcome = obtain_token(registry, identity, options, freshness, deadline,
+                                      lambda cached: encode_response(request.api_version, respond(cached, "stale")))
     except NoPublicCredentials as exc:
         log.warning("%s; the kubelet will pull anonymously", exc)
         return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
@@ -51,9 +52,12 @@ def answer(request: Request, options: Options) -> Answer:
 
 
 def resolve_registry(host: str, port: int | None, mirrors: dict[str, str]) -> Registry | None:
-    """The ECR registry whose credentials serve this host: itself, or the registry it mirrors."""
-    hostport = host if port is None else f"{host}:{port}"
-    target = mirrors.get(hostport) or mirrors.get(host)
+    """The ECR registry whose credentials serve this host: itself, or the registry it mirrors.
+
+    A mirror matches host and port exactly as configured, as the kubelet matches `auth` keys: one
+    configured without a port serves only images without one.
+    """
+    target = mirrors.get(host if port is None else f"{host}:{port}")
     return classify_host(target if target else host)
 
 
@@ -77,12 +81,12 @@ def cache_duration(token: Token, now: float, freshness: Freshness, *, stale: boo
 
 
 def obtain_token(registry: Registry, identity: Identity, options: Options, freshness: Freshness,
-                 respond: Callable[[Token, str], object]) -> tuple[Token, str]:
-    """The token from the shared cache, or fetched once for every process that waits for it.
-
-    `respond` makes the answer of last resort from a still-valid cached token (see deadline)."""
+                 deadline: Deadline, stale_answer: Callable[[Token], bytes]) -> tuple[Token, str]:
+    """The token from the shared cache, or fetched once for every process that waits for it (both
+    modes: the kubelet's and the Docker helper's). `stale_answer` makes the answer of last resort
+    from a still-valid cached token, should the deadline pass during a refresh."""
     def fetch() -> Token:
-        return _fetch(registry, identity)
+        return _fetch(registry, identity, options, deadline)
 
     key = cache_key(registry, identity)
     if key is None:
@@ -91,13 +95,18 @@ def obtain_token(registry: Registry, identity: Identity, options: Options, fresh
     cache = TokenCache(directory, freshness)
 
     def keep_as_fallback(cached: Token) -> None:
-        # Should AWS hang past the deadline, answer with this still-valid token instead of nothing.
-        deadline.set_fallback(lambda: respond(cached, "stale"))
+        # Should something that cannot be timed out (a hung credential_process) outlive the
+        # deadline, the run still answers with this still-valid token.
+        deadline.fallback = stale_answer(cached)
 
-    return cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2, on_usable=keep_as_fallback)
+    try:
+        return cache.get_or_fetch(key, fetch, lock_timeout=max(0.0, deadline.remaining() / 2),
+                                  on_usable=keep_as_fallback)
+    finally:
+        deadline.fallback = None
 
 
-def _fetch(registry: Registry, identity: Identity) -> Token:
+def _fetch(registry: Registry, identity: Identity, options: Options, deadline: Deadline) -> Token:
     from ecr_kubelet.awsapi import new_session
     from ecr_kubelet.tokens import fetch_token, node_partition
 
@@ -110,10 +119,13 @@ def _fetch(registry: Registry, identity: Identity) -> Token:
             )
     # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
     # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
-    return fetch_token(registry, identity, session)
+    return fetch_token(registry, identity, session, deadline, options.max_attempts)
 
 
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "an unknown time"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, ValueError, OSError):
+        return f"{epoch:.6g} (epoch seconds)"

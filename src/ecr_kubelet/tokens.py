@@ -17,7 +17,13 @@ from ecr_kubelet.registry import Registry
 if TYPE_CHECKING:
     from botocore.session import Session
 
+    from ecr_kubelet.deadline import Deadline
+
 log = logging.getLogger(__name__)
+
+# An ECR authorization token lives 12 hours at most (less with short-lived credentials).
+MAX_TOKEN_LIFETIME = 12 * 3600.0
+CLOCK_SKEW = 60.0  # tolerated between this node's clock and AWS's
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,8 @@ class Token:
     password: str = field(repr=False)
     expires_at: float | None  # epoch seconds; None when AWS did not say
     fetched_at: float
+    # False when the credentials that fetched it are not the identity its cache key names.
+    cacheable: bool = field(default=True, compare=False)
 
 
 class MalformedTokenError(ProviderError):
@@ -46,33 +54,59 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
     return username, password
 
 
-def fetch_token(registry: Registry, identity: Identity, session: Session) -> Token:
+def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
+                max_attempts: int) -> Token:
     """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity."""
-    from ecr_kubelet.awsapi import client_config, translate_error
+    from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
 
-    creds = credentials_for(identity, registry, session)
+    creds, cacheable = credentials_for(identity, registry, session, deadline, max_attempts)
     action = f"{registry.service}:GetAuthorizationToken in {registry.region}"
-    try:
-        client: Any = session.create_client(
-            registry.service, region_name=registry.region, config=client_config(registry.service, registry),
-            aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
-            aws_session_token=creds.token,
-        )
-        log.debug("calling %s as %s", action, identity.describe())
+    clients = ClientPool(lambda config: session.create_client(
+        registry.service, region_name=registry.region, config=config,
+        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+        aws_session_token=creds.token,
+    ))
+
+    def attempt(current: Deadline) -> Any:
+        client = clients.get(client_config(registry.service, registry, deadline=current))
         if registry.kind == "public":
-            data = client.get_authorization_token()["authorizationData"]
-        else:
-            # Ask for the registry's own account: a cross-account token is only valid for that registry.
-            entries = client.get_authorization_token(registryIds=[registry.account])["authorizationData"]
-            data = entries[0] if entries else {}
-    except Exception as exc:
-        raise translate_error(exc, action) from None
+            return client.get_authorization_token()["authorizationData"]
+        # Ask for the registry's own account: a cross-account token is only valid for that registry.
+        entries = client.get_authorization_token(registryIds=[registry.account])["authorizationData"]
+        return entries[0] if entries else {}
+
+    log.debug("calling %s as %s", action, identity.describe())
+    data = call_with_retries(attempt, action, deadline, max_attempts)
+    if not isinstance(data, dict):
+        raise MalformedTokenError(f"{action} returned no authorization data")
     encoded = data.get("authorizationToken")
     if not isinstance(encoded, str):
         raise MalformedTokenError(f"{action} returned no authorization token")
     username, password = decode_authorization_token(encoded)
-    return Token(username=username, password=password, expires_at=_epoch(data.get("expiresAt")),
-                 fetched_at=time.time())
+    fetched_at = time.time()
+    return Token(username=username, password=password,
+                 expires_at=checked_expiry(_epoch(data.get("expiresAt")), fetched_at, action),
+                 fetched_at=fetched_at, cacheable=cacheable)
+
+
+def checked_expiry(expires_at: float | None, fetched_at: float, action: str) -> float | None:
+    """AWS's expiry, if it is within what an ECR token can be: after now, at most 12 hours away."""
+    if expires_at is None:
+        return None  # AWS did not say: handed out, never cached
+    if not expires_at > fetched_at:
+        raise MalformedTokenError(f"{action} returned a token that has already expired (at {_iso(expires_at)})")
+    if expires_at > fetched_at + MAX_TOKEN_LIFETIME + CLOCK_SKEW:
+        raise MalformedTokenError(
+            f"{action} returned a token expiring at {_iso(expires_at)}, more than 12 hours from now"
+        )
+    return expires_at
+
+
+def _iso(epoch: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, ValueError, OSError):
+        return f"{epoch:.6g} (epoch seconds)"
 
 
 def _epoch(value: object) -> float | None:
@@ -80,7 +114,7 @@ def _epoch(value: object) -> float | None:
 
     if isinstance(value, datetime):
         return value.timestamp()
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
 

@@ -20,16 +20,25 @@ from ecr_kubelet.kubelet_config import ConfigIssue, LoadedConfig, LoadedProvider
 PROG = "ecr-credential-provider validate-config"
 
 
+def _path(value: str) -> str:
+    # An empty path would silently mean the working directory.
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Validate a kubelet CredentialProviderConfig (file or 1.34+ directory) with the "
         "kubelet's rules; optionally check the plugin binaries and show which provider serves an image.",
     )
-    parser.add_argument("path", metavar="PATH", help="the --image-credential-provider-config file or directory")
+    parser.add_argument("path", metavar="PATH", type=_path,
+                        help="the --image-credential-provider-config file or directory")
     parser.add_argument(
         "--bin-dir",
         metavar="DIR",
+        type=_path,
         help="the --image-credential-provider-bin-dir: each provider's binary must be there and executable",
     )
     parser.add_argument(

@@ -9,10 +9,14 @@ else goes through the pydantic model for full validation and a precise error.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ecr_kubelet.errors import BadInputError
+
+if TYPE_CHECKING:
+    from ecr_kubelet.deadline import Deadline
 
 API_GROUP = "credentialprovider.kubelet.k8s.io"
 API_VERSIONS = (f"{API_GROUP}/v1", f"{API_GROUP}/v1beta1", f"{API_GROUP}/v1alpha1")
@@ -50,6 +54,31 @@ def read_request_bytes(stream: IO[bytes]) -> bytes:
     return raw
 
 
+def read_request_fd(fd: int, deadline: Deadline) -> bytes:
+    """The request up to end of file, read within the deadline (the kubelet closes stdin after it)."""
+    import select
+
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline.remaining()
+        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        if not ready:
+            if left > 0:
+                continue
+            raise BadInputError(
+                f"stdin was not read to its end within {deadline.timeout:g}s (--timeout): "
+                "the request was never completed or stdin never closed"
+            )
+        chunk = os.read(fd, 64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise BadInputError(f"request is larger than {MAX_REQUEST_BYTES} bytes")
+        chunks.append(chunk)
+
+
 def decode_json_object(raw: bytes) -> dict[str, Any]:
     """One JSON object, optionally surrounded by white space; nothing else."""
     try:
@@ -62,6 +91,8 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
         payload = json.loads(text, object_pairs_hook=reject_duplicate_keys)
     except DuplicateKeyError as exc:
         raise BadInputError(f"request has a {exc}") from None
+    except RecursionError:
+        raise BadInputError("request is not a CredentialProviderRequest: JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         reason = "trailing data after the JSON object" if exc.msg == "Extra data" else exc.msg
         where = f"line {exc.lineno} column {exc.colno}"

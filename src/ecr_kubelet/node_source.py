@@ -1,0 +1,270 @@
+"""Which identity botocore's default credential chain will sign with, named without calling AWS.
+
+The token cache is keyed by this name, so a cached token is only ever handed to the identity that
+fetched it. botocore itself cannot be asked without importing it and resolving the credentials (for
+a profile with a role, that is an STS call), which a cache hit must not pay; so this module follows
+botocore's chain order (`botocore.credentials.create_credential_resolver`) with the standard library:
+
+- environment keys: the access key id;
+- profiles (assume-role, web identity, SSO, login, shared credentials, credential_process, config
+  keys) and the boto2 files: the profile name and a digest of every file the chain reads;
+- web identity from the environment: the role and the token's issuer, subject and audience;
+- container credentials: the endpoint and the role it serves (RoleArn, else a hash of the key id);
+- instance metadata: the endpoint and the instance profile's role name.
+
+On a cache miss the provider checks that botocore really used the source predicted here
+(`creds.method`); if not, the token is not cached. Only the two metadata sources need a request,
+and those go to the node-local metadata endpoints, never to AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+
+# botocore's method names (Credentials.method), one per provider in its default chain.
+PROFILE_KEYS = {
+    "assume-role": ("role_arn",),
+    "sso": ("sso_session", "sso_start_url", "sso_account_id", "sso_role_name"),
+    "login": ("login_session",),
+    "custom-process": ("credential_process",),
+    "config-file": ("aws_access_key_id",),
+}
+_CONTAINER_HOST = "http://169.254.170.2"
+_CONTAINER_ALLOWED_HOSTS = ("169.254.170.23", "fd00:ec2::23", "localhost", "169.254.170.2")
+_IMDS_IPV4 = "http://169.254.169.254"
+_IMDS_IPV6 = "http://[fd00:ec2::254]"
+
+
+class NodeSource:
+    """The predicted credential source (a botocore method name) and a secret-free identity name."""
+
+    __slots__ = ("fingerprint", "method")
+
+    def __init__(self, method: str, detail: str) -> None:
+        self.method = method
+        self.fingerprint = f"{method}:{detail}"
+
+
+def _digest(*parts: bytes | str) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        hasher.update(len(data).to_bytes(8, "big") + data)
+    return hasher.hexdigest()[:32]
+
+
+def _read(path: str, limit: int = 1 << 20) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit)
+    except OSError:
+        return None
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(path)
+
+
+def resolve_node_source(env: Mapping[str, str]) -> NodeSource | None:
+    """The source botocore's default chain will use, or None when it cannot be told (then: no cache)."""
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        return NodeSource("env", _digest(env["AWS_ACCESS_KEY_ID"]))
+    profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+    config_path = _expand(env.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    creds_path = _expand(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials")
+    config_raw, creds_raw = _read(config_path), _read(creds_path)
+    config = _profiles(config_raw, config_file=True)
+    creds = _profiles(creds_raw, config_file=False)
+    if config is None or creds is None:
+        return None  # unparsable: botocore will fail or surprise us; do not cache
+    section = config.get(profile, {})
+    files = _digest(profile, config_path, config_raw or b"", creds_path, creds_raw or b"")
+
+    if "role_arn" in section and "web_identity_token_file" not in section:
+        return NodeSource("assume-role", files)
+    web = _web_identity(env, section)
+    if web is not None:
+        return web
+    for method in ("sso", "login"):
+        if any(key in section for key in PROFILE_KEYS[method]):
+            return NodeSource(method, files)
+    if "aws_access_key_id" in creds.get(profile, {}):
+        return NodeSource("shared-credentials-file", files)
+    for method in ("custom-process", "config-file"):
+        if any(key in section for key in PROFILE_KEYS[method]):
+            return NodeSource(method, files)
+    for method, path in (("ec2-credentials-file", env.get("AWS_CREDENTIAL_FILE")),
+                         ("boto-config", env.get("BOTO_CONFIG") or "/etc/boto.cfg"),
+                         ("boto-config", "~/.boto")):
+        raw = _read(_expand(path)) if path else None
+        if raw is not None and b"aws_access_key_id" in raw:
+            return NodeSource(method, _digest(files, path or "", raw))
+    if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        return _container(env)
+    if (env.get("AWS_EC2_METADATA_DISABLED") or "").lower() == "true":
+        return None
+    return _instance_metadata(env, section)
+
+
+def _profiles(raw: bytes | None, *, config_file: bool) -> dict[str, dict[str, str]] | None:
+    """Profile name -> its keys, as botocore reads the config (`[profile x]`) and credentials files."""
+    if raw is None:
+        return {}
+    import configparser
+
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read_string(raw.decode("utf-8"))
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    profiles: dict[str, dict[str, str]] = {}
+    for name in parser.sections():
+        if config_file:
+            name_only = name.strip()
+            if name_only.startswith("profile "):
+                profile = name_only[len("profile "):].strip()
+            elif name_only == "default":
+                profile = "default"
+            else:
+                continue  # [sso-session x], [services x]
+        else:
+            profile = name.strip()
+        profiles.setdefault(profile, {}).update(dict(parser.items(name)))
+    return profiles
+
+
+def _web_identity(env: Mapping[str, str], section: Mapping[str, str]) -> NodeSource | None:
+    role = env.get("AWS_ROLE_ARN") or section.get("role_arn")
+    token_file = env.get("AWS_WEB_IDENTITY_TOKEN_FILE") or section.get("web_identity_token_file")
+    if not role or not token_file:
+        return None
+    token = _read(_expand(token_file), 64 * 1024)
+    if token is None:
+        return None
+    # The projected token rotates; what it stands for (issuer, subject, audience) does not.
+    claims = _jwt_claims(token.decode("utf-8", "replace").strip())
+    who = json.dumps(claims, sort_keys=True) if claims is not None else "token=" + _digest(token)
+    return NodeSource("assume-role-with-web-identity", _digest(role, who))
+
+
+def _jwt_claims(token: str) -> dict[str, object] | None:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return {key: payload.get(key) for key in ("iss", "sub", "aud")}
+
+
+def _container(env: Mapping[str, str]) -> NodeSource | None:
+    from urllib.parse import urlsplit
+
+    relative = env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    url = _CONTAINER_HOST + relative if relative else env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI", "")
+    parts = urlsplit(url)
+    # botocore's rule: plain HTTP only to the container endpoints or loopback (the token is sent).
+    if not relative and not (parts.scheme == "https" or (parts.scheme == "http" and _local_host(parts.hostname))):
+        return None
+    headers = {}
+    token = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+    token_file = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    if token_file:
+        raw = _read(token_file, 16 * 1024)
+        token = raw.decode("utf-8", "replace").strip() if raw is not None else None
+    if token:
+        headers["Authorization"] = token
+    body = _http("GET", url, headers, _metadata_timeout(env))
+    document = _json_object(body)
+    if document is None:
+        return None
+    role = document.get("RoleArn")
+    key_id = document.get("AccessKeyId")
+    if isinstance(role, str) and role:
+        who = "role=" + role
+    elif isinstance(key_id, str) and key_id:
+        who = "key=" + _digest(key_id)  # no role named: the key itself (refetched when it rotates)
+    else:
+        return None
+    return NodeSource("container-role", _digest(url, who))
+
+
+def _local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host in _CONTAINER_ALLOWED_HOSTS:
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _instance_metadata(env: Mapping[str, str], section: Mapping[str, str]) -> NodeSource | None:
+    endpoint = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or section.get("ec2_metadata_service_endpoint")
+    if not endpoint:
+        mode = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") or section.get(
+            "ec2_metadata_service_endpoint_mode", "")
+        endpoint = _IMDS_IPV6 if mode.lower() == "ipv6" else _IMDS_IPV4
+    endpoint = endpoint.rstrip("/")
+    timeout = _metadata_timeout(env)
+    headers: dict[str, str] = {}
+    token = _http("PUT", endpoint + "/latest/api/token",
+                  {"X-aws-ec2-metadata-token-ttl-seconds": "21600"}, timeout)
+    if token:
+        headers["X-aws-ec2-metadata-token"] = token.decode("ascii", "replace").strip()
+    listing = _http("GET", endpoint + "/latest/meta-data/iam/security-credentials/", headers, timeout)
+    if not listing:
+        return None
+    role = listing.decode("utf-8", "replace").strip().splitlines()[0].strip()
+    if not role:
+        return None
+    return NodeSource("iam-role", _digest(endpoint, role))
+
+
+def _metadata_timeout(env: Mapping[str, str]) -> float:
+    try:
+        return min(max(float(env.get("AWS_METADATA_SERVICE_TIMEOUT") or 1.0), 0.1), 5.0)
+    except ValueError:
+        return 1.0
+
+
+def _http(method: str, url: str, headers: dict[str, str], timeout: float) -> bytes | None:
+    """The body of a 200 answer from a node-local metadata endpoint, else None."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            connection.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                               headers=headers)
+            response = connection.getresponse()
+            body = response.read(64 * 1024)
+            return body if response.status == 200 else None
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+
+
+def _json_object(body: bytes | None) -> dict[str, object] | None:
+    if body is None:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None

@@ -1,0 +1,169 @@
+"""Which credential source botocore's chain will use (src/ecr_kubelet/node_source.py).
+
+Each case is checked against botocore itself: the source we predict without botocore must be the
+one its default chain really resolves (`Credentials.method`), or the cache key names the wrong
+identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import botocore.session
+import pytest
+
+from ecr_kubelet.node_source import resolve_node_source
+from helpers import make_jwt
+from metadata_server import CONTAINER_PATH, MetadataServer
+
+Setup = Callable[[Path, MetadataServer], dict[str, str]]
+
+
+@pytest.fixture
+def metadata() -> Iterator[MetadataServer]:
+    server = MetadataServer().start()
+    yield server
+    server.stop()
+
+
+def _file(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def env_keys(tmp: Path, _m: MetadataServer) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": "AKIAENVKEY000000000", "AWS_SECRET_ACCESS_KEY": "s"}
+
+
+def shared_credentials(tmp: Path, _m: MetadataServer) -> dict[str, str]:
+    return {"AWS_SHARED_CREDENTIALS_FILE": _file(tmp / "credentials", "[default]\naws_access_key_id = A\n"
+                                                 "aws_secret_access_key = s\n")}
+
+
+def named_profile_in_config(tmp: Path, _m: MetadataServer) -> dict[str, str]:
+    return {"AWS_PROFILE": "p", "AWS_CONFIG_FILE": _file(tmp / "config", "[profile p]\naws_access_key_id = A\n"
+                                                         "aws_secret_access_key = s\n")}
+
+
+def credential_process(tmp: Path, _m: MetadataServer) -> dict[str, str]:
+    script = tmp / "creds.sh"
+    script.write_text('#!/bin/sh\necho \'{"Version": 1, "AccessKeyId": "A", "SecretAccessKey": "s"}\'\n')
+    script.chmod(0o700)
+    return {"AWS_CONFIG_FILE": _file(tmp / "config", f"[default]\ncredential_process = {script}\n")}
+
+
+def assume_role_profile(tmp: Path, _m: MetadataServer) -> dict[str, str]:
+    return {
+        "AWS_CONFIG_FILE": _file(tmp / "config", "[default]\nrole_arn = arn:aws:iam::123456789012:role/r\n"
+                                 "source_profile = base\n[profile base]\naws_access_key_id = A\n"
+                                 "aws_secret_access_key = s\n"),
+    }
+
+
+def web_identity_env(tmp: Path, _m: MetadataServer) -> dict[str, str]:
+    return {"AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
+            "AWS_WEB_IDENTITY_TOKEN_FILE": _file(tmp / "token", make_jwt("system:serviceaccount:a:b"))}
+
+
+def container(tmp: Path, m: MetadataServer) -> dict[str, str]:
+    return {"AWS_CONTAINER_CREDENTIALS_FULL_URI": m.url + CONTAINER_PATH}
+
+
+def instance_metadata(tmp: Path, m: MetadataServer) -> dict[str, str]:
+    return {"AWS_EC2_METADATA_SERVICE_ENDPOINT": m.url}
+
+
+def env_keys_beat_files(tmp: Path, m: MetadataServer) -> dict[str, str]:
+    return {**shared_credentials(tmp, m), **env_keys(tmp, m)}
+
+
+CASES: dict[str, tuple[Setup, str]] = {
+    "env": (env_keys, "env"),
+    "shared-credentials": (shared_credentials, "shared-credentials-file"),
+    "config-file": (named_profile_in_config, "config-file"),
+    "credential-process": (credential_process, "custom-process"),
+    "assume-role-profile": (assume_role_profile, "assume-role"),
+    "web-identity-env": (web_identity_env, "assume-role-with-web-identity"),
+    "container": (container, "container-role"),
+    "instance-metadata": (instance_metadata, "iam-role"),
+    "env-beats-files": (env_keys_beat_files, "env"),
+}
+
+_CHAIN_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_EC2_METADATA_DISABLED",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT", "AWS_CREDENTIAL_FILE", "BOTO_CONFIG",
+)
+
+
+def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
+    for name in _CHAIN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    env = {"HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"), "BOTO_CONFIG": str(tmp_path / "no-boto"),
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9", **extra}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_predicted_source_is_the_one_botocore_uses(
+    case: str, tmp_path: Path, metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, method = CASES[case]
+    env = _environment(monkeypatch, tmp_path, setup(tmp_path, metadata))
+    source = resolve_node_source(env)
+    assert source is not None and source.method == method
+    credentials = botocore.session.Session().get_credentials()
+    assert credentials is not None and credentials.method == method
+
+
+def test_no_source_when_metadata_is_disabled_and_nothing_else_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _environment(monkeypatch, tmp_path, {"AWS_EC2_METADATA_DISABLED": "true"})
+    assert resolve_node_source(env) is None
+    assert botocore.session.Session().get_credentials() is None
+
+
+def test_metadata_unreachable_means_no_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _environment(monkeypatch, tmp_path, {})  # the endpoint is a closed port on 127.0.0.1
+    assert resolve_node_source(env) is None
+
+
+def test_an_unparsable_config_file_is_never_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _environment(monkeypatch, tmp_path, {"AWS_CONFIG_FILE": _file(tmp_path / "config", "no section\n")})
+    assert resolve_node_source(env) is None
+
+
+def test_fingerprints_change_with_what_identifies_the_signer(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fingerprint(extra: dict[str, str]) -> str:
+        source = resolve_node_source(_environment(monkeypatch, tmp_path, extra))
+        assert source is not None
+        return source.fingerprint
+
+    a = fingerprint({"AWS_ACCESS_KEY_ID": "AKIAONE", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert a != fingerprint({"AWS_ACCESS_KEY_ID": "AKIATWO", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert "AKIAONE" not in a
+    # the secret key of the same key id is the same identity; nothing secret is in the name
+    assert a == fingerprint({"AWS_ACCESS_KEY_ID": "AKIAONE", "AWS_SECRET_ACCESS_KEY": "other"})
+
+    metadata.serve("role-a", "ASIAKEY1")
+    imds = fingerprint(instance_metadata(tmp_path, metadata))
+    metadata.serve("role-a", "ASIAKEY2")
+    assert fingerprint(instance_metadata(tmp_path, metadata)) == imds  # rotated credentials, same role
+    metadata.serve("role-b", "ASIAKEY2")
+    assert fingerprint(instance_metadata(tmp_path, metadata)) != imds
+
+
+def test_container_credentials_over_plain_http_go_only_to_local_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _environment(monkeypatch, tmp_path, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://example.com/creds",
+                                               "AWS_CONTAINER_AUTHORIZATION_TOKEN": "secret-token"})
+    assert resolve_node_source(env) is None  # the token is never sent there (botocore refuses too)
