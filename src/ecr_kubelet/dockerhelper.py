@@ -76,13 +76,20 @@ def main(args: list[str]) -> int:
     except CredentialsNotFound:
         return _fail(NOT_FOUND, EXIT_FAILED)
     except ProviderError as exc:
-        return _fail(f"{HELPER_PROG}: {exc}", exc.exit_code)
+        return _fail(f"{HELPER_PROG}: {_in_helper_terms(str(exc))}", exc.exit_code)
     except Exception as exc:  # a bug: say what, not where, unless asked
         if verbosity:
             log.exception("internal error")
         return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
     _write(output)
     return 0
+
+
+def _in_helper_terms(text: str) -> str:
+    """Messages name the kubelet mode's flags; the helper is configured by their variables."""
+    for flag, variable in FLAG_VARIABLES.items():
+        text = text.replace(flag, variable)
+    return text
 
 
 def _options() -> Options:
@@ -92,10 +99,7 @@ def _options() -> Options:
         options = parse_options([], helper=True)
     except BadInputError as exc:
         # The messages name the kubelet mode's flags; the helper is configured by their variables.
-        text = str(exc)
-        for flag, variable in FLAG_VARIABLES.items():
-            text = text.replace(flag, variable)
-        raise BadInputError(f"environment: {text}") from None
+        raise BadInputError(f"environment: {_in_helper_terms(str(exc))}") from None
     assert options is not None
     return options
 
