@@ -228,7 +228,7 @@ static int trusted_path_parent(const char *path)
 static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links)
 {
     char buf[PATH_MAX];
-    struct stat st, child;
+    struct stat st, child = {0};
     size_t n = strlen(path);
     if (path[0] != '/' || n >= sizeof buf) {
         soft("%s is not an absolute path", path);
@@ -236,54 +236,38 @@ static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links
     }
     memcpy(buf, path, n + 1);
     /* Walk from the leaf up, so that each ancestor's sticky exception can look at its child. */
-    if (lstat(buf, &st) != 0) {
-        soft("%s: %s", buf, strerror(errno));
-        return 0;
-    }
-    if (!(allow_links && S_ISLNK(st.st_mode))) {
-        if (!S_ISDIR(st.st_mode)) {
-            soft("%s is not a directory", buf);
+    for (int leaf = 1;; leaf = 0) {
+        if (lstat(buf, &st) != 0) {
+            soft("%s: %s", buf, strerror(errno));
             return 0;
         }
-        if (!owner_ok(&st)) {
-            soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
-            return 0;
+        if (!(allow_links && S_ISLNK(st.st_mode))) {
+            if (!S_ISDIR(st.st_mode)) {
+                soft("%s is not a directory", buf);
+                return 0;
+            }
+            if (!owner_ok(&st)) {
+                soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
+                return 0;
+            }
+            /* Writable by others only when sticky, and then our next component must be root's or ours
+             * (the leaf: only for a parent of mkdtemp(), which creates our own entry in it). */
+            int sticky_ok = (st.st_mode & S_ISVTX) && (leaf ? leaf_sticky_ok : owner_ok(&child));
+            if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_ok) {
+                soft("%s is group- or world-writable (mode %o)%s", buf, (unsigned)(st.st_mode & 07777),
+                     (!leaf && (st.st_mode & S_ISVTX)) ? " and its entry on our path is not root's or ours" : "");
+                return 0;
+            }
         }
-        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(leaf_sticky_ok && (st.st_mode & S_ISVTX))) {
-            soft("%s is group- or world-writable (mode %o)", buf, (unsigned)(st.st_mode & 07777));
-            return 0;
-        }
-    }
-    child = st;
-    while (n > 1) {
+        child = st;
+        if (n <= 1)
+            break;
         char *slash = strrchr(buf, '/');
         if (slash == buf)
             slash[1] = '\0';
         else
             *slash = '\0';
         n = strlen(buf);
-        if (lstat(buf, &st) != 0) {
-            soft("%s: %s", buf, strerror(errno));
-            return 0;
-        }
-        if (allow_links && S_ISLNK(st.st_mode)) {
-            child = st;
-            continue;
-        }
-        if (!S_ISDIR(st.st_mode)) {
-            soft("%s is not a directory", buf);
-            return 0;
-        }
-        if (!owner_ok(&st)) {
-            soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
-            return 0;
-        }
-        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !((st.st_mode & S_ISVTX) && owner_ok(&child))) {
-            soft("%s is group- or world-writable (mode %o)%s", buf, (unsigned)(st.st_mode & 07777),
-                 (st.st_mode & S_ISVTX) ? " and its entry on our path is not root's or ours" : "");
-            return 0;
-        }
-        child = st;
     }
     return 1;
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import shlex
 import subprocess
@@ -14,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
+
+import pytest
 
 API_V1 = "credentialprovider.kubelet.k8s.io/v1"
 
@@ -119,3 +122,16 @@ def install_docker_helper(provider_cmd: list[str], bin_dir: Path) -> Path:
                        + ' "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
+
+
+RELEASE_DIR = Path(os.environ.get("ECR_KUBELET_RELEASE_DIR")
+                   or Path(__file__).resolve().parent.parent / "dist" / "release")
+
+
+def require_built(path: Path, how: str) -> Path:
+    """A build output a test needs: skipped when missing, but a failure under CI (which builds it)."""
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing: {how}")
+        pytest.skip(f"{path} is missing ({how})")
+    return path

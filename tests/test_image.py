@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from helpers import RELEASE_DIR, require_built
+
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = Path(os.environ.get("ECR_KUBELET_RELEASE_DIR") or ROOT / "dist" / "release")
+RELEASE = RELEASE_DIR
 DOCKERFILE = ROOT / "Dockerfile"
 ARCHES = ("amd64", "arm64")
 
@@ -34,11 +36,7 @@ def version() -> str:
 
 def archive(arch: str) -> Path:
     path = RELEASE / f"ecr-credential-provider-{version()}-linux-{arch}.oci.tar"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: scripts/release builds it")
-        pytest.skip(f"{path} is missing (run scripts/release)")
-    return path
+    return require_built(path, "scripts/release builds it")
 
 
 def blob(layout: Path, digest: str) -> Path:

@@ -8,7 +8,6 @@ cache is left, and what was there before is back. The rpm is installed with `rpm
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -17,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from bundle import Bundle
-from helpers import StubClient, make_request
+from helpers import RELEASE_DIR, StubClient, make_request, require_built
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = Path(os.environ.get("ECR_KUBELET_RELEASE_DIR") or ROOT / "dist" / "release")
+RELEASE = RELEASE_DIR
 VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
 RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -28,25 +27,19 @@ BIN = "/usr/libexec/ecr-kubelet/ecr-credential-provider"
 LINK = "/etc/eks/image-credential-provider/ecr-credential-provider"
 
 
-def need(path: Path, how: str) -> Path:
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: {how}")
-        pytest.skip(f"{path} is missing ({how})")
-    return path
 
 
 def deb(arch: str) -> Path:
-    return need(RELEASE / f"ecr-kubelet_{VERSION}-1_{arch}.deb", "run scripts/release")
+    return require_built(RELEASE / f"ecr-kubelet_{VERSION}-1_{arch}.deb", "run scripts/release")
 
 
 def rpm(arch: str) -> Path:
-    return need(RELEASE / f"ecr-kubelet-{VERSION}-1.{RPM_ARCH[arch]}.rpm", "run scripts/release")
+    return require_built(RELEASE / f"ecr-kubelet-{VERSION}-1.{RPM_ARCH[arch]}.rpm", "run scripts/release")
 
 
 def debian11_root(arch: str) -> Path:
     rel = f"build/roots/bullseye-{arch}"
-    return need(ROOT / rel, f"scripts/make-root bullseye {arch} {rel}")
+    return require_built(ROOT / rel, f"scripts/make-root bullseye {arch} {rel}")
 
 
 @pytest.fixture(scope="module")

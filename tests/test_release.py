@@ -18,30 +18,24 @@ from pathlib import Path
 import pytest
 
 from bundle import Bundle
-from helpers import StubClient, make_jwt, make_request
+from helpers import RELEASE_DIR, StubClient, make_jwt, make_request, require_built
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "packaging"))
 from carry_libc import elf_files, elf_info  # noqa: E402
 
-RELEASE = Path(os.environ.get("ECR_KUBELET_RELEASE_DIR") or ROOT / "dist" / "release")
+RELEASE = RELEASE_DIR
 ARCHES = {"amd64": "EM_X86_64", "arm64": "EM_AARCH64"}
 
 
-def need(path: Path, how: str) -> Path:
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: {how}")
-        pytest.skip(f"{path} is missing ({how})")
-    return path
 
 
 def release_binary(arch: str) -> Path:
-    return need(RELEASE / f"ecr-credential-provider-linux-{arch}", "run scripts/release")
+    return require_built(RELEASE / f"ecr-credential-provider-linux-{arch}", "run scripts/release")
 
 
 def test_release_directory_has_both_binaries_and_valid_checksums() -> None:
-    sums = need(RELEASE / "SHA256SUMS", "run scripts/release")
+    sums = require_built(RELEASE / "SHA256SUMS", "run scripts/release")
     listed = {line.split()[1] for line in sums.read_text().splitlines()}
     assert {f"ecr-credential-provider-linux-{a}" for a in ARCHES} <= listed
     on_disk = {p.name for p in RELEASE.iterdir() if p.is_file() and p.name != "SHA256SUMS"}
@@ -83,7 +77,7 @@ def in_root(
     arch: str, binary: Path, env: dict[str, str], stdin: bytes, *args: str
 ) -> subprocess.CompletedProcess[bytes]:
     rel = f"build/roots/bullseye-{arch}"
-    root = need(ROOT / rel, f"scripts/make-root bullseye {arch} {rel}")
+    root = require_built(ROOT / rel, f"scripts/make-root bullseye {arch} {rel}")
     glibc = subprocess.run([str(ROOT / "scripts" / "in-root"), str(root), "ldd", "--version"], capture_output=True,
                            text=True, check=False)
     assert "2.31" in glibc.stdout.splitlines()[0], "not a Debian 11 root"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -17,9 +16,10 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from bundle import Bundle
+from helpers import RELEASE_DIR, require_built
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = Path(os.environ.get("ECR_KUBELET_RELEASE_DIR") or ROOT / "dist" / "release")
+RELEASE = RELEASE_DIR
 ARCHES = ("amd64", "arm64")
 RUNTIME_PYTHON = {"botocore", "jmespath", "python-dateutil", "six", "urllib3", "pydantic", "pydantic-core",
                   "annotated-types", "typing-extensions", "typing-inspection", "cachetools", "pyyaml", "certifi"}
@@ -33,11 +33,7 @@ def norm(name: str) -> str:
 
 def sbom(arch: str) -> tuple[dict[str, Any], str]:
     path = RELEASE / f"ecr-credential-provider-linux-{arch}.cdx.json"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: scripts/release writes it")
-        pytest.skip(f"{path} is missing (run scripts/release)")
-    text = path.read_text()
+    text = require_built(path, "scripts/release writes it").read_text()
     return json.loads(text), text
 
 
