@@ -67,12 +67,14 @@ def duration_seconds(text: str) -> int:
 def test_private_registry_in_every_partition_and_variant(
     run_provider: RunProvider, stub: StubClient, host: str
 ) -> None:
+    started = time.time()
     body = ok_response(run_provider(make_request(f"{host}/team/app")))
+    took = time.time() - started
     [call] = stub.calls("ecr")
     assert call["region"] == PRIVATE_HOSTS[host] and call["registry_ids"] == [ACCT]
     assert body["auth"] == {host: {"username": "AWS", "password": call["password"]}}
     # Half of a 12 h token: the refresh point.
-    assert 6 * 3600 - 30 <= duration_seconds(body["cacheDuration"]) <= 6 * 3600
+    assert 6 * 3600 - took - 1 <= duration_seconds(body["cacheDuration"]) <= 6 * 3600
 
 
 @pytest.mark.parametrize("host", ["public.ecr.aws", "ecr-public.aws.com"])
@@ -297,10 +299,12 @@ def test_an_expiry_no_ecr_token_can_have_is_an_error(
 
 
 def test_refresh_fraction_flag(run_provider: RunProvider, stub: StubClient) -> None:
+    started = time.time()
     body = ok_response(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"),
                                     "--refresh-fraction", "1"))
+    took = time.time() - started
     # Never beyond expiry minus the 5 minute margin.
-    assert 12 * 3600 - 300 - 30 <= duration_seconds(body["cacheDuration"]) <= 12 * 3600 - 300
+    assert 12 * 3600 - 300 - took - 1 <= duration_seconds(body["cacheDuration"]) <= 12 * 3600 - 300
     failed(run_provider(make_request("x.example/app"), "--refresh-fraction", "0"), 2)
 
 
@@ -477,12 +481,14 @@ def test_hanging_aws_with_a_still_valid_cached_token_answers_with_it(
     cached = ok_response(run_provider(image))["auth"][f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com"]["password"]
     age_cache_entries(provider_env, 7 * 3600)  # past its refresh point: the run must try AWS, which hangs
     stub.configure(delay_seconds=30)
+    started = time.time()
     result = run_provider(image, "--timeout", "4s")
+    took = time.time() - started
     body = ok_response(result)
     assert body["auth"][f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com"]["password"] == cached
     assert "serving the cached token, still valid, because refreshing failed" in result.stderr
     # the kubelet may keep it until expiry minus the margin: 5 h less 5 min, less the run
-    assert 5 * 3600 - 300 - 60 < duration_seconds(body["cacheDuration"]) <= 5 * 3600 - 300
+    assert 5 * 3600 - 300 - took - 60 <= duration_seconds(body["cacheDuration"]) <= 5 * 3600 - 300
     assert len(stub.calls("ecr")) == 1  # only the first run's call completed
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from cachetools import TLRUCache
 
 from ecr_kubelet.errors import UnavailableError
-from ecr_kubelet.tokens import Token
+from ecr_kubelet.tokens import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +333,8 @@ def _read_at_most(fd: int, limit: int) -> bytes:
 
 
 # Bounds on a cache entry: it describes an ECR token, which lives 12 hours at most.
-MAX_TOKEN_LIFETIME = 12 * 3600.0
-CLOCK_SKEW = 60.0
-_MAX_USERNAME = 256
-_MAX_PASSWORD = 16 * 1024
+_MAX_USERNAME = MAX_USERNAME
+_MAX_PASSWORD = MAX_PASSWORD
 
 
 def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:

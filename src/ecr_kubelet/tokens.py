@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 # An ECR authorization token lives 12 hours at most (less with short-lived credentials).
 MAX_TOKEN_LIFETIME = 12 * 3600.0
 CLOCK_SKEW = 60.0  # tolerated between this node's clock and AWS's
+MAX_USERNAME = 256
+MAX_PASSWORD = 16 * 1024
+
+
+def _is_text(value: str, limit: int) -> bool:
+    return 0 < len(value) <= limit and value.isascii() and value.isprintable()
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
     username, sep, password = decoded.partition(":")
     if not sep or not username or not password:
         raise MalformedTokenError("ECR returned an authorization token that is not of the form user:password")
+    # What the cache accepts back (printable ASCII, bounded), so a token is never fetched to be refused.
+    if not (_is_text(username, MAX_USERNAME) and _is_text(password, MAX_PASSWORD)):
+        raise MalformedTokenError("ECR returned an authorization token with control characters or oversized parts")
     redact.register(password)
     return username, password
 
