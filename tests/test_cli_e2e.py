@@ -518,3 +518,25 @@ def test_a_hung_credential_process_is_ended_by_the_deadline_with_or_without_a_ca
     line = failed(run_provider(image, "--timeout", "3s", env={**env, "ECR_KUBELET_DISABLE_CACHE": "1"}), 4)
     assert "did not answer in time" in line
     assert len(stub.calls("ecr")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(("--timeout", "0s"), "--timeout must be more than 0s and at most 58s"),
+     (("--timeout", "59s"), "--timeout must be more than 0s and at most 58s"),
+     (("--timeout", "1e3s"), "--timeout: missing or unknown unit"),
+     (("--expiry-margin=-1s",), "--expiry-margin must not be negative"),
+     (("--expiry-margin", "1000000000h"), "--expiry-margin: duration"),
+     (("--refresh-fraction", "nan"), "--refresh-fraction")],
+)
+def test_each_bad_flag_names_itself(run_provider: RunProvider, stub: StubClient, args: tuple[str, ...],
+                                    fragment: str) -> None:
+    assert fragment in failed(run_provider(make_request("gcr.io/x"), *args), 2)
+
+
+@pytest.mark.parametrize("value", ["0", "21", "abc", "-1", "1.5"])
+def test_a_bad_aws_max_attempts_is_a_usage_error(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], value: str
+) -> None:
+    line = failed(run_provider(make_request("gcr.io/x"), env={**provider_env, "AWS_MAX_ATTEMPTS": value}), 2)
+    assert "AWS_MAX_ATTEMPTS must be a whole number from 1 to 20" in line

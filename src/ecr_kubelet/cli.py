@@ -119,11 +119,17 @@ def parse_options(argv: list[str]) -> Options | None:
         raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
     try:
         margin = parse_go_duration(args.expiry_margin)
+    except DurationError as exc:
+        raise BadInputError(f"--expiry-margin: {exc}") from None
+    try:
         timeout = parse_go_duration(args.timeout)
     except DurationError as exc:
-        raise BadInputError(str(exc)) from None
-    if margin < 0 or not 0 < timeout <= MAX_TIMEOUT:
-        raise BadInputError(f"--expiry-margin must be >= 0 and --timeout between 0 and {MAX_TIMEOUT:g}s")
+        raise BadInputError(f"--timeout: {exc}") from None
+    if margin < 0:
+        raise BadInputError(f"--expiry-margin must not be negative, got {args.expiry_margin!r}")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise BadInputError(f"--timeout must be more than 0s and at most {MAX_TIMEOUT:g}s (the kubelet kills plugins "
+                            f"at 60s), got {args.timeout!r}")
     if args.role_arn:
         from ecr_kubelet.identity import ROLE_ARN
 
