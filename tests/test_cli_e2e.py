@@ -418,14 +418,20 @@ def test_deeply_nested_json_is_a_bad_request(run_provider: RunProvider, stub: St
     assert stub.calls() == []
 
 
-@pytest.mark.parametrize("token", ["", "a", "abc"])
-def test_an_empty_or_short_service_account_token_is_a_bad_request(
-    run_provider: RunProvider, stub: StubClient, token: str
+@pytest.mark.parametrize(
+    ("token", "fragment"),
+    [("", "4 to 20000 characters"), ("a", "4 to 20000 characters"), ("abc", "4 to 20000 characters"),
+     ("\ud800abcdefgh", "printable ASCII"), ("abc\ndefgh", "printable ASCII"), ("abc defgh", "printable ASCII"),
+     ("x" * 20001, "4 to 20000 characters")],
+    ids=["empty", "one", "three", "surrogate", "newline", "space", "too-long"],
+)
+def test_a_service_account_token_sts_would_refuse_is_a_bad_request(
+    run_provider: RunProvider, stub: StubClient, token: str, fragment: str
 ) -> None:
     request = make_request(f"{OTHER}.dkr.ecr.us-west-2.amazonaws.com/app", serviceAccountToken=token,
                            serviceAccountAnnotations={"eks.amazonaws.com/ecr-role-arn": ROLE})
     line = failed(run_provider(request), 2)
-    assert "serviceAccountToken" in line and "4 to 20000 characters" in line
+    assert "serviceAccountToken" in line and fragment in line
     assert stub.calls() == []
 
 
@@ -527,7 +533,8 @@ def test_a_hung_credential_process_is_ended_by_the_deadline_with_or_without_a_ca
      (("--timeout", "1e3s"), "--timeout: missing or unknown unit"),
      (("--expiry-margin=-1s",), "--expiry-margin must not be negative"),
      (("--expiry-margin", "1000000000h"), "--expiry-margin: duration"),
-     (("--refresh-fraction", "nan"), "--refresh-fraction")],
+     (("--refresh-fraction", "nan"), "--refresh-fraction"), (("--role-arn", ""), "--role-arn must not be empty"),
+     (("--sa-role-annotation", ""), "--sa-role-annotation must not be empty")],
 )
 def test_each_bad_flag_names_itself(run_provider: RunProvider, stub: StubClient, args: tuple[str, ...],
                                     fragment: str) -> None:

@@ -130,6 +130,10 @@ def parse_options(argv: list[str]) -> Options | None:
     if not 0 < timeout <= MAX_TIMEOUT:
         raise BadInputError(f"--timeout must be more than 0s and at most {MAX_TIMEOUT:g}s (the kubelet kills plugins "
                             f"at 60s), got {args.timeout!r}")
+    if args.role_arn == "":  # given empty on the command line (an empty AWS_ECR_ROLE_ARN means unset)
+        raise BadInputError("--role-arn must not be empty")
+    if any(not key for key in args.sa_role_annotation or ()):
+        raise BadInputError("--sa-role-annotation must not be empty")
     if args.role_arn:
         from ecr_kubelet.identity import ROLE_ARN
 

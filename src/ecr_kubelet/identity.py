@@ -76,6 +76,8 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
                     f"serviceAccountToken must be {low} to {high} characters for sts:AssumeRoleWithWebIdentity, "
                     f"got {len(token)}"
                 )
+            if not (token.isascii() and token.isprintable() and " " not in token):
+                raise BadInputError("serviceAccountToken must be printable ASCII without spaces (a JWT)")
             return Identity(mode="service-account", role_arn=role, web_identity_token=token,
                             claims=jwt_claims(token))
         if options.sa_without_role == "fail":
