@@ -498,6 +498,20 @@ def test_hanging_aws_with_a_still_valid_cached_token_answers_with_it(
     assert len(stub.calls("ecr")) == 1  # only the first run's call completed
 
 
+def test_throttling_with_a_still_valid_cached_token_answers_from_it_after_a_few_attempts(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    image = make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")
+    cached = ok_response(run_provider(image))["auth"]
+    age_cache_entries(provider_env, 7 * 3600)
+    stub.configure(throttle_next=1000)
+    result = run_provider(image)
+    assert ok_response(result)["auth"] == cached
+    assert "serving the cached token, still valid, because refreshing failed" in result.stderr
+    # the default AWS_MAX_ATTEMPTS (3), not a minute of retries: the cached answer comes soon
+    assert [c["status"] for c in stub.calls("ecr")] == [200, 400, 400, 400]
+
+
 def test_hanging_aws_without_a_cached_token_is_unavailable(run_provider: RunProvider, stub: StubClient) -> None:
     stub.configure(delay_seconds=30)
     line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--timeout", "3s"), 4)

@@ -141,7 +141,7 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
                 RoleArn=identity.role_arn, RoleSessionName=session_name(identity),
                 WebIdentityToken=identity.web_identity_token,
             ),
-            action, deadline, max_attempts,
+            action, deadline, max_attempts, patient=deadline.fallback is None,
         )
         return _from_sts(result["Credentials"]), True
     try:
@@ -162,7 +162,7 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
         return frozen, as_keyed
     result = call_with_retries(
         lambda current: sts(current).assume_role(RoleArn=identity.role_arn, RoleSessionName=session_name(identity)),
-        f"sts:AssumeRole for {identity.role_arn}", deadline, max_attempts,
+        f"sts:AssumeRole for {identity.role_arn}", deadline, max_attempts, patient=deadline.fallback is None,
     )
     return _from_sts(result["Credentials"]), as_keyed
 
