@@ -6,7 +6,6 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -216,13 +215,13 @@ def test_unknown_setting_rejected(stub: StubClient) -> None:
 
 
 def test_concurrent_clients(stub: StubClient) -> None:
-    # Every client is answered while all 50 are connected at once: each waits at a barrier that only
-    # opens when all have fetched, so a stub serving one request at a time could not get through.
-    barrier = threading.Barrier(50, timeout=60)
+    # The stub holds every call until 50 are in flight at once: a stub serving one request at a time
+    # could never answer any of them (its barrier breaks after 30 s and every call fails).
+    stub.configure(barrier_parties=50)
 
     def fetch(_: int) -> str:
-        token = _client("ecr", stub.url).get_authorization_token()["authorizationData"][0]
-        barrier.wait()
+        client = _client("ecr", stub.url, retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=60)
+        token = client.get_authorization_token()["authorizationData"][0]
         return _decode(token["authorizationToken"])[1]
 
     with ThreadPoolExecutor(50) as pool:
