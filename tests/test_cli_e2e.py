@@ -147,7 +147,11 @@ def test_a_mirror_answers_only_for_its_exact_host_and_port(
                                   "mirror.example.com:5000/=123456789012.dkr.ecr.us-east-1.amazonaws.com",
                                   "https://mirror.example.com=123456789012.dkr.ecr.us-east-1.amazonaws.com",
                                   "user@mirror.example.com=123456789012.dkr.ecr.us-east-1.amazonaws.com",
-                                  "mirror.example.com=123456789012.dkr.ecr.us-east-1.amazonaws.com/x"])
+                                  "mirror.example.com=123456789012.dkr.ecr.us-east-1.amazonaws.com/x",
+                                  "[::1]:5000=123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                                  "mirror.example.com:99999=123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                                  "bad_host.example=123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                                  " mirror.example.com=123456789012.dkr.ecr.us-east-1.amazonaws.com"])
 def test_bad_mirror_flag(run_provider: RunProvider, stub: StubClient, spec: str) -> None:
     line = failed(run_provider(make_request("mirror.example.com/app"), "--mirror", spec), 2)
     assert "--mirror" in line

@@ -166,7 +166,10 @@ def parse_mirrors(specs: list[str]) -> dict[str, str]:
         # Only a registry host (and port) is matched, exactly: a path or scheme would be dropped.
         if "://" in mirror or "/" in mirror or "@" in mirror:
             raise BadInputError(f"--mirror {spec!r}: {mirror!r} must be HOST[:PORT], without scheme or path")
-        ref = parse_image(mirror + "/x")
+        try:
+            ref = parse_image(mirror + "/x")
+        except BadInputError as exc:
+            raise BadInputError(f"--mirror {spec!r}: {exc}".replace("image registry", "mirror")) from None
         if ref.host == "docker.io" and "." not in mirror:
             raise BadInputError(f"--mirror {spec!r}: {mirror!r} is not a registry host")
         if classify_host(target) is None:
