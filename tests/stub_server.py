@@ -80,6 +80,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # ECR's GetAuthorizationToken quota, per account and region: {"rate": calls/s, "burst": N}, a
     # token bucket; calls over it get 400 ThrottlingException and consume nothing. None: unlimited.
     "rate_limit": None,
+    # > 0: each ECR/ECR Public call waits until this many calls are in flight at once (a barrier,
+    # 30 s at most, then 500): proves that callers really are served concurrently.
+    "barrier_parties": 0,
 }
 
 
@@ -144,6 +147,7 @@ class StubState:
         self._identities: dict[str, IssuedIdentity] = {}
         self._generation = 0  # bumped by reset(): a call still in flight then belongs to an old test
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (account, region) -> (tokens, at)
+        self._barrier: threading.Barrier | None = None
 
     def generation(self) -> int:
         with self._lock:
@@ -156,6 +160,9 @@ class StubState:
             self._config = dict(DEFAULT_CONFIG)
             self._identities.clear()
             self._buckets.clear()
+            if self._barrier is not None:
+                self._barrier.abort()
+            self._barrier = None
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(settings) - set(DEFAULT_CONFIG))
@@ -171,7 +178,22 @@ class StubState:
             self._config.update(settings)
             if "rate_limit" in settings:
                 self._buckets.clear()
+            if "barrier_parties" in settings:
+                parties = int(settings["barrier_parties"] or 0)
+                self._barrier = threading.Barrier(parties, timeout=30) if parties > 0 else None
             return dict(self._config)
+
+    def wait_at_barrier(self) -> bool:
+        """Wait for the configured number of concurrent calls; False if they never all arrived."""
+        with self._lock:
+            barrier = self._barrier
+        if barrier is None:
+            return True
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            return False
+        return True
 
     def config(self) -> dict[str, Any]:
         with self._lock:
@@ -361,6 +383,8 @@ class _Handler(BaseHTTPRequestHandler):
             delay = float(self._state.config()["delay_seconds"] or 0)
             if delay > 0:
                 time.sleep(delay)
+            if not self._state.wait_at_barrier():
+                raise StubError(500, "ServerException", "stub barrier: the other concurrent calls never arrived")
             account = self._state.identity(caller.access_key_id).account_id
             failure = self._state.take_failure(record["_generation"], (account, caller.region or "us-east-1"))
             if failure is not None:

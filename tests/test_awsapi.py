@@ -160,6 +160,14 @@ def test_throttling_is_retried_until_the_deadline_with_jittered_pauses() -> None
     assert clock.sleeps[:4] == [0.5, 1.0, 2.0, 4.0]  # botocore's throttling backoff: 1 s * 2^i * rand
 
 
+def test_with_a_cached_token_to_fall_back_on_throttling_is_not_waited_out() -> None:
+    deadline, clock = fake_deadline(55)
+    attempts = Attempts(*[throttled() for _ in range(100)])
+    with pytest.raises(UnavailableError, match=r"ThrottlingException.*3 attempts"):
+        call_with_retries(attempts, "x", deadline, max_attempts=3, rng=lambda: 1.0, patient=False)
+    assert attempts.calls == 3 and clock.now - 1000.0 < 5
+
+
 def test_throttling_then_success_returns_the_answer() -> None:
     deadline, _clock = fake_deadline(55)
     attempts = Attempts(throttled(), throttled(), client_error("ServiceUnavailableException", 503))

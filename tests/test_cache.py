@@ -843,3 +843,24 @@ def test_prepare_refuses_a_directory_whose_parent_another_user_owns(
     (parent / "cache").mkdir(mode=0o700)
     assert prepare_cache_dir(parent / "cache") is None
     assert f"owned by uid {NOBODY}" in warnings_log()
+
+
+def test_a_readable_directory_holding_other_files_is_refused_not_made_private(
+    tmp_path: Path, warnings_log: Callable[[], str]
+) -> None:
+    # `--cache-dir /var/cache` (a shared parent) must not be chmod-ed to 0700 under other services.
+    shared = tmp_path / "var-cache"
+    (shared / "apt").mkdir(parents=True)
+    shared.chmod(0o755)
+    assert prepare_cache_dir(shared) is None
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert "not a cache file" in warnings_log()
+
+
+def test_a_readable_directory_holding_only_cache_files_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    TokenCache(directory, FRESH).get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=1)
+    directory.chmod(0o755)
+    assert prepare_cache_dir(directory) == directory
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700

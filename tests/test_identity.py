@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from ecr_kubelet.errors import AuthError, BadInputError
@@ -86,3 +88,10 @@ def test_session_name_is_valid_for_sts() -> None:
     name = session_name(long)
     assert 2 <= len(name) <= 64 and " " not in name
     assert session_name(Identity(mode="node")) == "ecr-credential-provider"
+
+
+def test_a_token_with_a_deeply_nested_payload_is_just_not_a_jwt() -> None:
+    payload = base64.urlsafe_b64encode(b"[" * 12000).rstrip(b"=").decode()
+    token = f"eyJhbGciOiJub25lIn0.{payload}.sig"
+    assert jwt_claims(token) is None
+    assert plan_identity(token, ANNOTATION, Options()).fingerprint() is None

@@ -6,7 +6,6 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -43,13 +42,15 @@ def _decode(token: str) -> tuple[str, str]:
 
 
 def test_ecr_token(stub: StubClient) -> None:
+    before = time.time()
     resp = _client("ecr", stub.url, region="eu-west-1").get_authorization_token()
+    after = time.time()
     (data,) = resp["authorizationData"]
     user, password = _decode(data["authorizationToken"])
     assert user == "AWS"
     assert data["proxyEndpoint"] == "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
-    remaining = data["expiresAt"].timestamp() - time.time()
-    assert 12 * 3600 - 60 < remaining <= 12 * 3600
+    # 12 h from when the stub answered (expiresAt has whole-second precision on the wire)
+    assert before + 12 * 3600 - 1 <= data["expiresAt"].timestamp() <= after + 12 * 3600
 
     (call,) = stub.calls()
     assert call["service"] == "ecr" and call["action"] == "GetAuthorizationToken"
@@ -87,8 +88,9 @@ def test_expiry_settings(stub: StubClient) -> None:
     stub.configure(expires_at=None, omit_expires_at=True)
     assert "expiresAt" not in ecr.get_authorization_token()["authorizationData"][0]
     stub.configure(omit_expires_at=False, token_lifetime_seconds=600)
+    before = time.time()
     expires = ecr.get_authorization_token()["authorizationData"][0]["expiresAt"].timestamp()
-    assert 590 < expires - time.time() <= 600
+    assert before + 600 - 1 <= expires <= time.time() + 600
 
 
 def test_malformed_token(stub: StubClient) -> None:
@@ -110,12 +112,13 @@ def test_configured_password_is_issued_and_recorded(stub: StubClient) -> None:
 def test_web_identity(stub: StubClient) -> None:
     jwt = make_jwt("system:serviceaccount:team:puller")
     sts = _client("sts", stub.url)
+    before = time.time()
     resp = sts.assume_role_with_web_identity(
         RoleArn="arn:aws:iam::210987654321:role/pull", RoleSessionName="s1", WebIdentityToken=jwt
     )
     creds = resp["Credentials"]
     assert creds["AccessKeyId"].startswith("ASIA")
-    assert 3500 < creds["Expiration"].timestamp() - time.time() <= 3600
+    assert before + 3600 - 1 <= creds["Expiration"].timestamp() <= time.time() + 3600
     assert resp["AssumedRoleUser"]["Arn"] == "arn:aws:sts::210987654321:assumed-role/pull/s1"
 
     (call,) = stub.calls(service="sts")
@@ -221,13 +224,13 @@ def test_unknown_setting_rejected(stub: StubClient) -> None:
 
 
 def test_concurrent_clients(stub: StubClient) -> None:
-    # Every client is answered while all 50 are connected at once: each waits at a barrier that only
-    # opens when all have fetched, so a stub serving one request at a time could not get through.
-    barrier = threading.Barrier(50, timeout=60)
+    # The stub holds every call until 50 are in flight at once: a stub serving one request at a time
+    # could never answer any of them (its barrier breaks after 30 s and every call fails).
+    stub.configure(barrier_parties=50)
 
     def fetch(_: int) -> str:
-        token = _client("ecr", stub.url).get_authorization_token()["authorizationData"][0]
-        barrier.wait()
+        client = _client("ecr", stub.url, retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=60)
+        token = client.get_authorization_token()["authorizationData"][0]
         return _decode(token["authorizationToken"])[1]
 
     with ThreadPoolExecutor(50) as pool:

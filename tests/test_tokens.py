@@ -34,6 +34,17 @@ def test_decoded_password_is_registered_as_a_secret() -> None:
     assert redact.scrub(f"x {password} y") == "x <redacted> y"
 
 
-@given(st.text(min_size=1, alphabet=st.characters(blacklist_characters=":")), st.text(min_size=1))
+_PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+
+
+@given(st.text(min_size=1, max_size=256, alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E,
+                                                                blacklist_characters=":")),
+       st.text(min_size=1, max_size=4096, alphabet=_PRINTABLE))
 def test_round_trip(user: str, password: str) -> None:
     assert decode_authorization_token(b64(f"{user}:{password}")) == (user, password)
+
+
+@pytest.mark.parametrize("decoded", ["AWS:pass\nword", "AWS:pass\x00word", "A\tWS:password", "AWS:" + "p" * 20000])
+def test_tokens_the_cache_would_refuse_are_malformed(decoded: str) -> None:
+    with pytest.raises(MalformedTokenError, match="control characters or oversized"):
+        decode_authorization_token(base64.b64encode(decoded.encode()).decode())

@@ -170,6 +170,16 @@ def test_an_empty_path_is_a_usage_error_not_the_working_directory(args: tuple[st
     assert "config directory" not in result.stdout
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a":' * 100_000, "a: " + "[" * 100_000],
+                         ids=["json-array", "json-object", "yaml"])
+def test_a_deeply_nested_config_is_an_error_not_a_crash(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    result = run(str(path))
+    assert result.returncode == 1 and "nested too deeply" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_sa_token_gate_flag() -> None:
     path = EXAMPLES / "service-account.yaml"
     assert run(str(path)).returncode == 0

@@ -137,12 +137,13 @@ class _Throttled(ThrottlingErrorDetector):
 
 
 def call_with_retries(call: Callable[[Deadline], T], action: str, deadline: Deadline, max_attempts: int,
-                      rng: Callable[[], float] = random.random) -> T:
+                      rng: Callable[[], float] = random.random, *, patient: bool = True) -> T:
     """Run `call` (one AWS attempt, its timeouts sized from the deadline) until it succeeds.
 
-    Throttled attempts are retried until the deadline; other retryable failures at most
-    `max_attempts` times in all; anything else fails at once. Pauses are botocore's jittered
-    exponential backoff.
+    Throttled attempts are retried until the deadline (unless not `patient`: the run has a
+    still-valid cached token to answer with, so throttling counts like any other failure); other
+    retryable failures at most `max_attempts` times in all; anything else fails at once. Pauses are
+    botocore's jittered exponential backoff.
     """
     throttle_backoff = ExponentialBackoff(max_backoff=THROTTLE_MAX_BACKOFF, random=rng,
                                           throttling_detector=_Throttled())
@@ -159,12 +160,12 @@ def call_with_retries(call: Callable[[Deadline], T], action: str, deadline: Dead
             kind = retry_kind(exc)
             if kind is None:
                 raise translate_error(exc, action) from None
-            if kind == "transient":
+            if kind == "transient" or not patient:
                 other_failures += 1
             context = _retry_context(exc, attempt)
             assert context is not None
             delay = (throttle_backoff if kind == "throttled" else other_backoff).delay_amount(context)
-            if kind == "transient" and other_failures >= max_attempts:
+            if (kind == "transient" or not patient) and other_failures >= max_attempts:
                 raise _gave_up(exc, action, attempt, deadline, "attempts") from None
             if deadline.remaining() < 2 * MIN_ATTEMPT_SECONDS:
                 raise _gave_up(exc, action, attempt, deadline, "deadline") from None

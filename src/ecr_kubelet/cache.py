@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from typing import Any, Literal
 from cachetools import TLRUCache
 
 from ecr_kubelet.errors import UnavailableError
-from ecr_kubelet.tokens import Token
+from ecr_kubelet.tokens import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +334,8 @@ def _read_at_most(fd: int, limit: int) -> bytes:
 
 
 # Bounds on a cache entry: it describes an ECR token, which lives 12 hours at most.
-MAX_TOKEN_LIFETIME = 12 * 3600.0
-CLOCK_SKEW = 60.0
-_MAX_USERNAME = 256
-_MAX_PASSWORD = 16 * 1024
+_MAX_USERNAME = MAX_USERNAME
+_MAX_PASSWORD = MAX_PASSWORD
 
 
 def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
@@ -407,6 +406,18 @@ def default_cache_dir() -> Path:
     return Path(home) / ".cache" / "ecr-credential-provider"
 
 
+_CACHE_FILE = re.compile(r"[0-9a-f]{40}\.(?:json|lock|attempts)|\.tmp-.*")
+
+
+def _foreign_entry(directory: Path) -> str | None:
+    """The name of something in the directory that this cache did not write, if any."""
+    try:
+        with os.scandir(directory) as entries:
+            return next((e.name for e in entries if not _CACHE_FILE.fullmatch(e.name)), None)
+    except OSError as exc:
+        return f"<unlistable: {exc.strerror}>"
+
+
 def _unsafe_ancestor(directory: Path) -> str | None:
     """Why someone other than us (or root) could swap the directory out from under us, if they could.
 
@@ -451,7 +462,13 @@ def prepare_cache_dir(directory: Path) -> Path | None:
         log.warning("token cache disabled: refusing %s because %s", directory, problem)
         return None
     if info.st_mode & 0o077:
-        # Ours and not writable by others, only readable: make it private as it should be.
+        # Ours and not writable by others, only readable: make it private as it should be, but only
+        # if it is a cache directory (an operator's `--cache-dir /var/cache` must not lock out others).
+        foreign = _foreign_entry(directory)
+        if foreign is not None:
+            log.warning("token cache disabled: %s is readable by others and holds %r, which is not a cache "
+                        "file: not making it private (use a dedicated directory)", directory, foreign)
+            return None
         try:
             os.chmod(directory, 0o700, follow_symlinks=False)
         except (OSError, NotImplementedError) as exc:

@@ -137,11 +137,21 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
         raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
     try:
         margin = parse_go_duration(args.expiry_margin)
+    except DurationError as exc:
+        raise BadInputError(f"--expiry-margin: {exc}") from None
+    try:
         timeout = parse_go_duration(args.timeout)
     except DurationError as exc:
-        raise BadInputError(str(exc)) from None
-    if margin < 0 or not 0 < timeout <= MAX_TIMEOUT:
-        raise BadInputError(f"--expiry-margin must be >= 0 and --timeout between 0 and {MAX_TIMEOUT:g}s")
+        raise BadInputError(f"--timeout: {exc}") from None
+    if margin < 0:
+        raise BadInputError(f"--expiry-margin must not be negative, got {args.expiry_margin!r}")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise BadInputError(f"--timeout must be more than 0s and at most {MAX_TIMEOUT:g}s (the kubelet kills plugins "
+                            f"at 60s), got {args.timeout!r}")
+    if args.role_arn == "":  # given empty on the command line (an empty AWS_ECR_ROLE_ARN means unset)
+        raise BadInputError("--role-arn must not be empty")
+    if any(not key for key in args.sa_role_annotation or ()):
+        raise BadInputError("--sa-role-annotation must not be empty")
     if args.role_arn:
         from ecr_kubelet.identity import ROLE_ARN
 
@@ -174,7 +184,10 @@ def parse_mirrors(specs: list[str]) -> dict[str, str]:
         # Only a registry host (and port) is matched, exactly: a path or scheme would be dropped.
         if "://" in mirror or "/" in mirror or "@" in mirror:
             raise BadInputError(f"--mirror {spec!r}: {mirror!r} must be HOST[:PORT], without scheme or path")
-        ref = parse_image(mirror + "/x")
+        try:
+            ref = parse_image(mirror + "/x")
+        except BadInputError as exc:
+            raise BadInputError(f"--mirror {spec!r}: {exc}".replace("image registry", "mirror")) from None
         if ref.host == "docker.io" and "." not in mirror:
             raise BadInputError(f"--mirror {spec!r}: {mirror!r} is not a registry host")
         if classify_host(target) is None:

@@ -76,6 +76,8 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
                     f"serviceAccountToken must be {low} to {high} characters for sts:AssumeRoleWithWebIdentity, "
                     f"got {len(token)}"
                 )
+            if not (token.isascii() and token.isprintable() and " " not in token):
+                raise BadInputError("serviceAccountToken must be printable ASCII without spaces (a JWT)")
             return Identity(mode="service-account", role_arn=role, web_identity_token=token,
                             claims=jwt_claims(token))
         if options.sa_without_role == "fail":
@@ -99,7 +101,7 @@ def jwt_claims(token: str) -> dict[str, str] | None:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # the token is the request's: anything goes
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("sub"), str):
         return None
@@ -139,7 +141,7 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
                 RoleArn=identity.role_arn, RoleSessionName=session_name(identity),
                 WebIdentityToken=identity.web_identity_token,
             ),
-            action, deadline, max_attempts,
+            action, deadline, max_attempts, patient=deadline.fallback is None,
         )
         return _from_sts(result["Credentials"]), True
     try:
@@ -160,7 +162,7 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
         return frozen, as_keyed
     result = call_with_retries(
         lambda current: sts(current).assume_role(RoleArn=identity.role_arn, RoleSessionName=session_name(identity)),
-        f"sts:AssumeRole for {identity.role_arn}", deadline, max_attempts,
+        f"sts:AssumeRole for {identity.role_arn}", deadline, max_attempts, patient=deadline.fallback is None,
     )
     return _from_sts(result["Credentials"]), as_keyed
 

@@ -301,6 +301,8 @@ def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument
         return DecodedDocument(issues=[ConfigIssue("", f"{exc} (the kubelet decodes strictly)", file)])
     except ValueError as exc:
         return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: {exc}", file)])
+    except RecursionError:
+        return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: nested too deeply", file)])
 
     if not isinstance(doc, dict):
         return DecodedDocument(issues=[ConfigIssue("", f"expected a {CONFIG_KIND} object, got {_describe(doc)}", file)])

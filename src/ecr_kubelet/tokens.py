@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 # An ECR authorization token lives 12 hours at most (less with short-lived credentials).
 MAX_TOKEN_LIFETIME = 12 * 3600.0
 CLOCK_SKEW = 60.0  # tolerated between this node's clock and AWS's
+MAX_USERNAME = 256
+MAX_PASSWORD = 16 * 1024
+
+
+def _is_text(value: str, limit: int) -> bool:
+    return 0 < len(value) <= limit and value.isascii() and value.isprintable()
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,20 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
     username, sep, password = decoded.partition(":")
     if not sep or not username or not password:
         raise MalformedTokenError("ECR returned an authorization token that is not of the form user:password")
+    # What the cache accepts back (printable ASCII, bounded), so a token is never fetched to be refused.
+    if not (_is_text(username, MAX_USERNAME) and _is_text(password, MAX_PASSWORD)):
+        raise MalformedTokenError("ECR returned an authorization token with control characters or oversized parts")
     redact.register(password)
     return username, password
 
 
 def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
                 max_attempts: int) -> Token:
-    """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity."""
+    """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity.
+
+    With a still-valid cached token to fall back on (`deadline.fallback`), a throttled call is not
+    retried for the whole window: answering from the cache soon beats answering fresh at 57 s.
+    """
     from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
 
     creds, cacheable = credentials_for(identity, registry, session, deadline, max_attempts)
@@ -76,7 +89,7 @@ def fetch_token(registry: Registry, identity: Identity, session: Session, deadli
         return entries[0] if entries else {}
 
     log.debug("calling %s as %s", action, identity.describe())
-    data = call_with_retries(attempt, action, deadline, max_attempts)
+    data = call_with_retries(attempt, action, deadline, max_attempts, patient=deadline.fallback is None)
     if not isinstance(data, dict):
         raise MalformedTokenError(f"{action} returned no authorization data")
     encoded = data.get("authorizationToken")
