@@ -74,6 +74,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fail_all": False,  # every ECR/ECR Public call: 503 ServiceUnavailableException
     "deny": False,  # every ECR/ECR Public call: 400 AccessDeniedException
     "deny_web_identity": False,  # AssumeRoleWithWebIdentity: 403 AccessDenied
+    "deny_assume_role": [],  # AssumeRole of these role ARNs ("*": every role): 403 AccessDenied
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
     "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
     "password": None,  # a string: every token carries this password (a real registry's htpasswd knows it)
@@ -415,6 +416,9 @@ class _Handler(BaseHTTPRequestHandler):
                     raise StubError(
                         403, "MissingAuthenticationToken", "Request is missing Authentication Token"
                     )
+                denied = self._state.config()["deny_assume_role"]
+                if "*" in denied or params.get("RoleArn") in denied:
+                    raise StubError(403, "AccessDenied", "Not authorized to perform sts:AssumeRole")
                 result = self._assume(params, record, None)
             elif action == "AssumeRoleWithWebIdentity":
                 claims = decode_jwt_claims(params.get("WebIdentityToken", ""))

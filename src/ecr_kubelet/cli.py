@@ -48,7 +48,8 @@ def flag_defaults(helper: bool = False) -> dict[str, Any]:
     return {
         "version": False, "verbose": verbose, "klog_verbosity": 0,
         "role_arn": env.get("AWS_ECR_ROLE_ARN") or None,
-        "sa_role_annotation": None, "sa_without_role": "node", "mirror": [],
+        "sa_role_annotation": None, "sa_without_role": "node", "mirror": [], "registry_role": [],
+        "metrics_file": Path(env["ECR_KUBELET_METRICS_FILE"]) if env.get("ECR_KUBELET_METRICS_FILE") else None,
         "refresh_fraction": 0.5, "expiry_margin": "5m0s",
         "cache_dir": Path(env_cache_dir) if env_cache_dir else None,
         "no_cache": no_cache, "timeout": timeout,
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", action="append", metavar="HOST=ECR_HOST",
                         help="answer for mirror HOST[:PORT] with the credentials of ECR registry ECR_HOST "
                         "(repeatable)")
+    parser.add_argument("--registry-role", action="append", metavar="REGISTRY=ROLE_ARN",
+                        help="fetch tokens for REGISTRY (a 12-digit account id or an ECR registry host) with "
+                        "credentials from sts:AssumeRole of ROLE_ARN, assumed with the node identity (after "
+                        "--role-arn); repeatable; also env ECR_KUBELET_REGISTRY_ROLES (comma-separated)")
+    parser.add_argument("--metrics-file", type=Path, metavar="PATH",
+                        help="keep Prometheus counters of every run in this file, for node_exporter's textfile "
+                        "collector (env ECR_KUBELET_METRICS_FILE)")
     parser.add_argument("--refresh-fraction", type=float, metavar="F",
                         help="refresh a token after this share of its lifetime (0 < F <= 1, default 0.5); "
                         "the cacheDuration we return ends there")
@@ -110,6 +118,11 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
     args: Any = build_parser().parse_args(argv) if argv else SimpleNamespace(**flag_defaults(helper))
     if args.version:
         return None
+    return options_from_args(args)
+
+
+def options_from_args(args: Any) -> Options:
+    """Check the parsed flags (with their environment defaults) and turn them into Options."""
     if not 0 < args.refresh_fraction <= 1:
         raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
     try:
@@ -131,12 +144,26 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
         sa_role_annotations=tuple(args.sa_role_annotation or DEFAULT_SA_ROLE_ANNOTATIONS),
         sa_without_role=args.sa_without_role,
         mirrors=parse_mirrors(args.mirror),
+        registry_roles=_registry_roles(args.registry_role),
+        metrics_file=args.metrics_file,
         refresh_fraction=args.refresh_fraction,
         expiry_margin=margin,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         timeout=timeout,
         verbosity=max(args.verbose, 2 if args.klog_verbosity >= 4 else 1 if args.klog_verbosity >= 2 else 0),
     )
+
+
+def _registry_roles(flags: list[str]) -> dict[str, str]:
+    """ECR_KUBELET_REGISTRY_ROLES, then --registry-role: a flag wins over the variable for one registry."""
+    from ecr_kubelet import roles
+
+    env = os.environ.get(roles.ENV_VARIABLE)
+    if not env and not flags:
+        return {}
+    mapped = roles.parse_registry_roles(roles.split_env(env), roles.ENV_VARIABLE)
+    mapped.update(roles.parse_registry_roles(flags))
+    return mapped
 
 
 def parse_mirrors(specs: list[str]) -> dict[str, str]:

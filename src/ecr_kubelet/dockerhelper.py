@@ -8,7 +8,8 @@ what every host that is not an ECR registry gets, so no ECR token is ever sent t
 
 Configuration comes from the environment only (Docker passes no flags), read once by
 `cli.parse_options(helper=True)`: the kubelet mode's defaults plus AWS_ECR_CACHE_DIR, AWS_ECR_DISABLE_CACHE,
-ECR_KUBELET_TIMEOUT and ECR_KUBELET_VERBOSE. Standard library only at module level: this runs on every pull.
+ECR_KUBELET_TIMEOUT, ECR_KUBELET_VERBOSE and
+ECR_KUBELET_REGISTRY_ROLES. Standard library only at module level: this runs on every pull.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ NOT_IMPLEMENTED = "not implemented"  # what docker-credential-ecr-login answers 
 USAGE = f"Usage: {HELPER_PROG} <store|get|erase|list|version>"
 MAX_INPUT_BYTES = 64 * 1024
 EXIT_FAILED = 1  # the protocol's failure exit, also for "not found"
-FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT"}
+FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT",
+                  "--registry-role": "ECR_KUBELET_REGISTRY_ROLES", "--metrics-file": "ECR_KUBELET_METRICS_FILE"}
 
 
 class CredentialsNotFound(Exception):
@@ -117,6 +119,10 @@ def _get(server_url: str, options: Options) -> bytes:
         log.info("%s is not an ECR registry: no credentials", ref.auth_key)
         raise CredentialsNotFound
     identity = plan_identity(None, {}, options)
+    if options.registry_roles:
+        from ecr_kubelet import roles
+
+        identity = roles.apply(identity, registry, options.registry_roles)
     log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
 
     def respond(token: Token, _outcome: str) -> bytes:

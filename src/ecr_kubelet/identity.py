@@ -42,9 +42,16 @@ class Identity:
     role_arn: str | None = None
     web_identity_token: str | None = field(default=None, repr=False)
     claims: dict[str, str] | None = None  # iss, sub, aud of the service-account token
+    registry_role: str | None = None  # per-registry role (roles.py), assumed as this identity's last hop
 
     def fingerprint(self) -> str | None:
         """A stable, secret-free name for this identity in cache keys, or None if it cannot be cached."""
+        base = self._base_fingerprint()
+        if self.registry_role is None or base is None:
+            return base
+        return f"registry-role={self.registry_role};via={base}"
+
+    def _base_fingerprint(self) -> str | None:
         node = node_fingerprint()
         if self.mode == "node":
             return node
@@ -56,6 +63,9 @@ class Identity:
         return f"web-identity={self.role_arn};iss={c['iss']};sub={c['sub']};aud={c['aud']}"
 
     def describe(self) -> str:
+        if self.registry_role is not None:
+            base = "node credentials" if self.mode == "node" else f"node credentials via {self.role_arn}"
+            return f"{base} assuming registry role {self.registry_role}"
         if self.mode == "node":
             return "node credentials"
         if self.mode == "role":

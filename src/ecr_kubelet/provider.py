@@ -34,6 +34,10 @@ def answer(request: Request, options: Options) -> Answer:
         log.info("%s is neither an ECR registry nor a configured mirror: no credentials", image.auth_key)
         return Answer(auth={}, cache_duration=None)
     identity = plan_identity(request.service_account_token, request.service_account_annotations, options)
+    if options.registry_roles:
+        from ecr_kubelet import roles
+
+        identity = roles.apply(identity, registry, options.registry_roles)
     log.info("%s: %s, as %s", image.auth_key, registry.describe(), identity.describe())
     freshness = Freshness(options.refresh_fraction, options.expiry_margin)
 
@@ -108,6 +112,10 @@ def _fetch(registry: Registry, identity: Identity) -> Token:
             raise NoPublicCredentials(
                 f"public ECR authenticates only in the aws partition; this node is in {partition}"
             )
+    if identity.registry_role is not None:
+        from ecr_kubelet import roles
+
+        return roles.fetch_token(registry, identity, session)
     # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
     # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
     return fetch_token(registry, identity, session)

@@ -15,6 +15,7 @@ from ecr_kubelet.identity import Identity, credentials_for
 from ecr_kubelet.registry import Registry
 
 if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
     return username, password
 
 
-def fetch_token(registry: Registry, identity: Identity, session: Session) -> Token:
-    """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity."""
+def fetch_token(registry: Registry, identity: Identity, session: Session,
+                credentials: ReadOnlyCredentials | None = None) -> Token:
+    """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity (whose
+    `credentials` the caller may have resolved already)."""
     from ecr_kubelet.awsapi import client_config, translate_error
 
-    creds = credentials_for(identity, registry, session)
+    creds = credentials if credentials is not None else credentials_for(identity, registry, session)
     action = f"{registry.service}:GetAuthorizationToken in {registry.region}"
     try:
         client: Any = session.create_client(
