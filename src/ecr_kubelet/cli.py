@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ecr_kubelet import __version__, deadline, redact
 from ecr_kubelet.durations import DurationError, parse_go_duration
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.observe import Observer
 from ecr_kubelet.options import DEFAULT_SA_ROLE_ANNOTATIONS, Options
 
 if TYPE_CHECKING:
@@ -218,26 +219,39 @@ def main(argv: list[str] | None = None) -> int:
         return int(validate_main(argv[1:]))
     redact.register_environment()
     verbose = any(a in ("-v", "--verbose") or a.startswith(("-vv", "--v=")) for a in argv)
+    options: Options | None = None
+    observer = Observer()
     try:
         options = parse_options(argv)
         if options is None:
             print(f"{PROG} {__version__} (commit {build_commit()})")
             return 0
         configure_logging(options.verbosity)
-        output = _answer_stdin(options)
+        output = _answer_stdin(options, observer)
     except ProviderError as exc:
         print_error(str(exc))
+        record_metrics(options, observer, "kubelet", exc.exit_code)
         return exc.exit_code
     except Exception as exc:  # a bug: say what, not where, unless asked
         if verbose:
             log.exception("internal error")
         print_error(f"internal error: {type(exc).__name__}: {exc}")
+        record_metrics(options, observer, "kubelet", EXIT_INTERNAL)
         return EXIT_INTERNAL
     _write_stdout(output)
+    record_metrics(options, observer, "kubelet", 0)
     return 0
 
 
-def _answer_stdin(options: Options) -> bytes:
+def record_metrics(options: Options | None, observer: Observer, mode: str, exit_code: int) -> None:
+    """Count this run in the metrics file, if one is configured; never fails (metrics.record warns)."""
+    if options is not None and options.metrics_file is not None:
+        from ecr_kubelet import metrics
+
+        metrics.record(options.metrics_file, observer, mode, exit_code)
+
+
+def _answer_stdin(options: Options, observer: Observer) -> bytes:
     from ecr_kubelet.provider import answer
     from ecr_kubelet.wire import (
         API_VERSIONS,
@@ -257,8 +271,11 @@ def _answer_stdin(options: Options) -> bytes:
             assert isinstance(reply, Answer)
             log.warning("deadline reached while refreshing; answering with the cached token, still valid")
             _write_stdout(encode_response(api_version, reply))
+            observer.credentials, observer.stale = True, True
+            record_metrics(options, observer, "kubelet", 0)
             os._exit(0)
         print_error(f"gave up after {options.timeout:g}s: AWS did not answer in time (--timeout)")
+        record_metrics(options, observer, "kubelet", EXIT_UNAVAILABLE)
         os._exit(EXIT_UNAVAILABLE)
 
     deadline.arm(options.timeout, on_deadline)
@@ -270,7 +287,9 @@ def _answer_stdin(options: Options) -> bytes:
 
             request = validate_request(payload)
         api_version = request.api_version
-        return encode_response(request.api_version, answer(request, options))
+        reply = answer(request, options, observer)
+        observer.credentials = bool(reply.auth)
+        return encode_response(request.api_version, reply)
     finally:
         deadline.disarm()
 

@@ -20,8 +20,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from ecr_kubelet import deadline, redact
-from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options
+from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options, record_metrics
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, ProviderError
+from ecr_kubelet.observe import Observer
 
 if TYPE_CHECKING:
     from ecr_kubelet.options import Options
@@ -48,10 +49,22 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         return _fail(USAGE, EXIT_FAILED)
     verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
-    verbosity = 0
     try:
         options = _options()
-        verbosity = options.verbosity
+    except ProviderError as exc:
+        return _fail(f"{HELPER_PROG}: {exc}", exc.exit_code)
+    except Exception as exc:  # a bug: say what, not where
+        return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
+    observer = Observer()
+    code = _run(verb, options, observer)
+    if verb == "get":  # the only verb that looks anything up
+        record_metrics(options, observer, "docker-helper", code)
+    return code
+
+
+def _run(verb: str, options: Options, observer: Observer) -> int:
+    verbosity = options.verbosity
+    try:
         configure_logging(verbosity)
         if verb == "get":
             server_url = _read_stdin()
@@ -59,7 +72,7 @@ def main(args: list[str]) -> int:
                 raise CredentialsNotFound  # no registry name is that long
             if not server_url:
                 return _fail(MISSING_SERVER_URL, EXIT_FAILED)
-            output = _get(server_url, options)
+            output = _get(server_url, options, observer)
         elif verb == "list":
             output = b"{}\n"  # nothing is stored: every token is minted on demand (and cached) by `get`
         elif verb in ("store", "erase"):
@@ -75,6 +88,7 @@ def main(args: list[str]) -> int:
         else:
             return _fail(f"{HELPER_PROG}: unknown action: {verb}", EXIT_FAILED)
     except CredentialsNotFound:
+        observer.not_found = True
         return _fail(NOT_FOUND, EXIT_FAILED)
     except ProviderError as exc:
         return _fail(f"{HELPER_PROG}: {exc}", exc.exit_code)
@@ -101,7 +115,7 @@ def _options() -> Options:
     return options
 
 
-def _get(server_url: str, options: Options) -> bytes:
+def _get(server_url: str, options: Options, observer: Observer) -> bytes:
     from ecr_kubelet.cache import Freshness
     from ecr_kubelet.errors import BadInputError
     from ecr_kubelet.identity import plan_identity
@@ -135,20 +149,26 @@ def _get(server_url: str, options: Options) -> bytes:
             reply = produce()
             assert isinstance(reply, bytes)
             _write(reply)
+            observer.credentials, observer.stale = True, True
+            record_metrics(options, observer, "docker-helper", 0)
             os._exit(0)
-        os._exit(_fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
-                       EXIT_UNAVAILABLE))
+        code = _fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
+                     EXIT_UNAVAILABLE)
+        record_metrics(options, observer, "docker-helper", code)
+        os._exit(code)
 
     deadline.arm(options.timeout, on_deadline)
     try:
         token, outcome = obtain_token(registry, identity, options,
-                                      Freshness(options.refresh_fraction, options.expiry_margin), respond)
+                                      Freshness(options.refresh_fraction, options.expiry_margin), respond,
+                                      observer)
     except NoPublicCredentials as exc:
         log.info("%s; the client will pull anonymously", exc)
         raise CredentialsNotFound from None
     finally:
         deadline.disarm()
     log.info("token %s", outcome)
+    observer.credentials = True
     return respond(token, outcome)
 
 

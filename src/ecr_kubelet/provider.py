@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ecr_kubelet import deadline
 from ecr_kubelet.cache import Freshness, TokenCache, key_digest, prepare_cache_dir
@@ -15,6 +16,9 @@ from ecr_kubelet.options import Options
 from ecr_kubelet.registry import Registry, classify_host, configured_endpoint, parse_image
 from ecr_kubelet.tokens import Token
 from ecr_kubelet.wire import Answer, Request
+
+if TYPE_CHECKING:
+    from ecr_kubelet.observe import Observer
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ class NoPublicCredentials(ProviderError):
     """Public ECR cannot be authenticated to from this partition; anonymous pulls still work."""
 
 
-def answer(request: Request, options: Options) -> Answer:
+def answer(request: Request, options: Options, observer: Observer | None = None) -> Answer:
     image = parse_image(request.image)
     registry = resolve_registry(image.normalized_host, image.port, options.mirrors)
     if registry is None:
@@ -47,7 +51,7 @@ def answer(request: Request, options: Options) -> Answer:
         return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
 
     try:
-        token, outcome = obtain_token(registry, identity, options, freshness, respond)
+        token, outcome = obtain_token(registry, identity, options, freshness, respond, observer)
     except NoPublicCredentials as exc:
         log.warning("%s; the kubelet will pull anonymously", exc)
         return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
@@ -81,12 +85,16 @@ def cache_duration(token: Token, now: float, freshness: Freshness, *, stale: boo
 
 
 def obtain_token(registry: Registry, identity: Identity, options: Options, freshness: Freshness,
-                 respond: Callable[[Token, str], object]) -> tuple[Token, str]:
+                 respond: Callable[[Token, str], object],
+                 observer: Observer | None = None) -> tuple[Token, str]:
     """The token from the shared cache, or fetched once for every process that waits for it.
 
-    `respond` makes the answer of last resort from a still-valid cached token (see deadline)."""
+    `respond` makes the answer of last resort from a still-valid cached token (see deadline);
+    `observer` hears of the cache outcome and of every AWS call (metrics, diagnose)."""
     def fetch() -> Token:
-        return _fetch(registry, identity)
+        if observer is not None:
+            observer.cache = "miss"
+        return _fetch(registry, identity, observer)
 
     key = cache_key(registry, identity)
     if key is None:
@@ -98,14 +106,20 @@ def obtain_token(registry: Registry, identity: Identity, options: Options, fresh
         # Should AWS hang past the deadline, answer with this still-valid token instead of nothing.
         deadline.set_fallback(lambda: respond(cached, "stale"))
 
-    return cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2, on_usable=keep_as_fallback)
+    token, outcome = cache.get_or_fetch(key, fetch, lock_timeout=options.timeout / 2, on_usable=keep_as_fallback)
+    if observer is not None:
+        observer.cache = "hit" if outcome == "hit" else "miss"
+        observer.stale = outcome == "stale"
+    return token, outcome
 
 
-def _fetch(registry: Registry, identity: Identity) -> Token:
+def _fetch(registry: Registry, identity: Identity, observer: Observer | None = None) -> Token:
     from ecr_kubelet.awsapi import new_session
     from ecr_kubelet.tokens import fetch_token, node_partition
 
     session = new_session()  # one per miss: its loaders read botocore's data files once
+    if observer is not None:
+        observer.attach(session)
     if registry.kind == "public":
         partition = node_partition(session)
         if partition not in (None, "aws"):
