@@ -73,6 +73,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fail_next": 0,  # next N ECR/ECR Public calls: 500 ServerException
     "fail_all": False,  # every ECR/ECR Public call: 503 ServiceUnavailableException
     "deny": False,  # every ECR/ECR Public call: 400 AccessDeniedException
+    "clock_skew": False,  # every ECR/ECR Public call: 403 InvalidSignatureException "Signature expired"
     "deny_web_identity": False,  # AssumeRoleWithWebIdentity: 403 AccessDenied
     "deny_assume_role": [],  # AssumeRole of these role ARNs ("*": every role): 403 AccessDenied
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
@@ -176,6 +177,12 @@ class StubState:
             cfg = self._config
             if cfg["fail_all"]:
                 return StubError(503, "ServiceUnavailableException", "Service unavailable (stub outage)")
+            if cfg["clock_skew"]:
+                return StubError(
+                    403, "InvalidSignatureException",
+                    "Signature expired: 20260101T000000Z is now earlier than 20261201T000000Z "
+                    "(20261201T000000Z - 5 min.)",
+                )
             if cfg["deny"]:
                 return StubError(
                     400, "AccessDeniedException", "User is not authorized to perform GetAuthorizationToken"

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Kubelet image credential provider for Amazon ECR. Reads a CredentialProviderRequest "
         "on stdin and writes a CredentialProviderResponse on stdout. "
-        "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig.",
+        "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig; `diagnose IMAGE [flags]` "
+        "explains, for a person, what the plugin does for an image and why it fails.",
     )
     parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
     parser.add_argument("-v", "--verbose", action="count",
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         from ecr_kubelet.validate_config import main as validate_main
 
         return int(validate_main(argv[1:]))
+    if argv[:1] == ["diagnose"]:
+        from ecr_kubelet.diagnose import main as diagnose_main
+
+        return diagnose_main(argv[1:])
     redact.register_environment()
     verbose = any(a in ("-v", "--verbose") or a.startswith(("-vv", "--v=")) for a in argv)
     options: Options | None = None
