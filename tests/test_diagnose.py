@@ -173,3 +173,41 @@ def test_bad_usage_is_one_line_and_exit_2(diagnose: Diagnose, stub: StubClient, 
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert stub.calls() == []
+
+
+def test_a_denied_registry_role_points_at_the_trust_policy(diagnose: Diagnose, stub: StubClient) -> None:
+    stub.configure(deny_assume_role=[ROLE])
+    result = diagnose(f"{OTHER_HOST}/app", "--registry-role", f"{OTHER_HOST}={ROLE}")
+    assert result.returncode == 3, result.stdout
+    assert lines(result, "identity")[0].startswith(f"--registry-role maps {OTHER_HOST} to {ROLE}")
+    assert lines(result, "aws") == ["sts:AssumeRole: denied: AccessDenied, HTTP 403 (Not authorized to perform "
+                                    "sts:AssumeRole)"]
+    assert any(h.startswith("access denied by STS: the role's trust policy must allow the caller")
+               for h in lines(result, "hint"))
+    assert stub.calls("ecr") == []
+
+
+@pytest.mark.parametrize(("host", "endpoint"), [
+    (HOST, "https://api.ecr.us-east-1.amazonaws.com"),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "https://ecr-fips.us-gov-west-1.amazonaws.com"),
+    ("123456789012.dkr-ecr.eu-west-1.on.aws", "https://ecr.eu-west-1.api.aws"),
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "https://api.ecr.cn-north-1.amazonaws.com.cn"),
+])
+def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
+    host: str, endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process and without any AWS call: only the endpoint resolution runs.
+    from ecr_kubelet import diagnose as diag
+    from ecr_kubelet.awsapi import new_session
+    from ecr_kubelet.identity import Identity
+    from ecr_kubelet.registry import classify_host
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS", *diag.PROXY_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    registry = classify_host(host)
+    assert registry is not None
+    diag._explain_endpoints(new_session(), registry, Identity(mode="role", role_arn=ROLE))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"endpoint:  ecr: {endpoint} ({registry.partition} partition, {registry.variant})"
+    assert out[1].startswith("endpoint:  sts: https://sts.")
+    assert out[2] == "proxy:     none set (HTTPS_PROXY, NO_PROXY): direct connections"
