@@ -189,7 +189,7 @@ def test_two_roles_for_one_registry_is_a_usage_error(run_provider: RunProvider, 
 def test_roles_from_the_environment_and_a_flag_wins_over_it(
     run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str]
 ) -> None:
-    env = {**provider_env, "ECR_KUBELET_REGISTRY_ROLES": f"{PROD}={OTHER_ROLE}, {DEV_HOST}={DEV_ROLE}"}
+    env = {**provider_env, "ECR_KUBELET_REGISTRY_ROLES": f"{PROD}={OTHER_ROLE}; {DEV_HOST}={DEV_ROLE}"}
     password(run_provider(make_request(f"{DEV_HOST}/app"), env=env), DEV_HOST)
     password(run_provider(make_request(f"{PROD_HOST}/app"), "--registry-role", f"{PROD}={PROD_ROLE}", env=env),
              PROD_HOST)
@@ -208,7 +208,7 @@ def test_the_docker_helper_honours_the_roles_from_its_environment(
         return subprocess.run([str(helper), "get"], input=server, env=env, capture_output=True, text=True,
                               timeout=70, check=False)
 
-    env = {**provider_env, "ECR_KUBELET_REGISTRY_ROLES": f"{PROD}={PROD_ROLE}"}
+    env = {**provider_env, "ECR_KUBELET_REGISTRY_ROLES": f"{DEV_HOST}={DEV_ROLE},{PROD}={PROD_ROLE}"}
     result = get(f"https://{PROD_HOST}", env)
     assert result.returncode == 0, result.stdout
     [sts] = assume_calls(stub)

@@ -39,8 +39,9 @@ SESSION_NAME = "ecr-credential-provider"
 
 
 def split_env(value: str | None) -> list[str]:
-    """ECR_KUBELET_REGISTRY_ROLES: `REGISTRY=ROLE_ARN` entries separated by commas or white space."""
-    return [item for item in re.split(r"[,\s]+", value or "") if item]
+    """ECR_KUBELET_REGISTRY_ROLES: `REGISTRY=ROLE_ARN` entries separated by commas, semicolons or white
+    space (so a role whose name holds a comma can be mapped only with the flag)."""
+    return [item for item in re.split(r"[,;\s]+", value or "") if item]
 
 
 def parse_registry_roles(specs: list[str], source: str = "--registry-role") -> dict[str, str]:
