@@ -211,3 +211,11 @@ def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
     assert out[0] == f"endpoint:  ecr: {endpoint} ({registry.partition} partition, {registry.variant})"
     assert out[1].startswith("endpoint:  sts: https://sts.")
     assert out[2] == "proxy:     none set (HTTPS_PROXY, NO_PROXY): direct connections"
+
+
+def test_a_hung_endpoint_ends_at_the_deadline_with_the_diagnosis(diagnose: Diagnose, stub: StubClient) -> None:
+    stub.configure(delay_seconds=8)
+    result = diagnose(f"{HOST}/app", "--timeout", "2s")
+    assert result.returncode == 4, result.stdout
+    assert lines(result, "result") == ["FAILED (exit 4): no answer from AWS within --timeout 2s"]
+    assert any(h.startswith("endpoint unreachable or hanging:") for h in lines(result, "hint"))

@@ -117,13 +117,6 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         identity = roles.apply(identity, registry, options.registry_roles)
     _explain_identity(identity, registry, options, sa_token, annotations)
 
-    from ecr_kubelet.awsapi import new_session
-
-    session = new_session()
-    creds_ok = _explain_chain(session, identity)
-    _explain_endpoints(session, registry, identity)
-    _explain_cache(registry, identity, options)
-
     observer = Observer()
 
     def on_deadline() -> None:
@@ -131,15 +124,23 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
             f"{options.timeout:g}s")
         _explain_calls(observer)
         hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
-             "security groups), and the proxy settings")
+             "security groups), the instance metadata service, and the proxy settings")
         _proxy_hint()
         os._exit(EXIT_UNAVAILABLE)
+
+    # Resolving credentials may hang too (instance metadata, a credential_process): all under the deadline.
+    deadline.arm(options.timeout, on_deadline)
+    from ecr_kubelet.awsapi import new_session
+
+    session = new_session()
+    creds_ok = _explain_chain(session, identity)
+    _explain_endpoints(session, registry, identity)
+    _explain_cache(registry, identity, options)
 
     from ecr_kubelet.cache import Freshness
     from ecr_kubelet.provider import NoPublicCredentials, cache_duration, obtain_token
 
     freshness = Freshness(options.refresh_fraction, options.expiry_margin)
-    deadline.arm(options.timeout, on_deadline)
     try:
         token, outcome = obtain_token(registry, identity, options, freshness, lambda t, o: None, observer)
     except NoPublicCredentials as exc:
