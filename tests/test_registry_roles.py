@@ -259,3 +259,12 @@ def test_validate_config_accepts_good_registry_roles_and_names_each_bad_one(tmp_
     assert errors[0].startswith("error: providers[0].args[1]: --registry-role") and "not an IAM role ARN" in errors[0]
     assert errors[1].startswith("error: providers[0].args[3]:") and "neither a 12-digit" in errors[1]
     assert errors[2].startswith("error: providers[0].env: ECR_KUBELET_REGISTRY_ROLES 'oops'")
+
+
+def test_public_ecr_can_be_mapped_by_its_host(run_provider: RunProvider, stub: StubClient) -> None:
+    password(run_provider(make_request("public.ecr.aws/nginx/nginx"), "--registry-role",
+                          f"public.ecr.aws={PROD_ROLE}", "--registry-role", f"{PROD}={OTHER_ROLE}"), "public.ecr.aws")
+    [sts] = assume_calls(stub)
+    [public] = stub.calls("ecr-public")
+    assert sts["role_arn"] == PROD_ROLE and sts["region"] == "us-east-1"
+    assert public["access_key_id"] == sts["issued_access_key_id"]
