@@ -73,7 +73,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fail_next": 0,  # next N ECR/ECR Public calls: 500 ServerException
     "fail_all": False,  # every ECR/ECR Public call: 503 ServiceUnavailableException
     "deny": False,  # every ECR/ECR Public call: 400 AccessDeniedException
+    "clock_skew": False,  # every ECR/ECR Public call: 403 InvalidSignatureException "Signature expired"
     "deny_web_identity": False,  # AssumeRoleWithWebIdentity: 403 AccessDenied
+    "deny_assume_role": [],  # AssumeRole of these role ARNs ("*": every role): 403 AccessDenied
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
     "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
     "password": None,  # a string: every token carries this password (a real registry's htpasswd knows it)
@@ -219,6 +221,12 @@ class StubState:
                 self._buckets[quota_key] = (tokens - 1.0, now)
             if cfg["fail_all"]:
                 return StubError(503, "ServiceUnavailableException", "Service unavailable (stub outage)")
+            if cfg["clock_skew"]:
+                return StubError(
+                    403, "InvalidSignatureException",
+                    "Signature expired: 20260101T000000Z is now earlier than 20261201T000000Z "
+                    "(20261201T000000Z - 5 min.)",
+                )
             if cfg["deny"]:
                 return StubError(
                     400, "AccessDeniedException", "User is not authorized to perform GetAuthorizationToken"
@@ -462,6 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
                     raise StubError(
                         403, "MissingAuthenticationToken", "Request is missing Authentication Token"
                     )
+                denied = self._state.config()["deny_assume_role"]
+                if "*" in denied or params.get("RoleArn") in denied:
+                    raise StubError(403, "AccessDenied", "Not authorized to perform sts:AssumeRole")
                 result = self._assume(params, record, None)
             elif action == "AssumeRoleWithWebIdentity":
                 claims = decode_jwt_claims(params.get("WebIdentityToken", ""))

@@ -17,6 +17,7 @@ from ecr_kubelet import __version__, redact
 from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
 from ecr_kubelet.durations import DurationError, parse_go_duration
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.observe import Observer
 from ecr_kubelet.options import DEFAULT_SA_ROLE_ANNOTATIONS, Options
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ def flag_defaults(helper: bool = False) -> dict[str, Any]:
     return {
         "version": False, "verbose": verbose, "klog_verbosity": 0,
         "role_arn": env.get("AWS_ECR_ROLE_ARN") or None,
-        "sa_role_annotation": None, "sa_without_role": "node", "mirror": [],
+        "sa_role_annotation": None, "sa_without_role": "node", "mirror": [], "registry_role": [],
+        "metrics_file": None if env.get("ECR_KUBELET_METRICS_FILE") is None
+        else absolute_path(env["ECR_KUBELET_METRICS_FILE"], "ECR_KUBELET_METRICS_FILE"),
         "refresh_fraction": 0.5, "expiry_margin": "5m0s",
         "cache_dir": None if env_cache_dir is None else absolute_path(env_cache_dir, cache_dir_variable),
         "no_cache": no_cache, "timeout": timeout,
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Kubelet image credential provider for Amazon ECR. Reads a CredentialProviderRequest "
         "on stdin and writes a CredentialProviderResponse on stdout. "
-        "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig.",
+        "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig; `diagnose IMAGE [flags]` "
+        "explains, for a person, what the plugin does for an image and why it fails.",
     )
     parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
     parser.add_argument("-v", "--verbose", action="count",
@@ -89,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", action="append", metavar="HOST=ECR_HOST",
                         help="answer for mirror HOST[:PORT] with the credentials of ECR registry ECR_HOST "
                         "(repeatable)")
+    parser.add_argument("--registry-role", action="append", metavar="REGISTRY=ROLE_ARN",
+                        help="fetch tokens for REGISTRY (a 12-digit account id or an ECR registry host) with "
+                        "credentials from sts:AssumeRole of ROLE_ARN, assumed with the node identity (after "
+                        "--role-arn); repeatable; also env ECR_KUBELET_REGISTRY_ROLES (comma-separated)")
+    parser.add_argument("--metrics-file", type=lambda value: absolute_path(value, "--metrics-file"), metavar="PATH",
+                        help="keep Prometheus counters of every run in this file, for node_exporter's textfile "
+                        "collector (env ECR_KUBELET_METRICS_FILE)")
     parser.add_argument("--refresh-fraction", type=float, metavar="F",
                         help="refresh a token after this share of its lifetime (0 < F <= 1, default 0.5); "
                         "the cacheDuration we return ends there")
@@ -133,6 +144,11 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
     args: Any = build_parser().parse_args(argv) if argv else SimpleNamespace(**flag_defaults(helper))
     if args.version:
         return None
+    return options_from_args(args)
+
+
+def options_from_args(args: Any) -> Options:
+    """Check the parsed flags (with their environment defaults) and turn them into Options."""
     if not 0 < args.refresh_fraction <= 1:
         raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
     try:
@@ -164,6 +180,8 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
         sa_role_annotations=tuple(args.sa_role_annotation or DEFAULT_SA_ROLE_ANNOTATIONS),
         sa_without_role=args.sa_without_role,
         mirrors=parse_mirrors(args.mirror),
+        registry_roles=_registry_roles(args.registry_role),
+        metrics_file=args.metrics_file,
         refresh_fraction=args.refresh_fraction,
         expiry_margin=margin,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
@@ -171,6 +189,18 @@ def parse_options(argv: list[str], *, helper: bool = False) -> Options | None:
         max_attempts=max_attempts_from_env(),
         verbosity=max(args.verbose, 2 if args.klog_verbosity >= 4 else 1 if args.klog_verbosity >= 2 else 0),
     )
+
+
+def _registry_roles(flags: list[str]) -> dict[str, str]:
+    """ECR_KUBELET_REGISTRY_ROLES, then --registry-role: a flag wins over the variable for one registry."""
+    from ecr_kubelet import roles
+
+    env = os.environ.get(roles.ENV_VARIABLE)
+    if not env and not flags:
+        return {}
+    mapped = roles.parse_registry_roles(roles.split_env(env), roles.ENV_VARIABLE)
+    mapped.update(roles.parse_registry_roles(flags))
+    return mapped
 
 
 def parse_mirrors(specs: list[str]) -> dict[str, str]:
@@ -230,33 +260,58 @@ def main(argv: list[str] | None = None) -> int:
         from ecr_kubelet.validate_config import main as validate_main
 
         return int(validate_main(argv[1:]))
+    if argv[:1] == ["diagnose"]:
+        from ecr_kubelet.diagnose import main as diagnose_main
+
+        return diagnose_main(argv[1:])
     redact.register_environment()
     verbose = any(a in ("-v", "--verbose") or a.startswith(("-vv", "--v=")) for a in argv)
+    options: Options | None = None
+    observer = Observer()
     try:
         options = parse_options(argv)
         if options is None:
             print(f"{PROG} {__version__} (commit {build_commit()})")
             return 0
         configure_logging(options.verbosity)
-        output = _answer_stdin(options)
+        output = _answer_stdin(options, observer)
     except ProviderError as exc:
         print_error(str(exc))
+        record_metrics(options, observer, "kubelet", exc.exit_code)
         return exc.exit_code
     except Exception as exc:  # a bug: say what, not where, unless asked
         if verbose:
             log.exception("internal error")
         print_error(f"internal error: {type(exc).__name__}: {exc}")
+        record_metrics(options, observer, "kubelet", EXIT_INTERNAL)
         return EXIT_INTERNAL
     _write_stdout(output)
+    record_metrics(options, observer, "kubelet", 0)
     return 0
 
 
-def _answer_stdin(options: Options) -> bytes:
+def record_metrics(options: Options | None, observer: Observer, mode: str, exit_code: int) -> None:
+    """Count this run in the metrics file, if one is configured; never fails (metrics.record warns)."""
+    if options is not None and options.metrics_file is not None:
+        from ecr_kubelet import metrics
+
+        metrics.record(options.metrics_file, observer, mode, exit_code)
+
+
+def _answer_stdin(options: Options, observer: Observer) -> bytes:
     from ecr_kubelet.provider import answer
     from ecr_kubelet.wire import decode_json_object, encode_response, quick_request, read_request_fd
 
     deadline = Deadline.from_process_start(options.timeout)
-    arm_backstop(deadline, _expire)
+
+    def expire(expired: Deadline) -> NoReturn:
+        # Counted before _expire ends the process: with the cached token, or as unavailable.
+        if expired.fallback is not None:
+            observer.credentials, observer.stale = True, True
+        record_metrics(options, observer, "kubelet", 0 if expired.fallback is not None else EXIT_UNAVAILABLE)
+        _expire(expired)
+
+    arm_backstop(deadline, expire)
     try:
         payload = decode_json_object(read_request_fd(sys.stdin.fileno(), deadline))
         request = quick_request(payload)
@@ -264,7 +319,9 @@ def _answer_stdin(options: Options) -> bytes:
             from ecr_kubelet.protocol import validate_request
 
             request = validate_request(payload)
-        return encode_response(request.api_version, answer(request, options, deadline))
+        reply = answer(request, options, deadline, observer)
+        observer.credentials = bool(reply.auth)
+        return encode_response(request.api_version, reply)
     finally:
         disarm_backstop()
 

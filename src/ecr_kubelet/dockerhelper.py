@@ -8,7 +8,8 @@ what every host that is not an ECR registry gets, so no ECR token is ever sent t
 
 Configuration comes from the environment only (Docker passes no flags), read once by
 `cli.parse_options(helper=True)`: the kubelet mode's defaults plus AWS_ECR_CACHE_DIR, AWS_ECR_DISABLE_CACHE,
-ECR_KUBELET_TIMEOUT and ECR_KUBELET_VERBOSE. Standard library only at module level: this runs on every pull.
+ECR_KUBELET_TIMEOUT, ECR_KUBELET_VERBOSE and
+ECR_KUBELET_REGISTRY_ROLES. Standard library only at module level: this runs on every pull.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import sys
 from typing import TYPE_CHECKING, NoReturn
 
 from ecr_kubelet import redact
-from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options
+from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options, record_metrics
 from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, ProviderError
+from ecr_kubelet.observe import Observer
 
 if TYPE_CHECKING:
     from ecr_kubelet.options import Options
@@ -34,7 +36,8 @@ NOT_IMPLEMENTED = "not implemented"  # what docker-credential-ecr-login answers 
 USAGE = f"Usage: {HELPER_PROG} <store|get|erase|list|version>"
 MAX_INPUT_BYTES = 64 * 1024
 EXIT_FAILED = 1  # the protocol's failure exit, also for "not found"
-FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT"}
+FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT",
+                  "--registry-role": "ECR_KUBELET_REGISTRY_ROLES", "--metrics-file": "ECR_KUBELET_METRICS_FILE"}
 
 
 class CredentialsNotFound(Exception):
@@ -47,10 +50,22 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         return _fail(USAGE, EXIT_FAILED)
     verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
-    verbosity = 0
     try:
         options = _options()
-        verbosity = options.verbosity
+    except ProviderError as exc:
+        return _fail(f"{HELPER_PROG}: {exc}", exc.exit_code)
+    except Exception as exc:  # a bug: say what, not where
+        return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
+    observer = Observer()
+    code = _run(verb, options, observer)
+    if verb == "get":  # the only verb that looks anything up
+        record_metrics(options, observer, "docker-helper", code)
+    return code
+
+
+def _run(verb: str, options: Options, observer: Observer) -> int:
+    verbosity = options.verbosity
+    try:
         configure_logging(verbosity)
         if verb == "get":
             server_url = _read_stdin()
@@ -58,7 +73,7 @@ def main(args: list[str]) -> int:
                 raise CredentialsNotFound  # no registry name is that long
             if not server_url:
                 return _fail(MISSING_SERVER_URL, EXIT_FAILED)
-            output = _get(server_url, options)
+            output = _get(server_url, options, observer)
         elif verb == "list":
             output = b"{}\n"  # nothing is stored: every token is minted on demand (and cached) by `get`
         elif verb in ("store", "erase"):
@@ -74,6 +89,7 @@ def main(args: list[str]) -> int:
         else:
             return _fail(f"{HELPER_PROG}: unknown action: {verb}", EXIT_FAILED)
     except CredentialsNotFound:
+        observer.not_found = True
         return _fail(NOT_FOUND, EXIT_FAILED)
     except ProviderError as exc:
         return _fail(f"{HELPER_PROG}: {_in_helper_terms(str(exc))}", exc.exit_code)
@@ -104,7 +120,7 @@ def _options() -> Options:
     return options
 
 
-def _get(server_url: str, options: Options) -> bytes:
+def _get(server_url: str, options: Options, observer: Observer) -> bytes:
     from ecr_kubelet.cache import Freshness
     from ecr_kubelet.errors import BadInputError
     from ecr_kubelet.identity import plan_identity
@@ -122,6 +138,10 @@ def _get(server_url: str, options: Options) -> bytes:
         log.info("%s is not an ECR registry: no credentials", ref.auth_key)
         raise CredentialsNotFound
     identity = plan_identity(None, {}, options)
+    if options.registry_roles:
+        from ecr_kubelet import roles
+
+        identity = roles.apply(identity, registry, options.registry_roles)
     log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
 
     def respond(token: Token) -> bytes:
@@ -131,21 +151,27 @@ def _get(server_url: str, options: Options) -> bytes:
         if deadline.fallback is not None:
             log.warning("deadline reached while refreshing; answering with the cached token, still valid")
             _write(deadline.fallback)
+            observer.credentials, observer.stale = True, True
+            record_metrics(options, observer, "docker-helper", 0)
             os._exit(0)
-        os._exit(_fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
-                       EXIT_UNAVAILABLE))
+        code = _fail(f"{HELPER_PROG}: gave up after {options.timeout:g}s: AWS did not answer in time",
+                     EXIT_UNAVAILABLE)
+        record_metrics(options, observer, "docker-helper", code)
+        os._exit(code)
 
     deadline = Deadline.from_process_start(options.timeout)
     arm_backstop(deadline, expire)
     try:
         token, outcome = obtain_token(registry, identity, options,
-                                      Freshness(options.refresh_fraction, options.expiry_margin), deadline, respond)
+                                      Freshness(options.refresh_fraction, options.expiry_margin), deadline, respond,
+                                      observer)
     except NoPublicCredentials as exc:
         log.info("%s; the client will pull anonymously", exc)
         raise CredentialsNotFound from None
     finally:
         disarm_backstop()
     log.info("token %s", outcome)
+    observer.credentials = True
     return respond(token)
 
 

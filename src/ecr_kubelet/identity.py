@@ -41,9 +41,16 @@ class Identity:
     web_identity_token: str | None = field(default=None, repr=False)
     claims: dict[str, str] | None = None  # iss, sub, aud of the service-account token
     node: NodeSource | None = field(default=None, compare=False)  # node and role modes: the chain's source
+    registry_role: str | None = None  # per-registry role (roles.py), assumed as this identity's last hop
 
     def fingerprint(self) -> str | None:
         """A stable, secret-free name for this identity in cache keys, or None if it cannot be cached."""
+        base = self._base_fingerprint()
+        if self.registry_role is None or base is None:
+            return base
+        return f"registry-role={self.registry_role};via={base}"
+
+    def _base_fingerprint(self) -> str | None:
         if self.mode == "service-account":
             if self.claims is None:
                 return None  # not a JWT: let STS judge it every time
@@ -55,6 +62,9 @@ class Identity:
         return node if self.mode == "node" else f"role={self.role_arn};caller={node}"
 
     def describe(self) -> str:
+        if self.registry_role is not None:
+            base = "node credentials" if self.mode == "node" else f"node credentials via {self.role_arn}"
+            return f"{base} assuming registry role {self.registry_role}"
         if self.mode == "node":
             return "node credentials"
         if self.mode == "role":

@@ -508,6 +508,11 @@ def validate_providers(
             if not env.name:
                 err(lp, f"env[{i}].name", "empty environment variable name", "warning")
 
+        from ecr_kubelet.roles import config_problems  # --registry-role / ECR_KUBELET_REGISTRY_ROLES
+
+        for where, problem in config_problems(p.args or [], {e.name: e.value for e in p.env or []}):
+            err(lp, where, problem)
+
         for arg_index, host in _mirror_hosts(p.args or []):
             if images and not any(urls_match(pattern, host) for pattern in images):
                 err(

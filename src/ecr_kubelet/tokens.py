@@ -15,6 +15,7 @@ from ecr_kubelet.identity import Identity, credentials_for
 from ecr_kubelet.registry import Registry
 
 if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
 
     from ecr_kubelet.deadline import Deadline
@@ -64,15 +65,19 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
 
 
 def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
-                max_attempts: int) -> Token:
-    """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity.
+                max_attempts: int, credentials: ReadOnlyCredentials | None = None) -> Token:
+    """Call (ecr|ecr-public):GetAuthorizationToken for the registry as the given identity (whose
+    `credentials` the caller may have resolved already: roles.py, after AssumeRole).
 
     With a still-valid cached token to fall back on (`deadline.fallback`), a throttled call is not
     retried for the whole window: answering from the cache soon beats answering fresh at 57 s.
     """
     from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
 
-    creds, cacheable = credentials_for(identity, registry, session, deadline, max_attempts)
+    if credentials is not None:
+        creds, cacheable = credentials, True
+    else:
+        creds, cacheable = credentials_for(identity, registry, session, deadline, max_attempts)
     action = f"{registry.service}:GetAuthorizationToken in {registry.region}"
     clients = ClientPool(lambda config: session.create_client(
         registry.service, region_name=registry.region, config=config,

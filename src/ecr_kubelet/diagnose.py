@@ -1,0 +1,378 @@
+"""``ecr-credential-provider diagnose IMAGE [plugin flags]``: the plugin's real path for one image, told
+to a person.
+
+Prints each decision: how the host was classified (or why it gets no credentials), which identity and
+why, the API endpoints, the cache entry's state, every AWS call with AWS's error code, the cacheDuration
+the kubelet would get, and hints for the common failures. Exit 0 when a pull would get credentials (or,
+correctly, none for a foreign host), otherwise the plugin's exit code. Secrets are never printed: the
+token, the password and every key are left out, and every line is scrubbed of registered secrets too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ecr_kubelet import redact
+from ecr_kubelet.cli import PROG, build_parser, configure_logging, options_from_args
+from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
+from ecr_kubelet.errors import EXIT_AUTH, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.observe import AwsCall, Observer, is_clock_skew
+
+if TYPE_CHECKING:
+    from ecr_kubelet.identity import Identity
+    from ecr_kubelet.options import Options
+    from ecr_kubelet.registry import Registry
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
+def say(step: str, text: str) -> None:
+    sys.stdout.write(redact.scrub(f"{step + ':':<10} {text}") + "\n")
+    sys.stdout.flush()
+
+
+def hint(text: str) -> None:
+    say("hint", text)
+
+
+def main(argv: list[str]) -> int:
+    redact.register_environment()
+    try:
+        args = _parser().parse_args(argv)
+        options = options_from_args(args)
+        token, annotations = _service_account(args)
+    except BadInputError as exc:
+        sys.stderr.write(f"{PROG} diagnose: error: {redact.scrub(str(exc))}\n")
+        return exc.exit_code
+    configure_logging(options.verbosity)
+    try:
+        return diagnose(args.image, options, token, annotations)
+    except ProviderError as exc:
+        say("result", f"FAILED (exit {exc.exit_code}): {exc}")
+        return exc.exit_code
+
+
+def _parser() -> Any:
+    parser = build_parser()
+    parser.prog = f"{PROG} diagnose"
+    parser.description = ("Run the plugin's real path for IMAGE and explain each decision: host, identity, "
+                          "endpoint, cache entry, AWS calls, cacheDuration, and hints for failures. Takes the "
+                          "plugin's flags; never prints a secret.")
+    parser.add_argument("image", metavar="IMAGE", help="the image, as in a pod spec (tag and digest are ignored)")
+    parser.add_argument("--service-account-token-file", type=Path, metavar="FILE",
+                        help="diagnose service-account mode: the pod's projected token (never printed)")
+    parser.add_argument("--service-account-annotation", action="append", default=[], metavar="KEY=VALUE",
+                        help="an annotation of the pod's service account (repeatable)")
+    return parser
+
+
+def _service_account(args: Any) -> tuple[str | None, dict[str, str]]:
+    annotations: dict[str, str] = {}
+    for spec in args.service_account_annotation:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"--service-account-annotation {spec!r}: expected KEY=VALUE")
+        annotations[key] = value
+    if args.service_account_token_file is None:
+        return None, annotations
+    try:
+        token = args.service_account_token_file.read_text().strip()
+    except OSError as exc:
+        raise BadInputError(f"--service-account-token-file: cannot read it: {exc.strerror}") from None
+    redact.register(token)
+    return token, annotations
+
+
+def diagnose(image: str, options: Options, sa_token: str | None, annotations: dict[str, str]) -> int:
+    from ecr_kubelet.identity import plan_identity
+    from ecr_kubelet.provider import resolve_registry
+    from ecr_kubelet.registry import parse_image
+
+    say("image", image)
+    try:
+        ref = parse_image(_strip_tag(image))
+    except BadInputError as exc:
+        say("host", f"the image is not valid: {exc}")
+        say("result", f"FAILED (exit {EXIT_BAD_INPUT}): the kubelet would not get an answer for it")
+        return EXIT_BAD_INPUT
+    registry = resolve_registry(ref.normalized_host, ref.port, options.mirrors)
+    if registry is None:
+        _explain_foreign(ref.auth_key, ref.normalized_host)
+        say("result", "OK: no credentials, correctly (empty auth; the kubelet pulls without plugin credentials)")
+        return 0
+    mirror = ref.normalized_host != registry.host
+    via = f" (mirror {ref.auth_key}, mapped by --mirror)" if mirror else ""
+    say("host", f"{ref.auth_key} is {registry.describe()}{via}")
+    if registry.kind == "public":
+        say("host", "public ECR authenticates only from the aws partition, via ecr-public in us-east-1")
+
+    identity = plan_identity(sa_token, annotations, options)
+    if options.registry_roles:
+        from ecr_kubelet import roles
+
+        identity = roles.apply(identity, registry, options.registry_roles)
+    _explain_identity(identity, registry, options, sa_token, annotations)
+
+    observer = Observer()
+
+    def on_deadline(_expired: Deadline) -> NoReturn:
+        say("result", f"FAILED (exit {EXIT_UNAVAILABLE}): no answer from AWS within --timeout "
+            f"{options.timeout:g}s")
+        _explain_calls(observer)
+        hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
+             "security groups), the instance metadata service, and the proxy settings")
+        _proxy_hint()
+        os._exit(EXIT_UNAVAILABLE)
+
+    # Resolving credentials may hang too (instance metadata, a credential_process): all under the deadline.
+    run_deadline = Deadline.from_process_start(options.timeout)
+    arm_backstop(run_deadline, on_deadline)
+    from ecr_kubelet.awsapi import new_session
+
+    session = new_session()
+    creds_ok = _explain_chain(session, identity)
+    _explain_endpoints(session, registry, identity)
+    _explain_cache(registry, identity, options)
+
+    from ecr_kubelet.cache import Freshness
+    from ecr_kubelet.provider import NoPublicCredentials, cache_duration, obtain_token
+
+    freshness = Freshness(options.refresh_fraction, options.expiry_margin)
+    try:
+        # No answer of last resort: at the deadline, diagnose reports the failure (on_deadline).
+        token, outcome = obtain_token(registry, identity, options, freshness, run_deadline, lambda _cached: b"",
+                                      observer)
+    except NoPublicCredentials as exc:
+        disarm_backstop()
+        _explain_calls(observer)
+        say("result", f"OK: no credentials ({exc}); the kubelet pulls anonymously (cacheDuration 1h0m0s)")
+        return 0
+    except ProviderError as exc:
+        disarm_backstop()
+        _explain_calls(observer)
+        say("result", f"FAILED (exit {exc.exit_code}): {exc}")
+        _failure_hints(exc, observer, identity, registry, creds_ok)
+        return exc.exit_code
+    disarm_backstop()
+    _explain_calls(observer)
+    _explain_outcome(outcome)
+    duration = cache_duration(token, time.time(), freshness, stale=outcome == "stale")
+    say("answer", f"credentials for {ref.auth_key} (username {token.username}), cacheDuration {duration}"
+        + (f", token expires {_when(token.expires_at)}" if token.expires_at else ""))
+    say("result", "OK: a pull would get credentials")
+    return 0
+
+
+def _strip_tag(image: str) -> str:
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash > 0 else name
+
+
+def _explain_foreign(hostport: str, host: str) -> None:
+    looks_like_ecr = any(part in host for part in ("dkr.ecr", "dkr-ecr", "ecr.aws", "amazonaws"))
+    if looks_like_ecr:
+        say("host", f"{hostport} looks like ECR but is not an ECR registry host: a private registry is "
+            "ACCOUNT(12 digits).dkr.ecr[-fips].REGION.SUFFIX (or dkr-ecr... for dual-stack) with a region of "
+            "the suffix's partition, public ECR is public.ecr.aws or ecr-public.aws.com")
+        hint("check the account id's length, the region and the DNS suffix (.com vs .com.cn); look-alike "
+             "hosts never get an ECR token, by design")
+    else:
+        say("host", f"{hostport} is not an ECR registry and no --mirror maps it: the plugin answers with "
+            "no credentials, so no ECR token is ever sent to it")
+
+
+def _explain_identity(identity: Identity, registry: Registry, options: Options, sa_token: str | None,
+                      annotations: dict[str, str]) -> None:
+    if identity.mode == "service-account":
+        key = next(k for k in options.sa_role_annotations if annotations.get(k))
+        sub = identity.claims["sub"] if identity.claims else "a token that is not a JWT"
+        say("identity", f"service account {sub}: annotation {key} = {identity.role_arn}, assumed with "
+            "sts:AssumeRoleWithWebIdentity (service-account mode wins over --role-arn and --registry-role)")
+        return
+    if sa_token is not None:
+        say("identity", "the pod's service account has none of the role annotations "
+            f"{', '.join(options.sa_role_annotations)}: node identity (--sa-without-role node)")
+    if identity.registry_role is not None:
+        from ecr_kubelet.roles import role_for
+
+        mapped_by = registry.host if options.registry_roles.get(registry.host) else registry.account
+        assert role_for(registry, options.registry_roles) == identity.registry_role
+        caller = "the node credentials" + (f" after assuming --role-arn {identity.role_arn}"
+                                           if identity.mode == "role" else "")
+        say("identity", f"--registry-role maps {mapped_by} to {identity.registry_role}: sts:AssumeRole of it "
+            f"with {caller}, in {registry.region}")
+    elif identity.mode == "role":
+        say("identity", f"--role-arn {identity.role_arn}: sts:AssumeRole with the node credentials, in "
+            f"{registry.region}")
+    else:
+        say("identity", "the node credentials (botocore's default chain); no --role-arn or --registry-role "
+            "applies to this registry")
+
+
+def _explain_chain(session: Any, identity: Identity) -> bool:
+    if identity.mode == "service-account":
+        say("chain", "not used: the pod's token is exchanged directly (unsigned AssumeRoleWithWebIdentity)")
+        return True
+    from ecr_kubelet.awsapi import translate_error
+
+    try:
+        creds = session.get_credentials()
+    except Exception as exc:
+        say("chain", f"resolving credentials failed: {translate_error(exc, 'the default credential chain')}")
+        return False
+    if creds is None:
+        say("chain", "no AWS credentials found (environment, shared files, web identity, container or "
+            "instance metadata)")
+        return False
+    frozen = creds.get_frozen_credentials()
+    redact.register(frozen.secret_key, frozen.token)
+    key = frozen.access_key or ""
+    shown = f"{key[:4]}...{key[-4:]}" if len(key) >= 12 else "(short key id)"
+    kind = "temporary" if frozen.token else "long-term"
+    say("chain", f"found by the '{creds.method}' provider: {kind} credentials, access key id {shown}")
+    return True
+
+
+def _explain_endpoints(session: Any, registry: Registry, identity: Identity) -> None:
+    from ecr_kubelet.awsapi import client_config
+    from ecr_kubelet.registry import configured_endpoint
+
+    services = [registry.service]
+    if identity.mode != "node" or identity.registry_role is not None:
+        services.append("sts")
+    for service in services:
+        try:
+            client = session.create_client(service, region_name=registry.region,
+                                           config=client_config(service, registry),
+                                           aws_access_key_id="diagnose", aws_secret_access_key="diagnose")
+            url = client.meta.endpoint_url
+        except Exception as exc:
+            url = f"cannot be resolved ({type(exc).__name__})"
+        source = "override from the environment" if configured_endpoint(service) else \
+            f"{registry.partition} partition, {registry.variant}"
+        say("endpoint", f"{service}: {url} ({source})")
+    proxies = [f"{name}={_mask_proxy(os.environ[name])}" for name in PROXY_VARIABLES if os.environ.get(name)]
+    say("proxy", ", ".join(proxies) if proxies else "none set (HTTPS_PROXY, NO_PROXY): direct connections")
+
+
+def _mask_proxy(value: str) -> str:
+    """A proxy URL without its user:password."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return value
+
+
+def _explain_cache(registry: Registry, identity: Identity, options: Options) -> tuple[str | None, str]:
+    from ecr_kubelet.cache import Freshness, TokenCache, prepare_cache_dir
+    from ecr_kubelet.provider import cache_key
+
+    key = cache_key(registry, identity)
+    if key is None:
+        say("cache", "not cacheable (a service-account token that is not a JWT): every run asks STS")
+        return None, "uncacheable"
+    if options.cache_dir is None:
+        say("cache", f"disabled (--no-cache); entry would be {key}")
+        return key, "disabled"
+    directory = prepare_cache_dir(options.cache_dir)
+    if directory is None:
+        say("cache", f"{options.cache_dir} is refused or cannot be created (see the warning): running uncached")
+        return key, "disabled"
+    freshness = Freshness(options.refresh_fraction, options.expiry_margin)
+    path = directory / f"{key}.json"
+    cached = TokenCache(directory, freshness).lookup(key, skip_memory=True)
+    now = time.time()
+    if cached is None:
+        state = "present but expired, unreadable or not private" if path.exists() else "absent"
+        say("cache", f"entry {path}: {state}: the plugin fetches a new token")
+        return key, "stale" if path.exists() else "absent"
+    if freshness.is_fresh(cached, now):
+        say("cache", f"entry {path}: fresh (fetched {_when(cached.fetched_at)}, refresh after "
+            f"{_when(freshness.refresh_at(cached))}, expires {_when(cached.expires_at)}): no AWS call needed")
+        return key, "fresh"
+    say("cache", f"entry {path}: past its refresh point, still valid until {_when(freshness.usable_until(cached))}: "
+        "the plugin refreshes it, and serves it if AWS fails")
+    return key, "refresh"
+
+
+def _explain_calls(observer: Observer) -> None:
+    if not observer.calls:
+        say("aws", "no AWS call made")
+    for call in observer.calls:
+        detail = "OK" if call.result == "success" else f"{call.result}: {call.code or 'no code'}"
+        status = f"HTTP {call.status}" if call.status else "no HTTP answer"
+        message = f" ({call.message})" if call.message else ""
+        say("aws", f"{call.name}: {detail}, {status}{message}")
+
+
+def _explain_outcome(outcome: str) -> None:
+    text = {
+        "hit": "served from the cache",
+        "fetched": "fetched from AWS and stored in the cache",
+        "stale": "refreshing failed; the still-valid cached token is served",
+        "fetched (not cacheable)": "fetched from AWS (not cached)",
+    }.get(outcome, outcome)
+    say("token", text)
+
+
+def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, registry: Registry,
+                   creds_ok: bool) -> None:
+    calls = observer.calls
+    failed = [c for c in calls if c.result != "success"]
+    last: AwsCall | None = failed[-1] if failed else None
+    if not creds_ok and exc.exit_code == EXIT_AUTH:
+        hint("no credentials: give the node an instance profile (IMDS reachable; hop limit 2 where the plugin "
+             "runs in a container), or set AWS_PROFILE / AWS_* variables in the provider's env")
+    if any(is_clock_skew(c) for c in failed):
+        hint("clock skew: AWS rejected the request's signing time; fix the node's clock (chrony / NTP)")
+    elif last is not None and last.result == "denied":
+        who = f"the role {identity.registry_role or identity.role_arn}" if identity.mode != "node" or \
+            identity.registry_role else "the node's identity"
+        if last.service == "sts":
+            hint(f"access denied by STS: the role's trust policy must allow the caller to {last.operation} "
+                 f"({who}), and the caller's policy must allow sts:{last.operation} on it")
+        else:
+            hint(f"access denied: {who} needs {registry.service}:GetAuthorizationToken (resource *) in its "
+                 "IAM policy" + (" and sts:GetServiceBearerToken" if registry.kind == "public" else "")
+                 + "; pulls also need the repository policy to allow it")
+    if any(c.result == "throttled" for c in calls):
+        hint(f"throttling: {registry.service}:GetAuthorizationToken is limited per account and region "
+             "(20/s, burst 200); the shared cache answers repeats, so many misses mean many distinct "
+             "identities or nodes booting at once; throttled calls are retried until the deadline (--timeout)")
+    if any(c.result == "server_error" for c in calls):
+        hint("AWS answered with a server error: usually transient; a still-valid cached token is served "
+             "meanwhile")
+    if any(c.result == "network_error" for c in calls) or "unreachable" in str(exc):
+        hint("endpoint unreachable: check DNS and routes to the endpoints above (VPC endpoints for "
+             "ecr.api and sts, security groups, a firewall)")
+        _proxy_hint(any(c.code == "ProxyConnectionError" for c in calls))
+    elif "did not answer in time" in str(exc) and not any(c.result == "throttled" for c in calls):
+        hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
+             "security groups), the instance metadata service, and the proxy settings")
+        _proxy_hint()
+
+
+def _proxy_hint(proxy_failed: bool = False) -> None:
+    proxy = next((os.environ[n] for n in PROXY_VARIABLES[:4] if os.environ.get(n)), None)
+    if proxy_failed:
+        hint(f"proxy: the proxy {_mask_proxy(proxy or '?')} refused or dropped the connection")
+    elif proxy:
+        hint("proxy: calls go through the proxy; NO_PROXY must list 169.254.169.254 and 169.254.170.2 (instance "
+             "and container metadata) and your VPC endpoints")
+    else:
+        hint("proxy: none is set; if the node reaches AWS only through one, put HTTPS_PROXY and NO_PROXY in "
+             "the provider's env (the kubelet passes its own environment too)")
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "an unknown time"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

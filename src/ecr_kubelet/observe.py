@@ -1,0 +1,88 @@
+"""What one run did, for the metrics file and `diagnose`: its cache outcome and every AWS call attempt.
+
+An `Observer` is created per run and passed down (never a global). The AWS side is a botocore event
+hook on the run's session (`response-received`, emitted once per HTTP attempt, retries included), so
+every call is seen with its outcome, throttled attempts that a retry later fixed included. Standard
+library only: a cache hit never loads botocore for this.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from botocore.session import Session
+
+_THROTTLE_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "SlowDown",
+    "PriorRequestNotComplete", "LimitExceededException",
+})
+_CLOCK_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired", "InvalidSignatureException",
+                          "SignatureDoesNotMatch"})
+_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    """One HTTP attempt of one AWS operation. `code`: AWS's error code, or the exception class of a
+    network failure; None on success. `message`: AWS's error text (never holds secrets)."""
+
+    service: str
+    operation: str
+    result: str  # success | throttled | denied | client_error | server_error | network_error
+    status: int | None
+    code: str | None = None
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}:{self.operation}"
+
+
+@dataclass
+class Observer:
+    cache: str | None = None  # "hit" or "miss" once the token cache was consulted
+    stale: bool = False  # a refresh failed and the still-valid cached token was served
+    credentials: bool = False  # the answer carried credentials
+    not_found: bool = False  # the Docker helper answered "credentials not found" (exit 1, no failure)
+    calls: list[AwsCall] = field(default_factory=list)
+
+    def attach(self, session: Session) -> None:
+        """Watch every AWS call made through clients created from this session afterwards."""
+        session.register("response-received", self._on_response)
+
+    def _on_response(self, event_name: str = "", parsed_response: Any = None, exception: Any = None,
+                     **_kwargs: Any) -> None:
+        parts = event_name.split(".")
+        service, operation = (parts[1], parts[2]) if len(parts) >= 3 else ("unknown", "unknown")
+        if exception is not None:
+            self.calls.append(AwsCall(service, operation, "network_error", None, type(exception).__name__))
+            return
+        response = parsed_response if isinstance(parsed_response, dict) else {}
+        status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0) or None
+        error = response.get("Error") or {}
+        code = _SAFE_CODE.sub("_", str(error.get("Code") or ""))[:64] or None
+        self.calls.append(AwsCall(service, operation, classify(status, code), status, code,
+                                  str(error.get("Message") or "")[:300]))
+
+
+def classify(status: int | None, code: str | None) -> str:
+    if code is None and status is not None and status < 300:
+        return "success"
+    if code in _THROTTLE_CODES or status == 429:
+        return "throttled"
+    from ecr_kubelet.awsapi import _AUTH_CODES  # only ever reached with botocore loaded
+
+    if code in _AUTH_CODES or status in (401, 403):
+        return "denied"
+    if status is not None and status >= 500:
+        return "server_error"
+    return "client_error"
+
+
+def is_clock_skew(call: AwsCall) -> bool:
+    return call.code in _CLOCK_CODES and ("expired" in call.message.lower() or "skew" in call.message.lower()
+                                          or call.code == "RequestTimeTooSkewed")

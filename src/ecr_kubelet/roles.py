@@ -1,0 +1,179 @@
+"""Per-registry roles: `--registry-role REGISTRY=ROLE_ARN` (env ECR_KUBELET_REGISTRY_ROLES).
+
+Images of a mapped registry get their token with credentials from `sts:AssumeRole` of that role, called
+with the node identity: the default chain, or the role of `--role-arn` when that is set too (a role
+chain: node -> --role-arn -> registry role). The registry role wins for its registry because it is the
+more specific setting; `--role-arn` stays the node's own identity, the one cross-account trust policies
+name, and keeps serving every registry without a mapping. Service-account mode (a pod token with a role
+annotation) still wins over both: the pod's own role is the most specific identity of all.
+
+A REGISTRY is a 12-digit account id, which maps that account's private registries in every region of the
+role's partition (account ids are per partition), or an ECR registry host (any host family, public ECR
+too), which maps that registry only and wins over its account's mapping. Parsing is standard library only
+(it runs on every invocation with the option set); the STS call is made only on a cache miss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from ecr_kubelet.errors import BadInputError
+from ecr_kubelet.identity import ROLE_ARN, Identity
+from ecr_kubelet.registry import Registry, classify_host, normalize_host
+
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
+    from botocore.session import Session
+
+    from ecr_kubelet.deadline import Deadline
+    from ecr_kubelet.tokens import Token
+
+log = logging.getLogger(__name__)
+
+ENV_VARIABLE = "ECR_KUBELET_REGISTRY_ROLES"
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ROLE_PARTITION = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::")
+SESSION_NAME = "ecr-credential-provider"
+
+
+def split_env(value: str | None) -> list[str]:
+    """ECR_KUBELET_REGISTRY_ROLES: `REGISTRY=ROLE_ARN` entries separated by commas, semicolons or white
+    space (so a role whose name holds a comma can be mapped only with the flag)."""
+    return [item for item in re.split(r"[,;\s]+", value or "") if item]
+
+
+def parse_registry_roles(specs: list[str], source: str = "--registry-role") -> dict[str, str]:
+    """{account id or normalized registry host: role ARN}; BadInputError (exit 2) for a malformed entry."""
+    roles: dict[str, str] = {}
+    for spec in specs:
+        registry, sep, role = spec.partition("=")
+        registry, role = registry.strip(), role.strip()
+        if not sep or not registry or not role:
+            raise BadInputError(f"{source} {_shown(spec)}: expected REGISTRY=ROLE_ARN")
+        if not ROLE_ARN.match(role):
+            raise BadInputError(
+                f"{source} {_shown(spec)}: {role!r} is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)"
+            )
+        if _ACCOUNT.match(registry):
+            key = registry
+        else:
+            target = classify_host(registry)
+            if target is None:
+                raise BadInputError(
+                    f"{source} {_shown(spec)}: {registry!r} is neither a 12-digit account id nor an ECR registry host"
+                )
+            if target.partition != role_partition(role):
+                raise BadInputError(
+                    f"{source} {_shown(spec)}: the role is in partition {role_partition(role)}, "
+                    f"the registry in {target.partition}"
+                )
+            key = target.host
+        if roles.get(key, role) != role:
+            raise BadInputError(f"{source}: {registry!r} is mapped to two different roles")
+        roles[key] = role
+    return roles
+
+
+def _shown(spec: str) -> str:
+    return repr(spec if len(spec) <= 300 else spec[:300] + "...")
+
+
+def role_partition(role_arn: str) -> str:
+    match = _ROLE_PARTITION.match(role_arn)
+    return match["partition"] if match else ""
+
+
+def role_for(registry: Registry, roles: dict[str, str]) -> str | None:
+    """The role mapped to this registry: by its host first, else by its account in the role's partition."""
+    role = roles.get(normalize_host(registry.host))
+    if role is not None:
+        return role
+    if registry.account is not None:
+        role = roles.get(registry.account)
+        if role is not None and role_partition(role) == registry.partition:
+            return role
+    return None
+
+
+def apply(identity: Identity, registry: Registry, roles: dict[str, str]) -> Identity:
+    """The identity that fetches this registry's token once the per-registry roles are applied."""
+    if not roles or identity.mode == "service-account":
+        return identity
+    role = role_for(registry, roles)
+    if role is None:
+        return identity
+    return dataclasses.replace(identity, registry_role=role)
+
+
+def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
+                max_attempts: int) -> Token:
+    """GetAuthorizationToken as the registry role, assumed with the node identity (after --role-arn).
+
+    The token lives no longer than the assumed credentials (ECR ends it with them), so its expiry is
+    the earlier of the two: the cacheDuration we return and the cache both follow from it. Every call
+    is sized from the run's deadline and retried as the plugin's other calls are (awsapi).
+    """
+    from ecr_kubelet import tokens
+    from ecr_kubelet.identity import credentials_for
+
+    assert identity.registry_role is not None
+    base, as_keyed = credentials_for(dataclasses.replace(identity, registry_role=None), registry, session,
+                                     deadline, max_attempts)
+    creds, expiration = assume(session, registry, base, identity.registry_role, deadline, max_attempts)
+    token = tokens.fetch_token(registry, identity, session, deadline, max_attempts, credentials=creds)
+    if expiration is not None and (token.expires_at is None or expiration < token.expires_at):
+        log.info("token life capped at the assumed role's credentials (%s)", identity.registry_role)
+        token = dataclasses.replace(token, expires_at=expiration)
+    if not as_keyed:  # the node credentials came from another source than the cache key names
+        token = dataclasses.replace(token, cacheable=False)
+    return token
+
+
+def assume(session: Session, registry: Registry, caller: ReadOnlyCredentials, role_arn: str,
+           deadline: Deadline, max_attempts: int) -> tuple[ReadOnlyCredentials, float | None]:
+    """sts:AssumeRole in the registry's region (so its partition) with the caller's credentials."""
+    from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
+    from ecr_kubelet.identity import _from_sts
+
+    clients = ClientPool(lambda config: session.create_client(
+        "sts", region_name=registry.region, config=config,
+        aws_access_key_id=caller.access_key, aws_secret_access_key=caller.secret_key,
+        aws_session_token=caller.token,
+    ))
+    result = call_with_retries(
+        lambda current: clients.get(client_config("sts", registry, deadline=current)).assume_role(
+            RoleArn=role_arn, RoleSessionName=SESSION_NAME),
+        f"sts:AssumeRole for registry role {role_arn}", deadline, max_attempts, patient=deadline.fallback is None,
+    )
+    creds = result["Credentials"]
+    expiration = creds.get("Expiration")
+    return _from_sts(creds), expiration.timestamp() if hasattr(expiration, "timestamp") else None
+
+
+def config_problems(args: list[str], env: dict[str, str]) -> list[tuple[str, str]]:
+    """validate-config: (where, problem) for each malformed `--registry-role` in a provider's `args`
+    (`--registry-role VALUE` or `--registry-role=VALUE`) or ECR_KUBELET_REGISTRY_ROLES in its `env`."""
+    problems: list[tuple[str, str]] = []
+    for i, arg in enumerate(args):
+        value: str | None = None
+        if arg == "--registry-role":
+            if i + 1 >= len(args):
+                problems.append((f"args[{i}]", "--registry-role needs a value REGISTRY=ROLE_ARN"))
+                continue
+            value = args[i + 1]
+        elif arg.startswith("--registry-role="):
+            value = arg[len("--registry-role="):]
+        if value is not None:
+            try:
+                parse_registry_roles([value])
+            except BadInputError as exc:
+                problems.append((f"args[{i}]", f"{exc}: every pull would fail (exit 2)"))
+    if ENV_VARIABLE in env:
+        try:
+            parse_registry_roles(split_env(env[ENV_VARIABLE]), ENV_VARIABLE)
+        except BadInputError as exc:
+            problems.append(("env", f"{exc}: every pull would fail (exit 2)"))
+    return problems

@@ -1,0 +1,224 @@
+"""`ecr-credential-provider diagnose IMAGE [flags]` end to end, against the local AWS stub: what a person
+reads for a working, a denied and a foreign image, and for the common failures."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import FAKE_SECRET_ACCESS_KEY
+from helpers import StubClient, make_jwt
+
+pytestmark = pytest.mark.e2e
+
+HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+OTHER_HOST = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+ROLE = "arn:aws:iam::210987654321:role/ecr-pull"
+SA_ROLE = "arn:aws:iam::444455556666:role/pod"
+
+
+class Diagnose:
+    def __init__(self, provider_cmd: list[str], env: dict[str, str]) -> None:
+        self.cmd, self.env = provider_cmd, env
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.cmd, "diagnose", *args], env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, timeout=70, check=False)
+
+
+@pytest.fixture
+def diagnose(provider_cmd: list[str], provider_env: dict[str, str]) -> Diagnose:
+    return Diagnose(provider_cmd, provider_env)
+
+
+def lines(result: subprocess.CompletedProcess[str], step: str) -> list[str]:
+    return [line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.startswith(step + ":")]
+
+
+def no_secrets(result: subprocess.CompletedProcess[str], stub: StubClient, *more: str) -> None:
+    text = result.stdout + result.stderr
+    for secret in [FAKE_SECRET_ACCESS_KEY, *(c["password"] for c in stub.calls() if c["password"]), *more]:
+        assert secret not in text
+    assert "stubsession-" not in text and "Traceback" not in text
+
+
+def test_a_working_image_shows_every_decision_and_then_the_cache_hit(diagnose: Diagnose, stub: StubClient) -> None:
+    first = diagnose(f"{HOST}/team/app:1.0")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert lines(first, "host") == [f"{HOST} is ECR registry 123456789012 in us-east-1 (aws, standard)"]
+    assert "the node credentials" in lines(first, "identity")[0]
+    assert lines(first, "chain") == ["found by the 'env' provider: long-term credentials, access key id AKIA...MPLE"]
+    assert lines(first, "endpoint") == [f"ecr: {stub.url} (override from the environment)"]
+    assert "absent: the plugin fetches a new token" in lines(first, "cache")[0]
+    assert lines(first, "aws") == ["ecr:GetAuthorizationToken: OK, HTTP 200"]
+    [answer] = lines(first, "answer")
+    assert answer.startswith(f"credentials for {HOST} (username AWS), cacheDuration 5h59m")
+    assert lines(first, "result") == ["OK: a pull would get credentials"]
+    second = diagnose(f"{HOST}/team/app")
+    assert second.returncode == 0
+    assert "fresh" in lines(second, "cache")[0] and lines(second, "aws") == ["no AWS call made"]
+    assert lines(second, "token") == ["served from the cache"]
+    assert len(stub.calls()) == 1
+    no_secrets(first, stub)
+    no_secrets(second, stub)
+
+
+def test_a_denied_image_names_the_aws_error_code_and_the_fix(diagnose: Diagnose, stub: StubClient) -> None:
+    stub.configure(deny=True)
+    result = diagnose(f"{OTHER_HOST}/app", "--no-cache")
+    assert result.returncode == 3, result.stdout
+    assert lines(result, "aws") == ["ecr:GetAuthorizationToken: denied: AccessDeniedException, HTTP 400 "
+                                    "(User is not authorized to perform GetAuthorizationToken)"]
+    assert lines(result, "result")[0].startswith("FAILED (exit 3): ecr:GetAuthorizationToken in eu-west-1 failed")
+    assert any("ecr:GetAuthorizationToken (resource *)" in h for h in lines(result, "hint"))
+    no_secrets(result, stub)
+
+
+@pytest.mark.parametrize(("image", "why"), [
+    ("ghcr.io/org/app:1", "is not an ECR registry and no --mirror maps it"),
+    ("docker.io/library/nginx", "is not an ECR registry"),
+    ("12345678901.dkr.ecr.us-east-1.amazonaws.com/app", "looks like ECR but is not an ECR registry host"),
+    (f"{HOST}.evil.example/app", "looks like ECR but is not an ECR registry host"),
+])
+def test_a_foreign_image_correctly_gets_no_credentials(
+    diagnose: Diagnose, stub: StubClient, image: str, why: str
+) -> None:
+    result = diagnose(image)
+    assert result.returncode == 0, result.stdout
+    assert why in lines(result, "host")[0]
+    assert lines(result, "result") == ["OK: no credentials, correctly (empty auth; the kubelet pulls without plugin "
+                                       "credentials)"]
+    assert stub.calls() == []
+
+
+def test_a_mapped_registry_role_is_explained_and_its_sts_call_shown(diagnose: Diagnose, stub: StubClient) -> None:
+    result = diagnose(f"{OTHER_HOST}/app", "--registry-role", f"210987654321={ROLE}")
+    assert result.returncode == 0, result.stdout
+    assert lines(result, "identity") == [f"--registry-role maps 210987654321 to {ROLE}: sts:AssumeRole of it with "
+                                         "the node credentials, in eu-west-1"]
+    assert lines(result, "endpoint")[1] == f"sts: {stub.url} (override from the environment)"
+    assert lines(result, "aws") == ["sts:AssumeRole: OK, HTTP 200", "ecr:GetAuthorizationToken: OK, HTTP 200"]
+    assert "cacheDuration 29m" in lines(result, "answer")[0]
+    no_secrets(result, stub)
+
+
+def test_service_account_mode_is_explained_without_printing_the_token(
+    diagnose: Diagnose, stub: StubClient, tmp_path: Path
+) -> None:
+    token = make_jwt("system:serviceaccount:team:puller")
+    (tmp_path / "token").write_text(token)
+    result = diagnose(f"{HOST}/app", "--registry-role", f"123456789012={ROLE}", "--service-account-token-file",
+                      str(tmp_path / "token"), "--service-account-annotation",
+                      f"eks.amazonaws.com/ecr-role-arn={SA_ROLE}")
+    assert result.returncode == 0, result.stdout
+    [identity] = lines(result, "identity")
+    assert identity.startswith(f"service account system:serviceaccount:team:puller: annotation "
+                               f"eks.amazonaws.com/ecr-role-arn = {SA_ROLE}")
+    assert lines(result, "aws")[0] == "sts:AssumeRoleWithWebIdentity: OK, HTTP 200"
+    no_secrets(result, stub, token, token.split(".")[2])
+
+
+def test_no_credentials(diagnose: Diagnose, stub: StubClient, provider_env: dict[str, str]) -> None:
+    env = {k: v for k, v in provider_env.items() if not k.startswith("AWS_ACCESS") and k != "AWS_SECRET_ACCESS_KEY"}
+    result = subprocess.run([*diagnose.cmd, "diagnose", f"{HOST}/app"], env=env, capture_output=True, text=True,
+                            timeout=70, check=False)
+    assert result.returncode == 3, result.stdout
+    assert lines(result, "chain")[0].startswith("no AWS credentials found")
+    assert any(h.startswith("no credentials: give the node an instance profile") for h in lines(result, "hint"))
+    assert stub.calls() == []
+
+
+def test_throttling(diagnose: Diagnose, stub: StubClient) -> None:
+    # Throttling is retried until the deadline (a booting fleet shares the quota): throttled throughout.
+    stub.configure(throttle_next=100000)
+    result = diagnose(f"{HOST}/app", "--timeout", "3s")
+    assert result.returncode == 4, result.stdout
+    calls = lines(result, "aws")
+    assert len(calls) >= 2 and set(calls) == {"ecr:GetAuthorizationToken: throttled: ThrottlingException, HTTP 400 "
+                                              "(Rate exceeded)"}
+    assert any(h.startswith("throttling: ecr:GetAuthorizationToken is limited") for h in lines(result, "hint"))
+
+
+def test_clock_skew(diagnose: Diagnose, stub: StubClient) -> None:
+    stub.configure(clock_skew=True)
+    result = diagnose(f"{HOST}/app")
+    assert result.returncode == 3, result.stdout
+    assert "InvalidSignatureException" in lines(result, "aws")[0]
+    assert any(h.startswith("clock skew:") for h in lines(result, "hint"))
+
+
+def test_unreachable_endpoint(diagnose: Diagnose, stub: StubClient) -> None:
+    result = diagnose(f"{HOST}/app", env={"AWS_ENDPOINT_URL_ECR": "http://127.0.0.1:1", "AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 4, result.stdout
+    assert lines(result, "aws") == ["ecr:GetAuthorizationToken: network_error: EndpointConnectionError, "
+                                    "no HTTP answer"]
+    hints = lines(result, "hint")
+    assert any(h.startswith("endpoint unreachable:") for h in hints)
+    assert any(h.startswith("proxy: none is set") for h in hints)
+
+
+def test_a_broken_proxy_is_named_without_its_password(diagnose: Diagnose, stub: StubClient) -> None:
+    proxy = "http://puller:Pr0xyPassw0rd@127.0.0.1:1"
+    result = diagnose(f"{HOST}/app", env={"HTTP_PROXY": proxy, "AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 4, result.stdout
+    assert lines(result, "proxy") == ["HTTP_PROXY=http://***@127.0.0.1:1"]
+    assert "ProxyConnectionError" in lines(result, "aws")[0]
+    assert any(h.startswith("proxy: the proxy http://***@127.0.0.1:1 refused") for h in lines(result, "hint"))
+    assert "Pr0xyPassw0rd" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--registry-role", "nonsense", f"{HOST}/app"], ["--bogus", f"{HOST}/app"]])
+def test_bad_usage_is_one_line_and_exit_2(diagnose: Diagnose, stub: StubClient, args: list[str]) -> None:
+    result = diagnose(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert stub.calls() == []
+
+
+def test_a_denied_registry_role_points_at_the_trust_policy(diagnose: Diagnose, stub: StubClient) -> None:
+    stub.configure(deny_assume_role=[ROLE])
+    result = diagnose(f"{OTHER_HOST}/app", "--registry-role", f"{OTHER_HOST}={ROLE}")
+    assert result.returncode == 3, result.stdout
+    assert lines(result, "identity")[0].startswith(f"--registry-role maps {OTHER_HOST} to {ROLE}")
+    assert lines(result, "aws") == ["sts:AssumeRole: denied: AccessDenied, HTTP 403 (Not authorized to perform "
+                                    "sts:AssumeRole)"]
+    assert any(h.startswith("access denied by STS: the role's trust policy must allow the caller")
+               for h in lines(result, "hint"))
+    assert stub.calls("ecr") == []
+
+
+@pytest.mark.parametrize(("host", "endpoint"), [
+    (HOST, "https://api.ecr.us-east-1.amazonaws.com"),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "https://ecr-fips.us-gov-west-1.amazonaws.com"),
+    ("123456789012.dkr-ecr.eu-west-1.on.aws", "https://ecr.eu-west-1.api.aws"),
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "https://api.ecr.cn-north-1.amazonaws.com.cn"),
+])
+def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
+    host: str, endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process and without any AWS call: only the endpoint resolution runs.
+    from ecr_kubelet import diagnose as diag
+    from ecr_kubelet.awsapi import new_session
+    from ecr_kubelet.identity import Identity
+    from ecr_kubelet.registry import classify_host
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS", *diag.PROXY_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    registry = classify_host(host)
+    assert registry is not None
+    diag._explain_endpoints(new_session(), registry, Identity(mode="role", role_arn=ROLE))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"endpoint:  ecr: {endpoint} ({registry.partition} partition, {registry.variant})"
+    assert out[1].startswith("endpoint:  sts: https://sts.")
+    assert out[2] == "proxy:     none set (HTTPS_PROXY, NO_PROXY): direct connections"
+
+
+def test_a_hung_endpoint_ends_at_the_deadline_with_the_diagnosis(diagnose: Diagnose, stub: StubClient) -> None:
+    stub.configure(delay_seconds=8)
+    result = diagnose(f"{HOST}/app", "--timeout", "2s")
+    assert result.returncode == 4, result.stdout
+    [outcome] = lines(result, "result")
+    assert outcome.startswith("FAILED (exit 4): gave up after 2s: AWS did not answer in time"), outcome
+    assert any(h.startswith("endpoint unreachable") for h in lines(result, "hint"))
