@@ -7,6 +7,8 @@ identity.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -167,3 +169,20 @@ def test_container_credentials_over_plain_http_go_only_to_local_hosts(
     env = _environment(monkeypatch, tmp_path, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://example.com/creds",
                                                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "secret-token"})
     assert resolve_node_source(env) is None  # the token is never sent there (botocore refuses too)
+
+
+@pytest.mark.parametrize("variable", ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
+def test_a_fifo_as_a_config_file_neither_blocks_nor_names_an_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = _environment(monkeypatch, tmp_path, {variable: str(fifo), "AWS_EC2_METADATA_DISABLED": "true"})
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(resolve_node_source(env)), daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))  # unblock the reader so the thread ends
+        pytest.fail(f"a FIFO as {variable} blocked")
+    assert result == [None]

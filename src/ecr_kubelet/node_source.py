@@ -58,12 +58,36 @@ def _digest(*parts: bytes | str) -> str:
     return hasher.hexdigest()[:32]
 
 
+class _Unusable(Exception):
+    """A file the chain would read exists but is not a readable regular file: name no identity."""
+
+
 def _read(path: str, limit: int = 1 << 20) -> bytes | None:
+    """A regular file's first `limit` bytes; None if absent. Never blocks on a FIFO or device."""
+    import errno
+    import stat
+
     try:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise _Unusable(path) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Unusable(path)
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
     except OSError:
-        return None
+        raise _Unusable(path) from None
+    finally:
+        os.close(fd)
 
 
 def _expand(path: str) -> str:
@@ -72,6 +96,13 @@ def _expand(path: str) -> str:
 
 def resolve_node_source(env: Mapping[str, str]) -> NodeSource | None:
     """The source botocore's default chain will use, or None when it cannot be told (then: no cache)."""
+    try:
+        return _resolve(env)
+    except _Unusable:
+        return None
+
+
+def _resolve(env: Mapping[str, str]) -> NodeSource | None:
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return NodeSource("env", _digest(env["AWS_ACCESS_KEY_ID"]))
     profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
