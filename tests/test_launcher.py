@@ -62,14 +62,24 @@ def wait_until(condition: object, what: str, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
+# Syscalls a Python program blocks in while it waits for its request on stdin (read, or the
+# select/poll that bounds the wait by the deadline), by the machine the kernel sees (qemu-user runs
+# an emulated arm64 program with the host's syscalls).
+WAITING_SYSCALLS = {"x86_64": {"0", "7", "23", "270", "271"}, "aarch64": {"63", "72", "73"}}
+
+
 def reading_stdin(pid: int) -> bool:
-    """The process is blocked in read(0, ...): Python has started and waits for the request."""
+    """The process waits for its request: Python has started and blocks on stdin (fd 0)."""
     try:
         fields = Path(f"/proc/{pid}/syscall").read_text().split()
     except OSError:
         return False
-    read_nr = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
-    return len(fields) > 1 and fields[0] == read_nr and fields[1] == "0x0"
+    waiting = WAITING_SYSCALLS.get(os.uname().machine, set())
+    if len(fields) < 2 or fields[0] not in waiting:
+        return False
+    if fields[0] in ("0", "63"):  # read(2): on fd 0
+        return fields[1] == "0x0"
+    return any("libpython" in f for f in mapped_files(pid))  # select/poll: once Python runs
 
 
 def mapped_files(pid: int) -> set[str]:
