@@ -130,6 +130,7 @@ def provider_cmd() -> list[str]:
         binary = str(Path(binary).resolve())
         root = os.environ.get("ECR_KUBELET_TEST_ROOT")
         if root:
+            root = str(Path(root).resolve())  # tests run the command from other working directories
             # Inside a bare Debian root (scripts/make-root) of the binary's architecture, with the
             # tests' temporary directories and the binary's own directory at the same paths.
             if not (Path(root) / ".ecr-root-stamp").is_file():
