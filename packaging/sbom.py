@@ -25,9 +25,12 @@ the CycloneDX 1.6 JSON schema by cyclonedx-python-lib before it is written.
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
+import os
 import re
 import sys
+import uuid
 from importlib.metadata import Distribution, PackageMetadata, distribution, distributions
 from pathlib import Path
 
@@ -226,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             key = f"pypi:{match}"
         files.setdefault(key, []).append(rel)
 
-    bom = Bom()
     binary_sha = hashlib.sha256(args.binary.read_bytes()).hexdigest()
+    # Reproducible like the binary: the serial number follows from the binary, the date from
+    # SOURCE_DATE_EPOCH (scripts/release sets it to the commit's time).
+    bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"ecr-kubelet:sbom:{binary_sha}"))
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        bom.metadata.timestamp = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
     app = component("ecr-credential-provider", version, "Apache-2.0",
                     PackageURL("generic", name="ecr-credential-provider", version=version,
                                qualifiers={"arch": args.arch}),

@@ -60,14 +60,17 @@ def test_each_binary_is_built_for_its_architecture(arch: str, tmp_path: Path) ->
 
 
 def test_two_releases_of_one_commit_are_identical(tmp_path: Path) -> None:
-    """scripts/release again (amd64) gives the same bytes: no timestamps, paths or hash seeds."""
+    """scripts/release again (amd64) gives the same bytes for every artifact: binary, SBOM, packages
+    and installer image (no timestamps, paths or hash seeds)."""
     first = release_binary("amd64")
     proc = subprocess.run([str(ROOT / "scripts" / "release"), "--arch", "amd64", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=1800, check=False,
-                          env={**os.environ, "ECR_KUBELET_RELEASE_IMAGES": "0"})
+                          capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    second = tmp_path / "ecr-credential-provider-linux-amd64"
-    assert second.read_bytes() == first.read_bytes(), "scripts/release is not reproducible"
+    again = {p.name for p in tmp_path.iterdir() if p.is_file() and p.name != "SHA256SUMS"}
+    assert {first.name, first.name + ".cdx.json"} <= again
+    assert any(n.endswith(".deb") for n in again) and any(n.endswith(".oci.tar") for n in again)
+    differ = [n for n in sorted(again) if (tmp_path / n).read_bytes() != (first.parent / n).read_bytes()]
+    assert differ == [], f"scripts/release is not reproducible for {differ}"
 
 
 # ---- inside a bare Debian 11 root ----------------------------------------------------------------
