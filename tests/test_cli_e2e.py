@@ -264,7 +264,8 @@ def test_outage_without_cache_is_unavailable(run_provider: RunProvider, stub: St
 def test_deadline_bounds_the_run(run_provider: RunProvider, stub: StubClient) -> None:
     stub.configure(delay_seconds=8)
     line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--timeout", "2s"), 4)
-    assert "did not answer in time" in line
+    # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
+    assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
     # the one attempt ended at the deadline: it was not retried after its read timeout
     assert "1 attempt)" in line
 
@@ -519,7 +520,8 @@ def test_throttling_with_a_still_valid_cached_token_answers_from_it_after_a_few_
 def test_hanging_aws_without_a_cached_token_is_unavailable(run_provider: RunProvider, stub: StubClient) -> None:
     stub.configure(delay_seconds=30)
     line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--timeout", "3s"), 4)
-    assert "did not answer in time" in line
+    # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
+    assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
 
 
 def test_a_hung_credential_process_is_ended_by_the_deadline_with_or_without_a_cached_token(
@@ -540,7 +542,8 @@ def test_a_hung_credential_process_is_ended_by_the_deadline_with_or_without_a_ca
     body = ok_response(run_provider(image, "--timeout", "3s", env=env))
     assert body["auth"][f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com"] == cached
     line = failed(run_provider(image, "--timeout", "3s", env={**env, "ECR_KUBELET_DISABLE_CACHE": "1"}), 4)
-    assert "did not answer in time" in line
+    # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
+    assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
     assert len(stub.calls("ecr")) == 1
 
 

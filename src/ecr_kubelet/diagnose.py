@@ -354,7 +354,7 @@ def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, r
         hint("endpoint unreachable: check DNS and routes to the endpoints above (VPC endpoints for "
              "ecr.api and sts, security groups, a firewall)")
         _proxy_hint(any(c.code == "ProxyConnectionError" for c in calls))
-    elif "did not answer in time" in str(exc) and not any(c.result == "throttled" for c in calls):
+    elif "gave up after" in str(exc) and not any(c.result == "throttled" for c in calls):
         hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
              "security groups), the instance metadata service, and the proxy settings")
         _proxy_hint()
