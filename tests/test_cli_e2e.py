@@ -267,7 +267,8 @@ def test_deadline_bounds_the_run(run_provider: RunProvider, stub: StubClient) ->
     # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
     assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
     # the one attempt ended at the deadline: it was not retried after its read timeout
-    assert "1 attempt)" in line
+    if "did not answer in time" in line:
+        assert "1 attempt)" in line
 
 
 def test_malformed_token_is_a_clear_error(run_provider: RunProvider, stub: StubClient) -> None:
