@@ -21,6 +21,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,29 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+@contextmanager
+def waiting_program(binary: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """The binary started with pipes, once it waits for its request on stdin; reaped afterwards."""
+    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        wait_until(lambda: reading_stdin(proc.pid), "the program to read its request")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def ask(proc: subprocess.Popen[bytes]) -> dict[str, object]:
+    """Send one request to a waiting program; its answer, which must be a success."""
+    request = json.dumps(make_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app")) + "\n"
+    out, err = proc.communicate(request.encode(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    answer: dict[str, object] = json.loads(out)
+    return answer
+
+
 def entries(base: Path) -> set[str]:
     return {p.name for p in base.iterdir()} if base.exists() else set()
 
@@ -166,20 +190,10 @@ def test_the_answering_process_is_the_one_the_kubelet_started(
     """The launcher execs the bundled loader: same pid, no child, so the kubelet's kill reaches it."""
     env = dict(provider_env, ECR_KUBELET_RUNTIME_DIR=str(runtime))
     run_version(binary, env)
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
-    try:
-        wait_until(lambda: reading_stdin(proc.pid), "the program to read its request")
+    with waiting_program(binary, env) as proc:
         assert str(runtime / launcher.id / launcher.loader) in mapped_files(proc.pid)
         assert children_of(proc.pid) == []
-        request = json.dumps(make_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app")) + "\n"
-        out, err = proc.communicate(request.encode(), timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err.decode()
-    assert json.loads(out)["auth"]
+        assert ask(proc)["auth"]
 
 
 def test_concurrent_first_runs_unpack_once(binary: Path, launcher: Bundle, runtime: Path) -> None:
@@ -444,15 +458,9 @@ def test_a_running_program_holds_its_bundle(binary: Path, launcher: Bundle, prov
     """While a run is in progress, the shared lock is held: a pruner's exclusive try fails."""
     env = dict(provider_env, ECR_KUBELET_RUNTIME_DIR=str(runtime))
     run_version(binary, env)
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
-    try:
-        wait_until(lambda: reading_stdin(proc.pid), "the program to read its request")
-        with (runtime / f"{launcher.id}.use").open("rb") as fh, pytest.raises(BlockingIOError):
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        proc.kill()
-        proc.communicate()
+    with waiting_program(binary, env), (runtime / f"{launcher.id}.use").open("rb") as fh, \
+            pytest.raises(BlockingIOError):
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 # ---- the temporary fallback --------------------------------------------------------------------
@@ -467,21 +475,11 @@ def test_fallback_execs_too_and_removes_its_directory(
     binary: Path, launcher: Bundle, stub: StubClient, provider_env: dict[str, str], tmp_path: Path, scratch_tmp: Path
 ) -> None:
     env = dict(provider_env, ECR_KUBELET_RUNTIME_DIR=str(_refused(tmp_path)), TMPDIR=str(scratch_tmp))
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
-    try:
-        wait_until(lambda: reading_stdin(proc.pid), "the program to read its request")
+    with waiting_program(binary, env) as proc:
         loaders = [f for f in mapped_files(proc.pid) if f.endswith(launcher.loader)]
         assert len(loaders) == 1 and loaders[0].startswith(f"{scratch_tmp}/ecr-credential-provider-"), loaders
         assert children_of(proc.pid) == []
-        request = json.dumps(make_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app")) + "\n"
-        out, err = proc.communicate(request.encode(), timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err.decode()
-    assert json.loads(out)["auth"]
+        assert ask(proc)["auth"]
     wait_until(lambda: entries(scratch_tmp) == set(), "the watchdog to remove the temporary bundle")
 
 
@@ -489,17 +487,10 @@ def test_fallback_execs_too_and_removes_its_directory(
 def test_killed_fallback_leaves_nothing_behind(binary: Path, launcher: Bundle, tmp_path: Path, scratch_tmp: Path,
                                                sig: int) -> None:
     env = launcher_env(_refused(tmp_path), scratch_tmp)
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
-    try:
-        wait_until(lambda: reading_stdin(proc.pid), "the program to read its request")
+    with waiting_program(binary, env) as proc:
         assert len(entries(scratch_tmp)) == 1
         proc.send_signal(sig)
         proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == -sig
     wait_until(lambda: entries(scratch_tmp) == set(), "the watchdog to remove the temporary bundle")
 
