@@ -27,14 +27,13 @@ import pytest
 from ecr_kubelet import cache as cache_mod
 from ecr_kubelet.cache import (
     ENTRY_VERSION,
-    Freshness,
     TokenCache,
-    default_cache_dir,
     key_digest,
     prepare_cache_dir,
 )
 from ecr_kubelet.errors import AuthError, UnavailableError
-from ecr_kubelet.tokens import Token
+from ecr_kubelet.freshness import Freshness
+from ecr_kubelet.models import Token
 from helpers import RunProvider, StubClient, make_request
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app"
@@ -222,21 +221,9 @@ def test_expired_entry_on_disk_is_never_returned(cache_dir: Path) -> None:
     assert TokenCache(cache_dir, Freshness(0.5, 60)).lookup(KEY) == token
 
 
-def test_memory_level_alone_when_there_is_no_directory() -> None:
+def test_without_a_directory_nothing_is_kept() -> None:
     cache = TokenCache(None, FRESH)
-    token = make_token()
-    cache.store(KEY, token)
-    assert cache.lookup(KEY) == token
-    assert TokenCache(None, FRESH).lookup(KEY) is None
-
-
-def test_memory_level_drops_a_token_when_it_stops_being_usable(monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = TokenCache(None, FRESH)
-    token = make_token(lifetime=3600)
-    cache.store(KEY, token)
-    later = time.time() + 3600 - MARGIN + 1
-    clock = SimpleNamespace(time=lambda: later, monotonic=time.monotonic, sleep=time.sleep)
-    monkeypatch.setattr(cache_mod, "time", clock)
+    cache.store(KEY, make_token())
     assert cache.lookup(KEY) is None
 
 
@@ -541,16 +528,16 @@ def test_file_system_without_flock_is_warned_and_the_fetch_goes_on(
 
 def test_prepare_creates_a_private_directory_with_parents(tmp_path: Path) -> None:
     directory = tmp_path / "a" / "b" / "cache"
-    assert prepare_cache_dir(directory) == directory
+    assert prepare_cache_dir(directory) == str(directory)
     info = directory.lstat()
     assert stat.S_ISDIR(info.st_mode)
     assert stat.S_IMODE(info.st_mode) == 0o700
     assert info.st_uid == os.geteuid()
-    assert prepare_cache_dir(directory) == directory  # idempotent
+    assert prepare_cache_dir(directory) == str(directory)  # idempotent
 
 
 def test_prepare_accepts_an_existing_private_directory(cache_dir: Path) -> None:
-    assert prepare_cache_dir(cache_dir) == cache_dir
+    assert prepare_cache_dir(cache_dir) == str(cache_dir)
 
 
 def test_prepare_refuses_a_symlink(cache_dir: Path, tmp_path: Path, warnings_log: Callable[[], str]) -> None:
@@ -585,17 +572,6 @@ def test_prepare_warns_when_the_directory_cannot_be_created(tmp_path: Path, warn
     (tmp_path / "file").write_text("x")
     assert prepare_cache_dir(tmp_path / "file" / "cache") is None
     assert "cannot create" in warnings_log()
-
-
-def test_default_cache_dir_as_root_or_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert default_cache_dir() == Path("/var/cache/ecr-credential-provider")
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / ".cache" / "ecr-credential-provider"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "ecr-credential-provider"
 
 
 # ---- a refused or unwritable directory still answers the pull (subprocess) ------------------------
@@ -804,7 +780,7 @@ def test_an_existing_readable_directory_is_made_private(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
-    assert prepare_cache_dir(directory) == directory
+    assert prepare_cache_dir(directory) == str(directory)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
@@ -830,7 +806,7 @@ def test_prepare_accepts_a_sticky_world_writable_parent_like_tmp(tmp_path: Path)
     parent = tmp_path / "tmp"
     parent.mkdir()
     parent.chmod(0o1777)
-    assert prepare_cache_dir(parent / "cache") == parent / "cache"
+    assert prepare_cache_dir(parent / "cache") == str(parent / "cache")
 
 
 @needs_root
@@ -862,5 +838,5 @@ def test_a_readable_directory_holding_only_cache_files_is_made_private(tmp_path:
     directory.mkdir()
     TokenCache(directory, FRESH).get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=1)
     directory.chmod(0o755)
-    assert prepare_cache_dir(directory) == directory
+    assert prepare_cache_dir(directory) == str(directory)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700

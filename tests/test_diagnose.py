@@ -201,14 +201,15 @@ def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
     # In process and without any AWS call: only the endpoint resolution runs.
     from ecr_kubelet import diagnose as diag
     from ecr_kubelet.awsapi import new_session
-    from ecr_kubelet.identity import Identity
+    from ecr_kubelet.models import Identity
+    from ecr_kubelet.options import Options
     from ecr_kubelet.registry import classify_host
 
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS", *diag.PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     registry = classify_host(host)
     assert registry is not None
-    diag._explain_endpoints(new_session(), registry, Identity(mode="role", role_arn=ROLE))
+    diag._explain_endpoints(new_session(), registry, Identity(mode="role", role_arn=ROLE), Options(environ={}))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"endpoint:  ecr: {endpoint} ({registry.partition} partition, {registry.variant})"
     assert out[1].startswith("endpoint:  sts: https://sts.")

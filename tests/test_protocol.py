@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import BadInputError
+from ecr_kubelet.models import Answer, Request
 from ecr_kubelet.protocol import CredentialProviderResponse, validate_request
 from ecr_kubelet.wire import (
     API_VERSIONS,
     MAX_REQUEST_BYTES,
-    Answer,
-    Request,
     decode_json_object,
     encode_response,
     quick_request,
-    read_request_bytes,
+    read_request_fd,
 )
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app"
@@ -106,12 +107,19 @@ def test_malformed_input(raw: bytes, message: str) -> None:
         decode_json_object(raw)
 
 
-def test_oversized_input_is_refused_without_reading_it_all() -> None:
-    stream = io.BytesIO(b" " * (MAX_REQUEST_BYTES + 10))
+def test_oversized_input_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    def read(size: int) -> tuple[bytes, int]:
+        path = tmp_path / f"request-{size}"
+        path.write_bytes(b"x" * size)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return read_request_fd(fd, Deadline(10.0)), os.lseek(fd, 0, os.SEEK_CUR)
+        finally:
+            os.close(fd)
+
     with pytest.raises(BadInputError, match="larger than"):
-        read_request_bytes(stream)
-    assert stream.tell() == MAX_REQUEST_BYTES + 1
-    assert read_request_bytes(io.BytesIO(b"x" * MAX_REQUEST_BYTES)) == b"x" * MAX_REQUEST_BYTES
+        read(MAX_REQUEST_BYTES * 4)
+    assert read(MAX_REQUEST_BYTES) == (b"x" * MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
 
 
 def test_unknown_request_fields_are_ignored_by_the_full_validator() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from ecr_kubelet import redact
+from ecr_kubelet import logs, redact
 
 
 def test_log_records_and_exceptions_are_scrubbed() -> None:
@@ -13,7 +13,7 @@ def test_log_records_and_exceptions_are_scrubbed() -> None:
     redact.register(secret, "short")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.addFilter(redact.RedactingFilter())
+    handler.addFilter(logs.RedactingFilter())
     logger = logging.getLogger("test-redact")
     logger.addHandler(handler)
     logger.propagate = False

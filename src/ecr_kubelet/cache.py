@@ -1,38 +1,46 @@
 """The token cache shared by every invocation on the node.
 
-Two levels: an in-process TLRU cache (cachetools) in front of one JSON file per key in a private
-directory. A per-key `fcntl` lock makes concurrent cold invocations (the kubelet runs one process per
-image at node boot) wait for a single GetAuthorizationToken call instead of each making their own.
+One JSON file per key in a private directory. A per-key `fcntl` lock makes concurrent cold
+invocations (the kubelet runs one process per image at node boot) wait for a single
+GetAuthorizationToken call instead of each making their own. Each process answers one request, so
+there is no in-memory level: the file is read once per run.
 
 Threat model: entries hold live registry passwords. They live in a 0700 directory as 0600 files owned
 by the running user (root on a node), the same trust boundary as the kubelet's own credentials; we
 refuse directories that are symlinks, owned by someone else or writable by others.
+
+Standard library only, and only modules the interpreter has built in or a hit needs anyway (json):
+this is the cache-hit path.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
-import logging
 import math
 import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from hashlib import sha256
 
-from cachetools import TLRUCache
-
+from ecr_kubelet import logs
 from ecr_kubelet.errors import UnavailableError
-from ecr_kubelet.tokens import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token
+from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Literal
+
+    from ecr_kubelet.freshness import Freshness
+    from ecr_kubelet.models import Identity, Registry
+
+    Outcome = Literal["hit", "fetched", "stale"]
+    StrPath = str | os.PathLike[str]
+
+log = logs.get(__name__)
 
 ENTRY_VERSION = 1
 _MAX_ENTRY_BYTES = 64 * 1024
@@ -40,44 +48,30 @@ _LOCK_POLL_SECONDS = 0.02
 # Temp files of writers killed mid-write are removed once they are this old.
 _STALE_TEMP_SECONDS = 600.0
 
-Outcome = Literal["hit", "fetched", "stale"]
-
-
-@dataclass(frozen=True)
-class Freshness:
-    """When a token must be refreshed and when it may no longer be handed out."""
-
-    refresh_fraction: float
-    expiry_margin: float
-
-    def refresh_at(self, token: Token) -> float:
-        if token.expires_at is None:
-            return token.fetched_at
-        return token.fetched_at + (token.expires_at - token.fetched_at) * self.refresh_fraction
-
-    def usable_until(self, token: Token) -> float:
-        return -1.0 if token.expires_at is None else token.expires_at - self.expiry_margin
-
-    def is_fresh(self, token: Token, now: float) -> bool:
-        return now < min(self.refresh_at(token), self.usable_until(token))
-
-    def is_usable(self, token: Token, now: float) -> bool:
-        return now < self.usable_until(token)
+def cache_key(registry: Registry, identity: Identity, endpoints: dict[str, str]) -> str | None:
+    """The entry a token for this registry and identity lives under; None: never cache it (an identity
+    that cannot be named). The configured API endpoint is part of it: a test server's or another
+    partition's tokens never answer for the real one."""
+    fingerprint = identity.fingerprint()
+    if fingerprint is None:
+        return None
+    return key_digest({
+        "service": registry.service, "partition": registry.partition, "region": registry.region,
+        "account": registry.account or "", "variant": registry.variant, "identity": fingerprint,
+        "endpoint": endpoints.get(registry.service, ""),
+    })
 
 
 def key_digest(parts: dict[str, str]) -> str:
     """File name for a cache key: a hash, so no identity detail is readable from the directory."""
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
+    return sha256(canonical.encode()).hexdigest()[:40]
 
 
 class TokenCache:
-    def __init__(self, directory: Path | None, freshness: Freshness) -> None:
-        self.directory = directory
+    def __init__(self, directory: StrPath | None, freshness: Freshness) -> None:
+        self.directory = None if directory is None else os.fspath(directory)
         self.freshness = freshness
-        self._memory: TLRUCache[str, Token] = TLRUCache(
-            maxsize=64, ttu=lambda _key, token, _now: freshness.usable_until(token), timer=time.time
-        )
         self._warned: set[str] = set()  # entries already reported as unusable, to warn once
 
     # -- single flight -------------------------------------------------------------------------
@@ -98,9 +92,10 @@ class TokenCache:
             on_usable(cached)
         # How many fetches of this key had finished when we queued (see _fetch_failed_while_queued).
         attempts_before = self._read_attempts(key)[0]
-        with self._locked(key, lock_timeout):
+        lock = self._lock(key, lock_timeout)
+        try:
             # Whoever held the lock before us may have refreshed the entry already.
-            refreshed = self.lookup(key, skip_memory=True)
+            refreshed = self.lookup(key)
             if refreshed is not None and self.freshness.is_fresh(refreshed, time.time()):
                 return refreshed, "hit"
             cached = refreshed or cached
@@ -121,6 +116,9 @@ class TokenCache:
             self.store(key, token)
             self._record_attempt(key, attempts_before, failed=False)
             return token, "fetched"
+        finally:
+            if lock is not None:
+                os.close(lock)  # closing releases the flock
 
     # -- failures seen while queued ------------------------------------------------------------
 
@@ -164,42 +162,38 @@ class TokenCache:
 
     # -- storage -------------------------------------------------------------------------------
 
-    def lookup(self, key: str, *, skip_memory: bool = False) -> Token | None:
-        token = None if skip_memory else self._memory.get(key)
-        if token is None and self.directory is not None:
-            token = self._read(key)
-            if token is not None and self.freshness.is_usable(token, time.time()):
-                self._memory[key] = token
+    def lookup(self, key: str) -> Token | None:
+        """The key's entry, if it is there, intact and still usable (never an expired token)."""
+        token = self._read(key) if self.directory is not None else None
         if token is not None and not self.freshness.is_usable(token, time.time()):
-            return None  # never hand out an expired token
+            return None
         return token
 
     def store(self, key: str, token: Token) -> None:
         if not token.cacheable or not self.freshness.is_usable(token, time.time()):
             return  # another identity's, no expiry, or too close to it: nothing to keep
-        self._memory[key] = token
         if self.directory is not None:
             try:
                 self._write(key, token)
             except OSError as exc:
                 log.warning("could not write the token cache in %s: %s", self.directory, exc.strerror)
 
-    def _path(self, key: str, suffix: str) -> Path:
+    def _path(self, key: str, suffix: str) -> str:
         assert self.directory is not None
-        return self.directory / f"{key}{suffix}"
+        return os.path.join(self.directory, f"{key}{suffix}")
 
     def _read(self, key: str) -> Token | None:
         path = self._path(key, ".json")
         try:
             raw = _read_private_file(path, _MAX_ENTRY_BYTES + 1, strict=True)
         except _UnusableFile as exc:
-            self._warn_once(key, "ignoring %s cache entry %s%s", exc.what, path.name, exc.detail)
+            self._warn_once(key, "ignoring %s cache entry %s%s", exc.what, os.path.basename(path), exc.detail)
             return None
         if raw is None:
             return None
         token = _decode_entry(raw, key, time.time())
         if token is None:
-            self._warn_once(key, "ignoring corrupt or incompatible cache entry %s", path.name)
+            self._warn_once(key, "ignoring corrupt or incompatible cache entry %s", os.path.basename(path))
         return token
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
@@ -217,6 +211,7 @@ class TokenCache:
     def _write_file(self, key: str, suffix: str, body: bytes) -> None:
         """Atomically replace the key's file: temp file (0600), fsync, rename, fsync the directory."""
         import tempfile
+        from contextlib import suppress  # writes happen on a miss only: a hit does not load these
 
         assert self.directory is not None
         _remove_stale_temp_files(self.directory)
@@ -233,29 +228,26 @@ class TokenCache:
             raise
         _fsync_directory(self.directory)
 
-    @contextmanager
-    def _locked(self, key: str, timeout: float) -> Iterator[bool]:
-        """Hold the key's inter-process lock; after `timeout` seconds go on without it."""
+    def _lock(self, key: str, timeout: float) -> int | None:
+        """Take the key's inter-process lock, waiting at most `timeout` seconds; the open lock file,
+        which the caller closes to release it, or None when going on without it."""
         if self.directory is None:
-            yield False
-            return
+            return None
         try:
             # O_NONBLOCK: a FIFO planted at the path must not block us; then it must be a plain file.
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
             fd = os.open(self._path(key, ".lock"), flags, 0o600)
         except OSError as exc:
             log.warning("cannot open the cache lock: %s; going on without it", exc.strerror)
-            yield False
-            return
+            return None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             log.warning("cannot use the cache lock: it is not a regular file; going on without it")
-            yield False
-            return
-        try:
-            yield _acquire(fd, timeout)
-        finally:
-            os.close(fd)  # closing releases the flock
+            return None
+        if not _acquire(fd, timeout):
+            os.close(fd)
+            return None
+        return fd
 
 
 def _acquire(fd: int, timeout: float) -> bool:
@@ -274,11 +266,13 @@ def _acquire(fd: int, timeout: float) -> bool:
             return False
 
 
-def _remove_stale_temp_files(directory: Path) -> None:
+def _remove_stale_temp_files(directory: str) -> None:
     """Temp files of writers that were killed (the kubelet's 60 s kill) before renaming them."""
+    from contextlib import suppress
+
     cutoff = time.time() - _STALE_TEMP_SECONDS
-    with suppress(OSError):
-        for entry in os.scandir(directory):
+    with suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
             if entry.name.startswith(".tmp-") and entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 with suppress(OSError):
                     os.unlink(entry.path)
@@ -291,7 +285,7 @@ class _UnusableFile(Exception):
         self.detail = detail
 
 
-def _read_private_file(path: Path, limit: int, *, strict: bool = False) -> bytes | None:
+def _read_private_file(path: str, limit: int, *, strict: bool = False) -> bytes | None:
     """Up to `limit` bytes of a regular file private to us; None if it is absent or (unless
     `strict`, which raises _UnusableFile) unusable.
 
@@ -333,9 +327,6 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# Bounds on a cache entry: it describes an ECR token, which lives 12 hours at most.
-_MAX_USERNAME = MAX_USERNAME
-_MAX_PASSWORD = MAX_PASSWORD
 
 
 def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
@@ -352,7 +343,7 @@ def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
         return None
     username, password = data["username"], data["password"]
     expires_at, fetched_at = data["expires_at"], data["fetched_at"]
-    if not (_is_text(username, _MAX_USERNAME) and ":" not in username and _is_text(password, _MAX_PASSWORD)):
+    if not (is_token_text(username, MAX_USERNAME) and ":" not in username and is_token_text(password, MAX_PASSWORD)):
         return None
     if not (_is_number(expires_at) and _is_number(fetched_at)):
         return None
@@ -374,15 +365,13 @@ def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
 _ENTRY_FIELDS = frozenset({"version", "key", "username", "password", "expires_at", "fetched_at"})
 
 
-def _is_text(value: object, limit: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable() and value.isascii()
-
-
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: str) -> None:
+    from contextlib import suppress
+
     with suppress(OSError):
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -391,40 +380,27 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def default_cache_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/cache/ecr-credential-provider")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
-        return Path(xdg) / "ecr-credential-provider"
-    home = os.path.expanduser("~")
-    if not os.path.isabs(home):
-        from ecr_kubelet.errors import BadInputError
-
-        raise BadInputError(f"HOME must be an absolute path for the default cache directory, got {home!r} "
-                            "(or set --cache-dir)")
-    return Path(home) / ".cache" / "ecr-credential-provider"
+_CACHE_FILE = r"[0-9a-f]{40}\.(?:json|lock|attempts)|\.tmp-.*"
 
 
-_CACHE_FILE = re.compile(r"[0-9a-f]{40}\.(?:json|lock|attempts)|\.tmp-.*")
-
-
-def _foreign_entry(directory: Path) -> str | None:
+def _foreign_entry(directory: str) -> str | None:
     """The name of something in the directory that this cache did not write, if any."""
     try:
         with os.scandir(directory) as entries:
-            return next((e.name for e in entries if not _CACHE_FILE.fullmatch(e.name)), None)
+            return next((e.name for e in entries if not re.fullmatch(_CACHE_FILE, e.name)), None)
     except OSError as exc:
         return f"<unlistable: {exc.strerror}>"
 
 
-def _unsafe_ancestor(directory: Path) -> str | None:
+def _unsafe_ancestor(directory: str) -> str | None:
     """Why someone other than us (or root) could swap the directory out from under us, if they could.
 
     Every ancestor must be owned by root or us and not writable by others, unless sticky (/tmp):
     there others cannot rename or remove what is ours.
     """
-    for parent in directory.parents:
+    parent = directory
+    while parent != "/":
+        parent = os.path.dirname(parent)
         try:
             info = os.stat(parent)
         except OSError as exc:
@@ -436,13 +412,14 @@ def _unsafe_ancestor(directory: Path) -> str | None:
     return None
 
 
-def prepare_cache_dir(directory: Path) -> Path | None:
+def prepare_cache_dir(path: StrPath) -> str | None:
     """Create the private cache directory, or refuse (with a warning) one we must not trust."""
-    if not directory.is_absolute():  # the options refuse these; "" would be the working directory
+    directory = os.path.normpath(os.fspath(path))
+    if not os.path.isabs(directory):  # the options refuse these; "" would be the working directory
         log.warning("token cache disabled: %s is not an absolute path", directory)
         return None
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         info = os.lstat(directory)
     except OSError as exc:
         log.warning("token cache disabled: cannot create %s: %s", directory, exc.strerror)

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import NoReturn
 
 # Time kept back for answering once the last wait is over (encode, write, exit).
 ANSWER_MARGIN = 0.5
@@ -22,12 +26,17 @@ ANSWER_MARGIN = 0.5
 class Deadline:
     """A point in time on a monotonic clock, with what to answer should a wait overrun it."""
 
-    __slots__ = ("_clock", "_end", "_sleep", "fallback", "timeout")
+    __slots__ = ("_armed", "_clock", "_end", "_sleep", "expire", "fallback", "timeout")
 
     def __init__(self, timeout: float, *, elapsed: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 expire: Callable[[Deadline], NoReturn] | None = None) -> None:
         self.timeout = timeout
+        # What ends the run should something that cannot be timed out outlive the deadline (see
+        # `backstop`); None: nothing does.
+        self.expire = expire
+        self._armed = 0
         self._clock = clock
         self._sleep = sleep
         self._end = clock() + timeout - max(0.0, elapsed)
@@ -36,8 +45,8 @@ class Deadline:
         self.fallback: bytes | None = None
 
     @classmethod
-    def from_process_start(cls, timeout: float) -> Deadline:
-        return cls(timeout, elapsed=min(process_age(), timeout))
+    def from_process_start(cls, timeout: float, expire: Callable[[Deadline], NoReturn] | None = None) -> Deadline:
+        return cls(timeout, elapsed=min(process_age(), timeout), expire=expire)
 
     def remaining(self) -> float:
         """Seconds left for waiting, keeping ANSWER_MARGIN back to answer."""
@@ -45,6 +54,9 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.remaining() <= 0
+
+    def backstop(self) -> Backstop:
+        return Backstop(self)
 
     def sleep(self, seconds: float) -> None:
         """Pause, never past the deadline (injected in tests, with the clock)."""
@@ -64,23 +76,39 @@ def process_age() -> float:
     return age if 0.0 <= age < 3600.0 else 0.0
 
 
-def arm_backstop(deadline: Deadline, expire: Callable[[Deadline], NoReturn]) -> None:
-    """Call `expire` (which must end the process) at the deadline, should something that cannot be
-    timed out still be running then.
+class Backstop:
+    """`with deadline.backstop():` around work that may ignore the deadline: at the deadline, the
+    deadline's `expire` (which must end the process) is called from SIGALRM.
 
     Every wait is sized from the deadline, so this fires only for what ignores it (a hung
     `credential_process`, which botocore runs without a timeout). `expire` must end the process
     itself (os._exit), because botocore takes an exception raised from here for a retryable HTTP
-    error. Both modes use it: the kubelet's (cli) and the Docker helper's, each with its own answer.
+    error. Nested uses arm once. Only a run that goes to AWS needs it, so a cache hit never loads
+    `signal` (which loads enum).
     """
-    import signal
 
-    signal.signal(signal.SIGALRM, lambda _signum, _frame: expire(deadline))
-    signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline.remaining() + ANSWER_MARGIN))
+    __slots__ = ("deadline",)
 
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
 
-def disarm_backstop() -> None:
-    import signal
+    def __enter__(self) -> Deadline:
+        deadline = self.deadline
+        deadline._armed += 1
+        if deadline._armed == 1 and deadline.expire is not None:
+            import signal
 
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            expire = deadline.expire
+            signal.signal(signal.SIGALRM, lambda _signum, _frame: expire(deadline))
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline.remaining() + ANSWER_MARGIN))
+        return deadline
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        deadline = self.deadline
+        deadline._armed -= 1
+        if deadline._armed == 0 and deadline.expire is not None:
+            import signal
+
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)

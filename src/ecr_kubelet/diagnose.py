@@ -17,16 +17,15 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ecr_kubelet import redact
-from ecr_kubelet.cli import PROG, build_parser, configure_logging, options_from_args
-from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
+from ecr_kubelet import logs, redact
+from ecr_kubelet.cli import PROG, build_parser
+from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import EXIT_AUTH, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.observe import AwsCall, Observer, is_clock_skew
 
 if TYPE_CHECKING:
-    from ecr_kubelet.identity import Identity
+    from ecr_kubelet.models import Identity, Registry
     from ecr_kubelet.options import Options
-    from ecr_kubelet.registry import Registry
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
@@ -41,15 +40,17 @@ def hint(text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    redact.register_environment()
+    from ecr_kubelet.options import options_from_args
+
+    redact.register_environment(os.environ)
     try:
         args = _parser().parse_args(argv)
-        options = options_from_args(args)
+        options = options_from_args(vars(args), os.environ)
         token, annotations = _service_account(args)
     except BadInputError as exc:
         sys.stderr.write(f"{PROG} diagnose: error: {redact.scrub(str(exc))}\n")
         return exc.exit_code
-    configure_logging(options.verbosity)
+    logs.configure(options.verbosity)
     try:
         return diagnose(args.image, options, token, annotations)
     except ProviderError as exc:
@@ -89,8 +90,7 @@ def _service_account(args: Any) -> tuple[str | None, dict[str, str]]:
 
 
 def diagnose(image: str, options: Options, sa_token: str | None, annotations: dict[str, str]) -> int:
-    from ecr_kubelet.identity import plan_identity
-    from ecr_kubelet.provider import resolve_registry
+    from ecr_kubelet.provider import choose_identity, resolve_registry
     from ecr_kubelet.registry import parse_image
 
     say("image", image)
@@ -100,7 +100,7 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         say("host", f"the image is not valid: {exc}")
         say("result", f"FAILED (exit {EXIT_BAD_INPUT}): the kubelet would not get an answer for it")
         return EXIT_BAD_INPUT
-    registry = resolve_registry(ref.normalized_host, ref.port, options.mirrors)
+    registry = resolve_registry(ref, options.mirrors)
     if registry is None:
         _explain_foreign(ref.auth_key, ref.normalized_host)
         say("result", "OK: no credentials, correctly (empty auth; the kubelet pulls without plugin credentials)")
@@ -111,11 +111,7 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
     if registry.kind == "public":
         say("host", "public ECR authenticates only from the aws partition, via ecr-public in us-east-1")
 
-    identity = plan_identity(sa_token, annotations, options)
-    if options.registry_roles:
-        from ecr_kubelet import roles
-
-        identity = roles.apply(identity, registry, options.registry_roles)
+    identity = choose_identity(registry, sa_token, annotations, options)
     _explain_identity(identity, registry, options, sa_token, annotations)
 
     observer = Observer()
@@ -130,40 +126,38 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         os._exit(EXIT_UNAVAILABLE)
 
     # Resolving credentials may hang too (instance metadata, a credential_process): all under the deadline.
-    run_deadline = Deadline.from_process_start(options.timeout)
-    arm_backstop(run_deadline, on_deadline)
-    from ecr_kubelet.awsapi import new_session
+    run_deadline = Deadline.from_process_start(options.timeout, on_deadline)
+    with run_deadline.backstop():
+        return _run(ref.auth_key, registry, identity, options, observer, run_deadline)
 
+
+def _run(auth_key: str, registry: Registry, identity: Identity, options: Options, observer: Observer,
+         run_deadline: Deadline) -> int:
+    from ecr_kubelet.awsapi import new_session
+    from ecr_kubelet.provider import NoPublicCredentials, obtain_token
+
+    logs.set_up()
     session = new_session()
     creds_ok = _explain_chain(session, identity)
-    _explain_endpoints(session, registry, identity)
+    _explain_endpoints(session, registry, identity, options)
     _explain_cache(registry, identity, options)
-
-    from ecr_kubelet.cache import Freshness
-    from ecr_kubelet.provider import NoPublicCredentials, cache_duration, obtain_token
-
-    freshness = Freshness(options.refresh_fraction, options.expiry_margin)
     try:
         # No answer of last resort: at the deadline, diagnose reports the failure (on_deadline).
-        token, outcome = obtain_token(registry, identity, options, freshness, run_deadline, lambda _cached: b"",
-                                      observer)
+        token, outcome = obtain_token(registry, identity, options, run_deadline, lambda _cached: b"", observer)
     except NoPublicCredentials as exc:
-        disarm_backstop()
         _explain_calls(observer)
         say("result", f"OK: no credentials ({exc}); the kubelet pulls anonymously (cacheDuration 1h0m0s)")
         return 0
     except ProviderError as exc:
-        disarm_backstop()
         _explain_calls(observer)
         say("result", f"FAILED (exit {exc.exit_code}): {exc}")
         _failure_hints(exc, observer, identity, registry, creds_ok)
         return exc.exit_code
-    disarm_backstop()
     _explain_calls(observer)
     _explain_outcome(outcome)
-    duration = cache_duration(token, time.time(), freshness, stale=outcome == "stale")
-    say("answer", f"credentials for {ref.auth_key} (username {token.username}), cacheDuration {duration}"
-        + (f", token expires {_when(token.expires_at)}" if token.expires_at else ""))
+    duration = options.freshness.cache_duration(token, time.time(), stale=outcome == "stale")
+    say("answer", f"credentials for {auth_key} (username {token.username}), cacheDuration {duration}"
+        + (f", token expires {logs.when(token.expires_at)}" if token.expires_at else ""))
     say("result", "OK: a pull would get credentials")
     return 0
 
@@ -239,9 +233,8 @@ def _explain_chain(session: Any, identity: Identity) -> bool:
     return True
 
 
-def _explain_endpoints(session: Any, registry: Registry, identity: Identity) -> None:
+def _explain_endpoints(session: Any, registry: Registry, identity: Identity, options: Options) -> None:
     from ecr_kubelet.awsapi import client_config
-    from ecr_kubelet.registry import configured_endpoint
 
     services = [registry.service]
     if identity.mode != "node" or identity.registry_role is not None:
@@ -254,7 +247,7 @@ def _explain_endpoints(session: Any, registry: Registry, identity: Identity) -> 
             url = client.meta.endpoint_url
         except Exception as exc:
             url = f"cannot be resolved ({type(exc).__name__})"
-        source = "override from the environment" if configured_endpoint(service) else \
+        source = "override from the environment" if options.endpoints.get(service) else \
             f"{registry.partition} partition, {registry.variant}"
         say("endpoint", f"{service}: {url} ({source})")
     proxies = [f"{name}={_mask_proxy(os.environ[name])}" for name in PROXY_VARIABLES if os.environ.get(name)]
@@ -272,10 +265,9 @@ def _mask_proxy(value: str) -> str:
 
 
 def _explain_cache(registry: Registry, identity: Identity, options: Options) -> tuple[str | None, str]:
-    from ecr_kubelet.cache import Freshness, TokenCache, prepare_cache_dir
-    from ecr_kubelet.provider import cache_key
+    from ecr_kubelet.cache import TokenCache, cache_key, prepare_cache_dir
 
-    key = cache_key(registry, identity)
+    key = cache_key(registry, identity, options.endpoints)
     if key is None:
         say("cache", "not cacheable (a service-account token that is not a JWT): every run asks STS")
         return None, "uncacheable"
@@ -286,20 +278,20 @@ def _explain_cache(registry: Registry, identity: Identity, options: Options) -> 
     if directory is None:
         say("cache", f"{options.cache_dir} is refused or cannot be created (see the warning): running uncached")
         return key, "disabled"
-    freshness = Freshness(options.refresh_fraction, options.expiry_margin)
-    path = directory / f"{key}.json"
-    cached = TokenCache(directory, freshness).lookup(key, skip_memory=True)
+    freshness = options.freshness
+    path = os.path.join(directory, f"{key}.json")
+    cached = TokenCache(directory, freshness).lookup(key)
     now = time.time()
     if cached is None:
-        state = "present but expired, unreadable or not private" if path.exists() else "absent"
+        state = "present but expired, unreadable or not private" if os.path.exists(path) else "absent"
         say("cache", f"entry {path}: {state}: the plugin fetches a new token")
-        return key, "stale" if path.exists() else "absent"
+        return key, "stale" if os.path.exists(path) else "absent"
     if freshness.is_fresh(cached, now):
-        say("cache", f"entry {path}: fresh (fetched {_when(cached.fetched_at)}, refresh after "
-            f"{_when(freshness.refresh_at(cached))}, expires {_when(cached.expires_at)}): no AWS call needed")
+        say("cache", f"entry {path}: fresh (fetched {logs.when(cached.fetched_at)}, refresh after "
+            f"{logs.when(freshness.refresh_at(cached))}, expires {logs.when(cached.expires_at)}): no AWS call needed")
         return key, "fresh"
-    say("cache", f"entry {path}: past its refresh point, still valid until {_when(freshness.usable_until(cached))}: "
-        "the plugin refreshes it, and serves it if AWS fails")
+    say("cache", f"entry {path}: past its refresh point, still valid until "
+        f"{logs.when(freshness.usable_until(cached))}: the plugin refreshes it, and serves it if AWS fails")
     return key, "refresh"
 
 
@@ -370,9 +362,3 @@ def _proxy_hint(proxy_failed: bool = False) -> None:
     else:
         hint("proxy: none is set; if the node reaches AWS only through one, put HTTPS_PROXY and NO_PROXY in "
              "the provider's env (the kubelet passes its own environment too)")
-
-
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "an unknown time"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -17,17 +17,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
 
-from ecr_kubelet import redact
-from ecr_kubelet.cli import HELPER_PROG, configure_logging, log, parse_options, record_metrics
-from ecr_kubelet.deadline import Deadline, arm_backstop, disarm_backstop
+from ecr_kubelet import logs, redact
+from ecr_kubelet.cli import HELPER_PROG, log, parse_options, record_metrics
+from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, ProviderError
 from ecr_kubelet.observe import Observer
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from ecr_kubelet.models import Token
     from ecr_kubelet.options import Options
-    from ecr_kubelet.tokens import Token
 
 # docker-credential-helpers' own texts: clients compare them verbatim.
 NOT_FOUND = "credentials not found in native keychain"
@@ -46,7 +48,7 @@ class CredentialsNotFound(Exception):
 
 def main(args: list[str]) -> int:
     """Run one helper verb; returns the exit code."""
-    redact.register_environment()
+    redact.register_environment(os.environ)
     if len(args) != 1:
         return _fail(USAGE, EXIT_FAILED)
     verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
@@ -66,7 +68,7 @@ def main(args: list[str]) -> int:
 def _run(verb: str, options: Options, observer: Observer) -> int:
     verbosity = options.verbosity
     try:
-        configure_logging(verbosity)
+        logs.configure(verbosity)
         if verb == "get":
             server_url = _read_stdin()
             if server_url is None:
@@ -112,7 +114,7 @@ def _options() -> Options:
     from ecr_kubelet.errors import BadInputError
 
     try:
-        options = parse_options([], helper=True)
+        options = parse_options([], os.environ, helper=True)
     except BadInputError as exc:
         # The messages name the kubelet mode's flags; the helper is configured by their variables.
         raise BadInputError(f"environment: {_in_helper_terms(str(exc))}") from None
@@ -121,10 +123,8 @@ def _options() -> Options:
 
 
 def _get(server_url: str, options: Options, observer: Observer) -> bytes:
-    from ecr_kubelet.cache import Freshness
     from ecr_kubelet.errors import BadInputError
-    from ecr_kubelet.identity import plan_identity
-    from ecr_kubelet.provider import NoPublicCredentials, obtain_token, resolve_registry
+    from ecr_kubelet.provider import NoPublicCredentials, choose_identity, obtain_token, resolve_registry
     from ecr_kubelet.registry import parse_server_url
 
     try:
@@ -133,15 +133,11 @@ def _get(server_url: str, options: Options, observer: Observer) -> bytes:
         log.info("%r is not a registry host (%s): no credentials", server_url, exc)
         raise CredentialsNotFound from None
     # An ECR host with a port is still that registry, as for docker-credential-ecr-login.
-    registry = resolve_registry(ref.normalized_host, ref.port, options.mirrors)
+    registry = resolve_registry(ref, options.mirrors)
     if registry is None:
         log.info("%s is not an ECR registry: no credentials", ref.auth_key)
         raise CredentialsNotFound
-    identity = plan_identity(None, {}, options)
-    if options.registry_roles:
-        from ecr_kubelet import roles
-
-        identity = roles.apply(identity, registry, options.registry_roles)
+    identity = choose_identity(registry, None, {}, options)
     log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
 
     def respond(token: Token) -> bytes:
@@ -159,17 +155,12 @@ def _get(server_url: str, options: Options, observer: Observer) -> bytes:
         record_metrics(options, observer, "docker-helper", code)
         os._exit(code)
 
-    deadline = Deadline.from_process_start(options.timeout)
-    arm_backstop(deadline, expire)
+    deadline = Deadline.from_process_start(options.timeout, expire)
     try:
-        token, outcome = obtain_token(registry, identity, options,
-                                      Freshness(options.refresh_fraction, options.expiry_margin), deadline, respond,
-                                      observer)
+        token, outcome = obtain_token(registry, identity, options, deadline, respond, observer)
     except NoPublicCredentials as exc:
         log.info("%s; the client will pull anonymously", exc)
         raise CredentialsNotFound from None
-    finally:
-        disarm_backstop()
     log.info("token %s", outcome)
     observer.credentials = True
     return respond(token)

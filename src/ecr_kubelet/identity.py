@@ -6,71 +6,30 @@ plan into credentials (`credentials_for`) imports botocore and is done only on a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import logging
 import os
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
 
-from ecr_kubelet import redact
+from ecr_kubelet import logs, redact
 from ecr_kubelet.errors import AuthError, BadInputError
-from ecr_kubelet.options import Options
-from ecr_kubelet.registry import Registry
+from ecr_kubelet.models import Identity
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
 
     from ecr_kubelet.deadline import Deadline
-    from ecr_kubelet.node_source import NodeSource
+    from ecr_kubelet.models import Registry
+    from ecr_kubelet.options import Options
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 # sts:AssumeRoleWithWebIdentity's WebIdentityToken length bounds (botocore's STS model).
 WEB_IDENTITY_TOKEN_LENGTH = (4, 20000)
-
-
-@dataclass(frozen=True)
-class Identity:
-    mode: Literal["node", "role", "service-account"]
-    role_arn: str | None = None
-    web_identity_token: str | None = field(default=None, repr=False)
-    claims: dict[str, str] | None = None  # iss, sub, aud of the service-account token
-    node: NodeSource | None = field(default=None, compare=False)  # node and role modes: the chain's source
-    registry_role: str | None = None  # per-registry role (roles.py), assumed as this identity's last hop
-
-    def fingerprint(self) -> str | None:
-        """A stable, secret-free name for this identity in cache keys, or None if it cannot be cached."""
-        base = self._base_fingerprint()
-        if self.registry_role is None or base is None:
-            return base
-        return f"registry-role={self.registry_role};via={base}"
-
-    def _base_fingerprint(self) -> str | None:
-        if self.mode == "service-account":
-            if self.claims is None:
-                return None  # not a JWT: let STS judge it every time
-            c = self.claims
-            return f"web-identity={self.role_arn};iss={c['iss']};sub={c['sub']};aud={c['aud']}"
-        if self.node is None:
-            return None  # which credentials will sign is unknown: never share a token
-        node = f"{self.node.fingerprint};uid={os.geteuid()}"
-        return node if self.mode == "node" else f"role={self.role_arn};caller={node}"
-
-    def describe(self) -> str:
-        if self.registry_role is not None:
-            base = "node credentials" if self.mode == "node" else f"node credentials via {self.role_arn}"
-            return f"{base} assuming registry role {self.registry_role}"
-        if self.mode == "node":
-            return "node credentials"
-        if self.mode == "role":
-            return f"node credentials assuming {self.role_arn}"
-        sub = self.claims["sub"] if self.claims else "unknown subject"
-        return f"service account {sub} assuming {self.role_arn}"
 
 
 def plan_identity(token: str | None, annotations: dict[str, str], options: Options) -> Identity:
@@ -98,26 +57,36 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
         log.info("service account has no role annotation; using node credentials")
     from ecr_kubelet.node_source import resolve_node_source
 
-    node = resolve_node_source(os.environ)
+    node = resolve_node_source(options.environ)
     if options.role_arn:
-        return Identity(mode="role", role_arn=options.role_arn, node=node)
-    return Identity(mode="node", node=node)
+        return Identity(mode="role", role_arn=options.role_arn, node=node, uid=os.geteuid())
+    return Identity(mode="node", node=node, uid=os.geteuid())
 
 
 def jwt_claims(token: str) -> dict[str, str] | None:
     """Issuer, subject and audience of a JWT, read without verifying it (STS verifies)."""
+    payload = jwt_payload(token)
+    if payload is None or not isinstance(payload.get("sub"), str):
+        return None
+    aud = payload.get("aud")
+    audience = ",".join(sorted(aud)) if isinstance(aud, list) else str(aud)
+    return {"iss": str(payload.get("iss")), "sub": str(payload["sub"]), "aud": audience}
+
+
+def jwt_payload(token: str) -> dict[str, object] | None:
+    """A JWT's payload, decoded without verifying it; None if it is not one (anything goes: the token is
+    the request's or a file's)."""
+    import base64
+    import binascii
+
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, RecursionError):  # the token is the request's: anything goes
+    except (ValueError, binascii.Error, RecursionError):
         return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("sub"), str):
-        return None
-    aud = payload.get("aud")
-    audience = ",".join(sorted(aud)) if isinstance(aud, list) else str(aud)
-    return {"iss": str(payload.get("iss")), "sub": payload["sub"], "aud": audience}
+    return payload if isinstance(payload, dict) else None
 
 
 def session_name(identity: Identity) -> str:

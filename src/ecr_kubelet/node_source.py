@@ -19,8 +19,6 @@ and those go to the node-local metadata endpoints, never to AWS.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
@@ -178,22 +176,12 @@ def _web_identity(env: Mapping[str, str], section: Mapping[str, str]) -> NodeSou
     if token is None:
         return None
     # The projected token rotates; what it stands for (issuer, subject, audience) does not.
-    claims = _jwt_claims(token.decode("utf-8", "replace").strip())
+    from ecr_kubelet.identity import jwt_payload
+
+    payload = jwt_payload(token.decode("utf-8", "replace").strip())
+    claims = None if payload is None else {key: payload.get(key) for key in ("iss", "sub", "aud")}
     who = json.dumps(claims, sort_keys=True) if claims is not None else "token=" + _digest(token)
     return NodeSource("assume-role-with-web-identity", _digest(role, who))
-
-
-def _jwt_claims(token: str) -> dict[str, object] | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return None
-    if not isinstance(payload, dict):
-        return None
-    return {key: payload.get(key) for key in ("iss", "sub", "aud")}
 
 
 def _container(env: Mapping[str, str]) -> NodeSource | None:

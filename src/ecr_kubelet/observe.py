@@ -9,10 +9,13 @@ library only: a cache hit never loads botocore for this.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
+from ecr_kubelet.models import Value
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from botocore.session import Session
 
 _THROTTLE_CODES = frozenset({
@@ -25,30 +28,36 @@ _CLOCK_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired", "InvalidSign
 _SAFE_CODE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-@dataclass(frozen=True)
-class AwsCall:
+class AwsCall(Value):
     """One HTTP attempt of one AWS operation. `code`: AWS's error code, or the exception class of a
     network failure; None on success. `message`: AWS's error text (never holds secrets)."""
 
+    __slots__ = ("code", "message", "operation", "result", "service", "status")
     service: str
     operation: str
     result: str  # success | throttled | denied | client_error | server_error | network_error
     status: int | None
-    code: str | None = None
-    message: str = ""
+    code: str | None
+    message: str
+
+    def __init__(self, service: str, operation: str, result: str, status: int | None, code: str | None = None,
+                 message: str = "") -> None:
+        self._init(service=service, operation=operation, result=result, status=status, code=code, message=message)
 
     @property
     def name(self) -> str:
         return f"{self.service}:{self.operation}"
 
 
-@dataclass
 class Observer:
-    cache: str | None = None  # "hit" or "miss" once the token cache was consulted
-    stale: bool = False  # a refresh failed and the still-valid cached token was served
-    credentials: bool = False  # the answer carried credentials
-    not_found: bool = False  # the Docker helper answered "credentials not found" (exit 1, no failure)
-    calls: list[AwsCall] = field(default_factory=list)
+    __slots__ = ("cache", "calls", "credentials", "not_found", "stale")
+
+    def __init__(self) -> None:
+        self.cache: str | None = None  # "hit" or "miss" once the token cache was consulted
+        self.stale = False  # a refresh failed and the still-valid cached token was served
+        self.credentials = False  # the answer carried credentials
+        self.not_found = False  # the Docker helper answered "credentials not found" (exit 1, no failure)
+        self.calls: list[AwsCall] = []
 
     def attach(self, session: Session) -> None:
         """Watch every AWS call made through clients created from this session afterwards."""

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ecr_kubelet.errors import BadInputError
-from ecr_kubelet.wire import API_GROUP, API_VERSIONS, REQUEST_KIND, RESPONSE_KIND, Request
+from ecr_kubelet.models import Request
+from ecr_kubelet.wire import API_GROUP, API_VERSIONS, REQUEST_KIND, RESPONSE_KIND
 
 assert RESPONSE_KIND == "CredentialProviderResponse"
 

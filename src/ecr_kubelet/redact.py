@@ -1,14 +1,15 @@
 """Keep secrets out of everything we print.
 
 Every secret the run handles (ECR token and password, AWS secret keys and session tokens, the pod's
-service-account token) is registered here; log records and the final error line are scrubbed of them.
-This is defence in depth: our messages never interpolate secrets in the first place.
+service-account token) is registered here; log records (logs.RedactingFilter) and the final error
+line are scrubbed of them. This is defence in depth: our messages never interpolate secrets in the first place.
 """
 
 from __future__ import annotations
 
-import logging
-import os
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _MASK = "<redacted>"
 _MIN_SECRET_LEN = 8  # shorter strings would mask ordinary words
@@ -21,9 +22,9 @@ def register(*values: str | None) -> None:
             _secrets.add(value)
 
 
-def register_environment() -> None:
+def register_environment(env: Mapping[str, str]) -> None:
     """Secrets that may reach us through the environment."""
-    register(os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN"))
+    register(env.get("AWS_SECRET_ACCESS_KEY"), env.get("AWS_SESSION_TOKEN"))
 
 
 def scrub(text: str) -> str:
@@ -32,17 +33,3 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, _MASK)
     return text
-
-
-class RedactingFilter(logging.Filter):
-    """Rewrites each record's final message with secrets masked."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info:
-            message = message + "\n" + logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-            record.exc_text = None
-        record.msg = scrub(message)
-        record.args = None
-        return True

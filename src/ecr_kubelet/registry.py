@@ -7,12 +7,12 @@ table below is checked against botocore's own partitions.json by the tests.
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
-from typing import Literal
 
 from ecr_kubelet.errors import BadInputError
+from ecr_kubelet.models import ImageRef, Registry, normalize_host
+
+__all__ = ["ImageRef", "Registry", "classify_host", "normalize_host", "parse_image", "parse_server_url"]
 
 # Region name grammar per partition (botocore partitions.json regionRegex, narrowed to DNS labels).
 PARTITION_REGIONS: dict[str, re.Pattern[str]] = {
@@ -54,56 +54,6 @@ _PRIVATE_HOST = re.compile(
 )
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _IMAGE_MAX = 4096
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image's registry, split the way the kubelet's matcher sees it."""
-
-    host: str  # as written in the image (case and trailing dot kept)
-    port: int | None
-    path: str
-
-    @property
-    def auth_key(self) -> str:
-        """The `auth` map key: exactly the registry part of the image, so the kubelet matches it."""
-        return self.host if self.port is None else f"{self.host}:{self.port}"
-
-    @property
-    def normalized_host(self) -> str:
-        """Lower-case host without a trailing dot, for classification and mirror look-ups."""
-        return normalize_host(self.host)
-
-
-@dataclass(frozen=True)
-class Registry:
-    """An ECR registry and the API endpoint variant that serves it."""
-
-    kind: Literal["private", "public"]
-    host: str  # normalized
-    partition: str
-    region: str
-    account: str | None  # None for public ECR
-    fips: bool = False
-    dualstack: bool = False
-
-    @property
-    def service(self) -> str:
-        return "ecr" if self.kind == "private" else "ecr-public"
-
-    @property
-    def variant(self) -> str:
-        parts = [p for p, on in (("fips", self.fips), ("dualstack", self.dualstack)) if on]
-        return "+".join(parts) or "standard"
-
-    def describe(self) -> str:
-        if self.kind == "public":
-            return f"public ECR ({self.host})"
-        return f"ECR registry {self.account} in {self.region} ({self.partition}, {self.variant})"
-
-
-def normalize_host(host: str) -> str:
-    return host.lower().removesuffix(".")
 
 
 def parse_image(image: str) -> ImageRef:
@@ -186,13 +136,11 @@ def classify_host(host: str) -> Registry | None:
     )
 
 
-# Per-service endpoint override variables botocore honours (plus the global AWS_ENDPOINT_URL).
-ENDPOINT_ENV = {"ecr": "AWS_ENDPOINT_URL_ECR", "ecr-public": "AWS_ENDPOINT_URL_ECR_PUBLIC",
-                "sts": "AWS_ENDPOINT_URL_STS"}
-
-
 def configured_endpoint(service: str) -> str | None:
-    """The custom API endpoint the operator set for `service` (VPC endpoint, proxy, test server), if any."""
-    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
-        return None
-    return os.environ.get(ENDPOINT_ENV[service]) or os.environ.get("AWS_ENDPOINT_URL") or None
+    """The API endpoint the operator set for `service`, from the process environment (awsapi's view;
+    the request path uses Options.endpoints, read once)."""
+    import os
+
+    from ecr_kubelet.options import configured_endpoints
+
+    return configured_endpoints(os.environ).get(service)

@@ -15,25 +15,24 @@ too), which maps that registry only and wins over its account's mapping. Parsing
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import re
-from typing import TYPE_CHECKING
 
+from ecr_kubelet import logs
 from ecr_kubelet.errors import BadInputError
-from ecr_kubelet.identity import ROLE_ARN, Identity
-from ecr_kubelet.registry import Registry, classify_host, normalize_host
+from ecr_kubelet.identity import ROLE_ARN
+from ecr_kubelet.options import REGISTRY_ROLES_VARIABLE as ENV_VARIABLE
+from ecr_kubelet.registry import classify_host, normalize_host
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
 
     from ecr_kubelet.deadline import Deadline
-    from ecr_kubelet.tokens import Token
+    from ecr_kubelet.models import Identity, Registry, Token
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
-ENV_VARIABLE = "ECR_KUBELET_REGISTRY_ROLES"
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ROLE_PARTITION = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::")
 SESSION_NAME = "ecr-credential-provider"
@@ -105,7 +104,7 @@ def apply(identity: Identity, registry: Registry, roles: dict[str, str]) -> Iden
     role = role_for(registry, roles)
     if role is None:
         return identity
-    return dataclasses.replace(identity, registry_role=role)
+    return identity.replace(registry_role=role)
 
 
 def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
@@ -120,15 +119,15 @@ def fetch_token(registry: Registry, identity: Identity, session: Session, deadli
     from ecr_kubelet.identity import credentials_for
 
     assert identity.registry_role is not None
-    base, as_keyed = credentials_for(dataclasses.replace(identity, registry_role=None), registry, session,
+    base, as_keyed = credentials_for(identity.replace(registry_role=None), registry, session,
                                      deadline, max_attempts)
     creds, expiration = assume(session, registry, base, identity.registry_role, deadline, max_attempts)
     token = tokens.fetch_token(registry, identity, session, deadline, max_attempts, credentials=creds)
     if expiration is not None and (token.expires_at is None or expiration < token.expires_at):
         log.info("token life capped at the assumed role's credentials (%s)", identity.registry_role)
-        token = dataclasses.replace(token, expires_at=expiration)
+        token = token.replace(expires_at=expiration)
     if not as_keyed:  # the node credentials came from another source than the cache key names
-        token = dataclasses.replace(token, cacheable=False)
+        token = token.replace(cacheable=False)
     return token
 
 

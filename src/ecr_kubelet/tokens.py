@@ -4,43 +4,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from ecr_kubelet import redact
+from ecr_kubelet import logs, redact
 from ecr_kubelet.errors import ProviderError
-from ecr_kubelet.identity import Identity, credentials_for
-from ecr_kubelet.registry import Registry
+from ecr_kubelet.identity import credentials_for
+from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
 
     from ecr_kubelet.deadline import Deadline
+    from ecr_kubelet.models import Identity, Registry
 
-log = logging.getLogger(__name__)
-
-# An ECR authorization token lives 12 hours at most (less with short-lived credentials).
-MAX_TOKEN_LIFETIME = 12 * 3600.0
-CLOCK_SKEW = 60.0  # tolerated between this node's clock and AWS's
-MAX_USERNAME = 256
-MAX_PASSWORD = 16 * 1024
-
-
-def _is_text(value: str, limit: int) -> bool:
-    return 0 < len(value) <= limit and value.isascii() and value.isprintable()
-
-
-@dataclass(frozen=True)
-class Token:
-    username: str
-    password: str = field(repr=False)
-    expires_at: float | None  # epoch seconds; None when AWS did not say
-    fetched_at: float
-    # False when the credentials that fetched it are not the identity its cache key names.
-    cacheable: bool = field(default=True, compare=False)
+log = logs.get(__name__)
 
 
 class MalformedTokenError(ProviderError):
@@ -58,7 +39,7 @@ def decode_authorization_token(encoded: str) -> tuple[str, str]:
     if not sep or not username or not password:
         raise MalformedTokenError("ECR returned an authorization token that is not of the form user:password")
     # What the cache accepts back (printable ASCII, bounded), so a token is never fetched to be refused.
-    if not (_is_text(username, MAX_USERNAME) and _is_text(password, MAX_PASSWORD)):
+    if not (is_token_text(username, MAX_USERNAME) and is_token_text(password, MAX_PASSWORD)):
         raise MalformedTokenError("ECR returned an authorization token with control characters or oversized parts")
     redact.register(password)
     return username, password
@@ -112,19 +93,12 @@ def checked_expiry(expires_at: float | None, fetched_at: float, action: str) -> 
     if expires_at is None:
         return None  # AWS did not say: handed out, never cached
     if not expires_at > fetched_at:
-        raise MalformedTokenError(f"{action} returned a token that has already expired (at {_iso(expires_at)})")
+        raise MalformedTokenError(f"{action} returned a token that has already expired (at {logs.when(expires_at)})")
     if expires_at > fetched_at + MAX_TOKEN_LIFETIME + CLOCK_SKEW:
         raise MalformedTokenError(
-            f"{action} returned a token expiring at {_iso(expires_at)}, more than 12 hours from now"
+            f"{action} returned a token expiring at {logs.when(expires_at)}, more than 12 hours from now"
         )
     return expires_at
-
-
-def _iso(epoch: float) -> str:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-    except (OverflowError, ValueError, OSError):
-        return f"{epoch:.6g} (epoch seconds)"
 
 
 def _epoch(value: object) -> float | None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
 
 from ecr_kubelet.errors import BadInputError
+from ecr_kubelet.models import Answer, Request
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ecr_kubelet.deadline import Deadline
 
 API_GROUP = "credentialprovider.kubelet.k8s.io"
@@ -29,29 +31,15 @@ _REQUEST_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Request:
-    """A validated CredentialProviderRequest."""
+def read_request(fd: int, deadline: Deadline) -> Request:
+    """The kubelet's request from `fd`, read within the deadline, decoded and validated."""
+    payload = decode_json_object(read_request_fd(fd, deadline))
+    request = quick_request(payload)
+    if request is None:
+        from ecr_kubelet.protocol import validate_request  # pydantic: only for an unusual request
 
-    api_version: str
-    image: str
-    service_account_token: str | None = None
-    service_account_annotations: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What we tell the kubelet: credentials per auth key and how long to cache them."""
-
-    auth: dict[str, tuple[str, str]]  # key -> (username, password)
-    cache_duration: str | None
-
-
-def read_request_bytes(stream: IO[bytes]) -> bytes:
-    raw = stream.read(MAX_REQUEST_BYTES + 1)
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise BadInputError(f"request is larger than {MAX_REQUEST_BYTES} bytes")
-    return raw
+        request = validate_request(payload)
+    return request
 
 
 def read_request_fd(fd: int, deadline: Deadline) -> bytes:
