@@ -46,6 +46,11 @@ POSITIVE = {
 }
 
 NEGATIVE = [
+    f"{ACCOUNT}.dkr.ecr.us-east-one.amazonaws.com",  # the region's number is digits
+    f"{ACCOUNT}.dkr.ecr.us-east-.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr.us--1.amazonaws.com",  # and it has a name
+    f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com\n",
+    "\u0661" * 12 + ".dkr.ecr.us-east-1.amazonaws.com",  # Arabic-Indic digits are not an account id
     f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com.evil.example",
     f"evil.{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com",
     "12345678901.dkr.ecr.us-east-1.amazonaws.com",  # 11 digits
@@ -153,7 +158,7 @@ def test_auth_key_keeps_the_port_and_the_original_spelling() -> None:
     ["", " ", "a b/c", "host.example.com/a\tb", "https://123.dkr.ecr.us-east-1.amazonaws.com/app",
      "host.example.com:0/app", "host.example.com:99999/app", "host.example.com:abc/app",
      "bad_host.example.com/app", "-bad.example.com/app", "[::1]:5000/app", "x" * 5000,
-     "host..example.com/app", "host.example.com/app\x00"],
+     "host..example.com/app", "host.example.com/app\x00", "a" * 64 + ".example.com/app", "bad-.example.com/app"],
 )
 def test_odd_images_are_rejected(image: str) -> None:
     with pytest.raises(BadInputError):

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import math
 import os
-import re
 import stat
 import time
-from hashlib import sha256
 
-from ecr_kubelet import logs
+from ecr_kubelet import jsoncodec, logs
 from ecr_kubelet.errors import UnavailableError
+from ecr_kubelet.hashing import sha256
 from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
 
 TYPE_CHECKING = False
@@ -64,7 +62,7 @@ def cache_key(registry: Registry, identity: Identity, endpoints: dict[str, str])
 
 def key_digest(parts: dict[str, str]) -> str:
     """File name for a cache key: a hash, so no identity detail is readable from the directory."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    canonical = jsoncodec.dumps(parts, sort_keys=True, compact=True)
     return sha256(canonical.encode()).hexdigest()[:40]
 
 
@@ -202,7 +200,7 @@ class TokenCache:
             log.warning(message, *args)
 
     def _write(self, key: str, token: Token) -> None:
-        body = json.dumps({
+        body = jsoncodec.dumps({
             "version": ENTRY_VERSION, "key": key, "username": token.username, "password": token.password,
             "expires_at": token.expires_at, "fetched_at": token.fetched_at,
         }).encode()
@@ -334,7 +332,7 @@ def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
     if len(raw) > _MAX_ENTRY_BYTES:
         return None
     try:
-        data: Any = json.loads(raw)
+        data: Any = jsoncodec.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or set(data) != _ENTRY_FIELDS:
@@ -385,6 +383,7 @@ _CACHE_FILE = r"[0-9a-f]{40}\.(?:json|lock|attempts)|\.tmp-.*"
 
 def _foreign_entry(directory: str) -> str | None:
     """The name of something in the directory that this cache did not write, if any."""
+    import re  # only for a directory that is not private yet
     try:
         with os.scandir(directory) as entries:
             return next((e.name for e in entries if not re.fullmatch(_CACHE_FILE, e.name)), None)

@@ -10,9 +10,12 @@ import os
 import sys
 
 from ecr_kubelet import __version__, logs, redact
+from ecr_kubelet.durations import format_go_duration
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.observe import Observer
 from ecr_kubelet.options import (
+    DEFAULT_EXPIRY_MARGIN,
+    DEFAULT_REFRESH_FRACTION,
     DEFAULT_SA_ROLE_ANNOTATIONS,
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -74,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep Prometheus counters of every run in this file, for node_exporter's textfile "
                         "collector (env ECR_KUBELET_METRICS_FILE)")
     parser.add_argument("--refresh-fraction", type=float, metavar="F",
-                        help="refresh a token after this share of its lifetime (0 < F <= 1, default 0.5); "
-                        "the cacheDuration we return ends there")
+                        help="refresh a token after this share of its lifetime (0 < F <= 1, default "
+                        f"{DEFAULT_REFRESH_FRACTION:g}); the cacheDuration we return ends there")
     parser.add_argument("--expiry-margin", metavar="DURATION",
-                        help="never hand out a token this close to expiry (Go duration, default 5m0s)")
+                        help="never hand out a token this close to expiry (Go duration, default "
+                        f"{format_go_duration(DEFAULT_EXPIRY_MARGIN)})")
     parser.add_argument("--cache-dir", type=lambda value: absolute_path(value, "--cache-dir"), metavar="DIR",
                         help="token cache directory (env ECR_KUBELET_CACHE_DIR; default "
                         "/var/cache/ecr-credential-provider as root, else ~/.cache/ecr-credential-provider)")
@@ -85,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not use the on-disk token cache (env ECR_KUBELET_DISABLE_CACHE=1)")
     parser.add_argument("--timeout", metavar="DURATION",
                         help="deadline for the whole run, from process start (Go duration, default "
-                        f"{DEFAULT_TIMEOUT}, at most {MAX_TIMEOUT:g}s)")
+                        f"{format_go_duration(DEFAULT_TIMEOUT)}, at most {MAX_TIMEOUT:g}s)")
     parser.set_defaults(**flag_defaults(os.environ))
     return parser
 

@@ -14,11 +14,10 @@ ECR_KUBELET_REGISTRY_ROLES. Standard library only at module level: this runs on 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from ecr_kubelet import logs, redact
+from ecr_kubelet import jsoncodec, logs, redact
 from ecr_kubelet.cli import HELPER_PROG, log, parse_options, record_metrics
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, ProviderError
@@ -169,7 +168,7 @@ def _get(server_url: str, options: Options, observer: Observer) -> bytes:
 def encode_credentials(server_url: str, username: str, secret: str) -> bytes:
     """The `get` answer, shaped as docker-credential-helpers' Go encoder writes it."""
     body = {"ServerURL": server_url, "Username": username, "Secret": secret}
-    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+    return jsoncodec.dumps(body, compact=True).encode() + b"\n"
 
 
 def _read_stdin() -> str | None:

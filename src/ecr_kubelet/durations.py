@@ -6,8 +6,6 @@ emit (format) and validate (parse) exactly that grammar: no `d` unit, no bare nu
 
 from __future__ import annotations
 
-import re
-
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -18,7 +16,9 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+# A number and its unit; ASCII digits only, as Go (compiled on first parse: a cache hit parses none).
+_NUMBER = r"(\d+\.?\d*|\.\d+)"
+_COMPONENT = _NUMBER + r"(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
 # Go rejects durations whose nanosecond count overflows int64 (about 2562047h).
 _MAX_SECONDS = (2**63 - 1) / 1e9
 
@@ -40,12 +40,15 @@ def parse_go_duration(text: str) -> float:
         return 0.0
     if not body:
         raise DurationError(f"invalid duration {text!r}")
+    import re
+
+    component = re.compile(_COMPONENT, re.ASCII)
     total = 0.0
     pos = 0
     while pos < len(body):
-        match = _COMPONENT.match(body, pos)
+        match = component.match(body, pos)
         if match is None:
-            if re.match(r"(\d+\.?\d*|\.\d+)", body[pos:]):
+            if re.match(_NUMBER, body[pos:], re.ASCII):
                 raise DurationError(f"missing or unknown unit in duration {text!r}")
             raise DurationError(f"invalid duration {text!r}")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

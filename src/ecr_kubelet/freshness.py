@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class Freshness:
     __slots__ = ("expiry_margin", "refresh_fraction")
 
-    def __init__(self, refresh_fraction: float = 0.5, expiry_margin: float = 300.0) -> None:
+    def __init__(self, refresh_fraction: float, expiry_margin: float) -> None:
         self.refresh_fraction = refresh_fraction  # share of a token's life after which we fetch a new one
         self.expiry_margin = expiry_margin  # seconds before expiry at which a token is no longer handed out
 

@@ -6,11 +6,9 @@ plan into credentials (`credentials_for`) imports botocore and is done only on a
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
-from ecr_kubelet import logs, redact
+from ecr_kubelet import jsoncodec, logs, redact
 from ecr_kubelet.errors import AuthError, BadInputError
 from ecr_kubelet.models import Identity
 
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 # sts:AssumeRoleWithWebIdentity's WebIdentityToken length bounds (botocore's STS model).
 WEB_IDENTITY_TOKEN_LENGTH = (4, 20000)
 
@@ -37,7 +35,7 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
         redact.register(token)
         role = next((annotations[k] for k in options.sa_role_annotations if annotations.get(k)), None)
         if role is not None:
-            if not ROLE_ARN.match(role):
+            if not is_role_arn(role):
                 raise BadInputError("service account role annotation is not an IAM role ARN")
             low, high = WEB_IDENTITY_TOKEN_LENGTH
             if not low <= len(token) <= high:
@@ -63,6 +61,13 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
     return Identity(mode="node", node=node, uid=os.geteuid())
 
 
+def is_role_arn(value: str) -> bool:
+    """An IAM role ARN, arn:PARTITION:iam::ACCOUNT:role/PATH/NAME (compiled only when a role is given)."""
+    import re
+
+    return re.fullmatch(ROLE_ARN, value, re.ASCII) is not None
+
+
 def jwt_claims(token: str) -> dict[str, str] | None:
     """Issuer, subject and audience of a JWT, read without verifying it (STS verifies)."""
     payload = jwt_payload(token)
@@ -83,7 +88,7 @@ def jwt_payload(token: str) -> dict[str, object] | None:
     if len(parts) != 3:
         return None
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        payload = jsoncodec.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode())
     except (ValueError, binascii.Error, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
@@ -94,6 +99,8 @@ def session_name(identity: Identity) -> str:
     base = "ecr-credential-provider"
     if identity.claims:
         base = identity.claims["sub"].removeprefix("system:serviceaccount:").replace(":", ".")
+    import re
+
     return re.sub(r"[^\w+=,.@-]", "-", base)[:64].ljust(2, "-")
 
 

@@ -19,10 +19,14 @@ and those go to the node-local metadata endpoints, never to AWS.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Mapping
+
+from ecr_kubelet import jsoncodec
+from ecr_kubelet.hashing import sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # botocore's method names (Credentials.method), one per provider in its default chain.
 PROFILE_KEYS = {
@@ -49,7 +53,7 @@ class NodeSource:
 
 
 def _digest(*parts: bytes | str) -> str:
-    hasher = hashlib.sha256()
+    hasher = sha256()
     for part in parts:
         data = part.encode() if isinstance(part, str) else part
         hasher.update(len(data).to_bytes(8, "big") + data)
@@ -180,7 +184,7 @@ def _web_identity(env: Mapping[str, str], section: Mapping[str, str]) -> NodeSou
 
     payload = jwt_payload(token.decode("utf-8", "replace").strip())
     claims = None if payload is None else {key: payload.get(key) for key in ("iss", "sub", "aud")}
-    who = json.dumps(claims, sort_keys=True) if claims is not None else "token=" + _digest(token)
+    who = jsoncodec.dumps(claims, sort_keys=True) if claims is not None else "token=" + _digest(token)
     return NodeSource("assume-role-with-web-identity", _digest(role, who))
 
 
@@ -283,7 +287,7 @@ def _json_object(body: bytes | None) -> dict[str, object] | None:
     if body is None:
         return None
     try:
-        document = json.loads(body)
+        document = jsoncodec.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None

@@ -8,8 +8,6 @@ library only: a cache hit never loads botocore for this.
 
 from __future__ import annotations
 
-import re
-
 from ecr_kubelet.models import Value
 
 TYPE_CHECKING = False
@@ -25,7 +23,7 @@ _THROTTLE_CODES = frozenset({
 })
 _CLOCK_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired", "InvalidSignatureException",
                           "SignatureDoesNotMatch"})
-_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.:-]")
+_UNSAFE_CODE_CHARACTERS = r"[^A-Za-z0-9_.:-]"
 
 
 class AwsCall(Value):
@@ -65,6 +63,8 @@ class Observer:
 
     def _on_response(self, event_name: str = "", parsed_response: Any = None, exception: Any = None,
                      **_kwargs: Any) -> None:
+        import re  # loaded by botocore already: this runs only for AWS calls
+
         parts = event_name.split(".")
         service, operation = (parts[1], parts[2]) if len(parts) >= 3 else ("unknown", "unknown")
         if exception is not None:
@@ -73,7 +73,7 @@ class Observer:
         response = parsed_response if isinstance(parsed_response, dict) else {}
         status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0) or None
         error = response.get("Error") or {}
-        code = _SAFE_CODE.sub("_", str(error.get("Code") or ""))[:64] or None
+        code = re.sub(_UNSAFE_CODE_CHARACTERS, "_", str(error.get("Code") or ""))[:64] or None
         self.calls.append(AwsCall(service, operation, classify(status, code), status, code,
                                   str(error.get("Message") or "")[:300]))
 

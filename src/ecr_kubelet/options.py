@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 DEFAULT_SA_ROLE_ANNOTATIONS = ("eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn")
 MAX_TIMEOUT = 58.0  # counted from process start; the kubelet kills us at 60 s
-DEFAULT_TIMEOUT = "57s"
-DEFAULT_EXPIRY_MARGIN = "5m0s"
+DEFAULT_TIMEOUT = 57.0
+DEFAULT_EXPIRY_MARGIN = 300.0
+DEFAULT_REFRESH_FRACTION = 0.5
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 20
 DEFAULT_ROOT_CACHE_DIR = "/var/cache/ecr-credential-provider"
@@ -53,12 +54,13 @@ class Options(Value):
                  sa_role_annotations: tuple[str, ...] = DEFAULT_SA_ROLE_ANNOTATIONS,
                  sa_without_role: str = "node", mirrors: dict[str, str] | None = None,
                  registry_roles: dict[str, str] | None = None, freshness: Freshness | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None, timeout: float = 57.0,
+                 cache_dir: str | os.PathLike[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, verbosity: int = 0,
                  metrics_file: str | os.PathLike[str] | None = None, endpoints: dict[str, str] | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         self._init(role_arn=role_arn, sa_role_annotations=sa_role_annotations, sa_without_role=sa_without_role,
-                   mirrors=mirrors or {}, registry_roles=registry_roles or {}, freshness=freshness or Freshness(),
+                   mirrors=mirrors or {}, registry_roles=registry_roles or {},
+                   freshness=freshness or Freshness(DEFAULT_REFRESH_FRACTION, DEFAULT_EXPIRY_MARGIN),
                    cache_dir=None if cache_dir is None else os.fspath(cache_dir), timeout=timeout,
                    max_attempts=max_attempts, verbosity=verbosity,
                    metrics_file=None if metrics_file is None else os.fspath(metrics_file),
@@ -74,9 +76,9 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
     """
     cache_dir, cache_dir_variable = env.get("ECR_KUBELET_CACHE_DIR"), "ECR_KUBELET_CACHE_DIR"
     no_cache = _truthy(env.get("ECR_KUBELET_DISABLE_CACHE"))
-    verbose, timeout = 0, DEFAULT_TIMEOUT
+    verbose, timeout = 0, None  # None: the default, which needs no parsing
     if helper:
-        timeout = env.get("ECR_KUBELET_TIMEOUT") or timeout
+        timeout = env.get("ECR_KUBELET_TIMEOUT") or None
         if cache_dir is None and env.get("AWS_ECR_CACHE_DIR") is not None:
             cache_dir, cache_dir_variable = os.path.expanduser(env["AWS_ECR_CACHE_DIR"]), "AWS_ECR_CACHE_DIR"
         no_cache = no_cache or bool(env.get("AWS_ECR_DISABLE_CACHE"))  # any value, as there
@@ -88,7 +90,7 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
         "role_arn": env.get("AWS_ECR_ROLE_ARN") or None,
         "sa_role_annotation": None, "sa_without_role": "node", "mirror": [], "registry_role": [],
         "metrics_file": None if metrics is None else absolute_path(metrics, "ECR_KUBELET_METRICS_FILE"),
-        "refresh_fraction": 0.5, "expiry_margin": DEFAULT_EXPIRY_MARGIN,
+        "refresh_fraction": DEFAULT_REFRESH_FRACTION, "expiry_margin": None,
         "cache_dir": None if cache_dir is None else absolute_path(cache_dir, cache_dir_variable),
         "no_cache": no_cache, "timeout": timeout,
     }
@@ -96,18 +98,10 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
 
 def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Options:
     """Check the parsed flags (with their environment defaults) and turn them into Options."""
-    from ecr_kubelet.durations import DurationError, parse_go_duration
-
     if not 0 < args["refresh_fraction"] <= 1:
         raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
-    try:
-        margin = parse_go_duration(args["expiry_margin"])
-    except DurationError as exc:
-        raise BadInputError(f"--expiry-margin: {exc}") from None
-    try:
-        timeout = parse_go_duration(args["timeout"])
-    except DurationError as exc:
-        raise BadInputError(f"--timeout: {exc}") from None
+    margin = _duration(args["expiry_margin"], DEFAULT_EXPIRY_MARGIN, "--expiry-margin")
+    timeout = _duration(args["timeout"], DEFAULT_TIMEOUT, "--timeout")
     if margin < 0:
         raise BadInputError(f"--expiry-margin must not be negative, got {args['expiry_margin']!r}")
     if not 0 < timeout <= MAX_TIMEOUT:
@@ -119,9 +113,9 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
     if any(not key for key in args["sa_role_annotation"] or ()):
         raise BadInputError("--sa-role-annotation must not be empty")
     if role_arn:
-        from ecr_kubelet.identity import ROLE_ARN
+        from ecr_kubelet.identity import is_role_arn
 
-        if not ROLE_ARN.match(role_arn):
+        if not is_role_arn(role_arn):
             raise BadInputError("--role-arn is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)")
     klog = args["klog_verbosity"]
     return Options(
@@ -178,6 +172,17 @@ def configured_endpoints(env: Mapping[str, str]) -> dict[str, str]:
     found = {service: env.get(variable) or env.get("AWS_ENDPOINT_URL") for service, variable in
              ENDPOINT_VARIABLES.items()}
     return {service: url for service, url in found.items() if url}
+
+
+def _duration(text: str | None, default: float, name: str) -> float:
+    if text is None:
+        return default
+    from ecr_kubelet.durations import DurationError, parse_go_duration
+
+    try:
+        return parse_go_duration(text)
+    except DurationError as exc:
+        raise BadInputError(f"{name}: {exc}") from None
 
 
 def _truthy(value: str | None) -> bool:

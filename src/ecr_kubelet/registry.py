@@ -7,23 +7,39 @@ table below is checked against botocore's own partitions.json by the tests.
 
 from __future__ import annotations
 
-import re
-
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.models import ImageRef, Registry, normalize_host
 
 __all__ = ["ImageRef", "Registry", "classify_host", "normalize_host", "parse_image", "parse_server_url"]
 
-# Region name grammar per partition (botocore partitions.json regionRegex, narrowed to DNS labels).
-PARTITION_REGIONS: dict[str, re.Pattern[str]] = {
-    "aws": re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)-[a-z0-9]+-\d+$"),
-    "aws-cn": re.compile(r"^cn-[a-z0-9]+-\d+$"),
-    "aws-us-gov": re.compile(r"^us-gov-[a-z0-9]+-\d+$"),
-    "aws-eusc": re.compile(r"^eusc-de-[a-z0-9]+-\d+$"),
-    "aws-iso": re.compile(r"^us-iso-[a-z0-9]+-\d+$"),
-    "aws-iso-b": re.compile(r"^us-isob-[a-z0-9]+-\d+$"),
-    "aws-iso-e": re.compile(r"^eu-isoe-[a-z0-9]+-\d+$"),
-    "aws-iso-f": re.compile(r"^us-isof-[a-z0-9]+-\d+$"),
+class RegionGrammar:
+    """Region names `PREFIX-NAME-NUMBER` of one partition: botocore's partitions.json regionRegex
+    (`^(us|eu|...)-\\w+-\\d+$`) narrowed to DNS labels; NAME is lower-case letters and digits, NUMBER
+    ASCII digits. Matched by hand rather than with `re`, which a cache hit does not otherwise load
+    (tests/test_registry.py checks every region botocore lists, and random names, against botocore's
+    regexes)."""
+
+    __slots__ = ("prefixes",)
+
+    def __init__(self, *prefixes: str) -> None:
+        self.prefixes = frozenset(prefixes)
+
+    def match(self, region: str) -> bool:
+        head, _, number = region.rpartition("-")
+        prefix, _, name = head.rpartition("-")
+        return (prefix in self.prefixes and _is_digits(number)
+                and name.isascii() and name.isalnum() and name == name.lower())
+
+
+PARTITION_REGIONS: dict[str, RegionGrammar] = {
+    "aws": RegionGrammar("us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"),
+    "aws-cn": RegionGrammar("cn"),
+    "aws-us-gov": RegionGrammar("us-gov"),
+    "aws-eusc": RegionGrammar("eusc-de"),
+    "aws-iso": RegionGrammar("us-iso"),
+    "aws-iso-b": RegionGrammar("us-isob"),
+    "aws-iso-e": RegionGrammar("eu-isoe"),
+    "aws-iso-f": RegionGrammar("us-isof"),
 }
 
 # Registry DNS suffix -> the partitions whose registries live under it.
@@ -47,12 +63,13 @@ FIPS_SUFFIXES = frozenset({"amazonaws.com", "on.aws"})
 PUBLIC_HOSTS = frozenset({"public.ecr.aws", "ecr-public.aws.com"})
 PUBLIC_REGION = "us-east-1"
 
-_PRIVATE_HOST = re.compile(
-    r"^(?P<account>\d{12})\."
-    r"(?:(?P<ipv4>dkr\.ecr)|(?P<dual>dkr-ecr))(?P<fips>-fips)?\."
-    r"(?P<region>[a-z0-9-]{1,40})\.(?P<suffix>[a-z0-9.-]+)$"
-)
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# A private registry host: ACCOUNT.dkr.ecr[-fips].REGION.SUFFIX, or ACCOUNT.dkr-ecr[-fips].REGION.SUFFIX
+# (dual-stack); the first labels, after the 12-digit account, as (label, ...) -> (dual-stack, FIPS).
+_PRIVATE_LABELS = {
+    ("dkr", "ecr"): (False, False), ("dkr", "ecr-fips"): (False, True),
+    ("dkr-ecr",): (True, False), ("dkr-ecr-fips",): (True, True),
+}
+_MAX_REGION = 40
 _IMAGE_MAX = 4096
 
 
@@ -106,8 +123,18 @@ def _split_port(hostport: str) -> tuple[str, int | None]:
 
 def _check_host(host: str) -> None:
     labels = host.removesuffix(".").split(".")
-    if len(host) > 254 or not all(_HOST_LABEL.match(label) for label in labels):
+    if len(host) > 254 or not all(_is_dns_label(label) for label in labels):
         raise BadInputError("image registry host is not a valid DNS name")
+
+
+def _is_dns_label(label: str) -> bool:
+    """1 to 63 ASCII letters, digits and hyphens, not starting or ending with a hyphen (RFC 1123)."""
+    return (0 < len(label) <= 63 and label.isascii() and label.replace("-", "").isalnum()
+            and label[0] != "-" and label[-1] != "-")
+
+
+def _is_digits(text: str) -> bool:
+    return text != "" and text.isascii() and text.isdigit()
 
 
 def classify_host(host: str) -> Registry | None:
@@ -118,21 +145,26 @@ def classify_host(host: str) -> Registry | None:
             kind="public", host=name, partition="aws", region=PUBLIC_REGION, account=None,
             dualstack=name == "ecr-public.aws.com",
         )
-    match = _PRIVATE_HOST.match(name)
-    if match is None:
+    labels = name.split(".")
+    account = labels[0]
+    if len(account) != 12 or not _is_digits(account):
         return None
-    suffixes = IPV4_SUFFIXES if match["ipv4"] else DUALSTACK_SUFFIXES
-    partitions = suffixes.get(match["suffix"], ())
-    region = match["region"]
-    partition = next((p for p in partitions if PARTITION_REGIONS[p].match(region)), None)
+    lead = next((lead for lead in _PRIVATE_LABELS if tuple(labels[1:1 + len(lead)]) == lead), None)
+    if lead is None:
+        return None
+    dualstack, fips = _PRIVATE_LABELS[lead]
+    region, suffix = labels[1 + len(lead):2 + len(lead)], ".".join(labels[2 + len(lead):])
+    if not region or not 0 < len(region[0]) <= _MAX_REGION:
+        return None
+    partitions = (DUALSTACK_SUFFIXES if dualstack else IPV4_SUFFIXES).get(suffix, ())
+    partition = next((p for p in partitions if PARTITION_REGIONS[p].match(region[0])), None)
     if partition is None:
         return None
-    fips = match["fips"] is not None
-    if fips and (partition not in FIPS_PARTITIONS or match["suffix"] not in FIPS_SUFFIXES):
+    if fips and (partition not in FIPS_PARTITIONS or suffix not in FIPS_SUFFIXES):
         return None
     return Registry(
-        kind="private", host=name, partition=partition, region=region, account=match["account"],
-        fips=fips, dualstack=match["dual"] is not None,
+        kind="private", host=name, partition=partition, region=region[0], account=account,
+        fips=fips, dualstack=dualstack,
     )
 
 

@@ -19,7 +19,7 @@ import re
 
 from ecr_kubelet import logs
 from ecr_kubelet.errors import BadInputError
-from ecr_kubelet.identity import ROLE_ARN
+from ecr_kubelet.identity import is_role_arn
 from ecr_kubelet.options import REGISTRY_ROLES_VARIABLE as ENV_VARIABLE
 from ecr_kubelet.registry import classify_host, normalize_host
 
@@ -52,7 +52,7 @@ def parse_registry_roles(specs: list[str], source: str = "--registry-role") -> d
         registry, role = registry.strip(), role.strip()
         if not sep or not registry or not role:
             raise BadInputError(f"{source} {_shown(spec)}: expected REGISTRY=ROLE_ARN")
-        if not ROLE_ARN.match(role):
+        if not is_role_arn(role):
             raise BadInputError(
                 f"{source} {_shown(spec)}: {role!r} is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)"
             )

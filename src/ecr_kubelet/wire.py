@@ -8,9 +8,9 @@ else goes through the pydantic model for full validation and a precise error.
 
 from __future__ import annotations
 
-import json
 import os
 
+from ecr_kubelet import jsoncodec
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.models import Answer, Request
 
@@ -76,14 +76,15 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     if not text.strip():
         raise BadInputError("empty request on stdin (expected a CredentialProviderRequest JSON object)")
     try:
-        payload = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+        payload = jsoncodec.loads(text, object_pairs_hook=reject_duplicate_keys)
     except DuplicateKeyError as exc:
         raise BadInputError(f"request has a {exc}") from None
     except RecursionError:
         raise BadInputError("request is not a CredentialProviderRequest: JSON nested too deeply") from None
-    except json.JSONDecodeError as exc:
-        reason = "trailing data after the JSON object" if exc.msg == "Extra data" else exc.msg
-        where = f"line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # json.JSONDecodeError
+        msg = getattr(exc, "msg", str(exc))
+        reason = "trailing data after the JSON object" if msg == "Extra data" else msg
+        where = f"line {getattr(exc, 'lineno', '?')} column {getattr(exc, 'colno', '?')}"
         raise BadInputError(f"request is not valid JSON: {reason} at {where}") from None
     if not isinstance(payload, dict):
         raise BadInputError("request must be a JSON object")
@@ -135,4 +136,4 @@ def encode_response(api_version: str, answer: Answer) -> bytes:
     if answer.cache_duration is not None:
         body["cacheDuration"] = answer.cache_duration
     body["auth"] = {key: {"username": user, "password": pw} for key, (user, pw) in answer.auth.items()}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return jsoncodec.dumps(body, ensure_ascii=False, compact=True).encode() + b"\n"
