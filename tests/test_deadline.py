@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import NoReturn
 
 import pytest
 
@@ -59,3 +60,28 @@ def test_the_timeout_counts_from_process_start_not_from_when_our_code_runs(
     assert proc.stdout == b"" and b"gave up after 2s" in proc.stderr
     assert stub.calls() == []
     assert os.path.exists("/proc/self/stat")  # the start time comes from /proc
+
+
+def test_the_backstop_is_armed_only_inside_and_once_when_nested() -> None:
+    import signal
+
+    def expire(_deadline: Deadline) -> NoReturn:
+        raise AssertionError("not reached: the alarm is far away")
+
+    deadline = Deadline(30.0, expire=expire)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with deadline.backstop():
+        first = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 29.0 < first <= 30.0 and signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
+        with deadline.backstop():
+            assert signal.getitimer(signal.ITIMER_REAL)[0] <= first  # not re-armed later
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # still armed after the inner one
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_a_deadline_without_an_expiry_action_never_arms_an_alarm() -> None:
+    import signal
+
+    with Deadline(30.0).backstop():
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
