@@ -26,7 +26,7 @@ def imported_modules(cmd: list[str], stdin: str, env: dict[str, str]) -> set[str
 
 
 # Each is imported on a miss (botocore brings most of them) or for an unusual request, never on a hit.
-NOT_ON_A_HIT = {"botocore", "pydantic", "urllib3", "cachetools", "logging", "re", "enum", "json", "dataclasses",
+NOT_ON_A_HIT = {"botocore", "pydantic", "urllib3", "logging", "re", "enum", "json", "dataclasses",
                 "typing", "inspect", "pathlib", "hashlib", "_hashlib", "signal", "argparse", "contextlib",
                 "datetime", "base64", "tempfile", "threading", "yaml"}
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RELEASE = RELEASE_DIR
 ARCHES = ("amd64", "arm64")
 RUNTIME_PYTHON = {"botocore", "jmespath", "python-dateutil", "six", "urllib3", "pydantic", "pydantic-core",
-                  "annotated-types", "typing-extensions", "typing-inspection", "cachetools", "pyyaml", "certifi"}
+                  "annotated-types", "typing-extensions", "typing-inspection", "pyyaml", "certifi"}
 NATIVE = {"libpython3.11": "interpreter", "libssl3": "OpenSSL", "zlib1g": "zlib", "libc6": "glibc",
           "ecr-kubelet-launcher": "launcher", "pyinstaller": "bootloader", "libmd-dev": "launcher's SHA-256"}
 
