@@ -24,6 +24,8 @@ from ecr_kubelet.errors import EXIT_AUTH, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, BadI
 from ecr_kubelet.observe import AwsCall, Observer, is_clock_skew
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ecr_kubelet.models import Identity, Registry
     from ecr_kubelet.options import Options
 
@@ -122,7 +124,7 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         _explain_calls(observer)
         hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
              "security groups), the instance metadata service, and the proxy settings")
-        _proxy_hint()
+        _proxy_hint(options.environ)
         os._exit(EXIT_UNAVAILABLE)
 
     # Resolving credentials may hang too (instance metadata, a credential_process): all under the deadline.
@@ -151,7 +153,7 @@ def _run(auth_key: str, registry: Registry, identity: Identity, options: Options
     except ProviderError as exc:
         _explain_calls(observer)
         say("result", f"FAILED (exit {exc.exit_code}): {exc}")
-        _failure_hints(exc, observer, identity, registry, creds_ok)
+        _failure_hints(exc, observer, identity, registry, creds_ok, options.environ)
         return exc.exit_code
     _explain_calls(observer)
     _explain_outcome(outcome)
@@ -250,7 +252,8 @@ def _explain_endpoints(session: Any, registry: Registry, identity: Identity, opt
         source = "override from the environment" if options.endpoints.get(service) else \
             f"{registry.partition} partition, {registry.variant}"
         say("endpoint", f"{service}: {url} ({source})")
-    proxies = [f"{name}={_mask_proxy(os.environ[name])}" for name in PROXY_VARIABLES if os.environ.get(name)]
+    env = options.environ
+    proxies = [f"{name}={_mask_proxy(env[name])}" for name in PROXY_VARIABLES if env.get(name)]
     say("proxy", ", ".join(proxies) if proxies else "none set (HTTPS_PROXY, NO_PROXY): direct connections")
 
 
@@ -316,7 +319,7 @@ def _explain_outcome(outcome: str) -> None:
 
 
 def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, registry: Registry,
-                   creds_ok: bool) -> None:
+                   creds_ok: bool, env: Mapping[str, str]) -> None:
     calls = observer.calls
     failed = [c for c in calls if c.result != "success"]
     last: AwsCall | None = failed[-1] if failed else None
@@ -345,15 +348,15 @@ def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, r
     if any(c.result == "network_error" for c in calls) or "unreachable" in str(exc):
         hint("endpoint unreachable: check DNS and routes to the endpoints above (VPC endpoints for "
              "ecr.api and sts, security groups, a firewall)")
-        _proxy_hint(any(c.code == "ProxyConnectionError" for c in calls))
+        _proxy_hint(env, any(c.code == "ProxyConnectionError" for c in calls))
     elif "gave up after" in str(exc) and not any(c.result == "throttled" for c in calls):
         hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
              "security groups), the instance metadata service, and the proxy settings")
-        _proxy_hint()
+        _proxy_hint(env)
 
 
-def _proxy_hint(proxy_failed: bool = False) -> None:
-    proxy = next((os.environ[n] for n in PROXY_VARIABLES[:4] if os.environ.get(n)), None)
+def _proxy_hint(env: Mapping[str, str], proxy_failed: bool = False) -> None:
+    proxy = next((env[n] for n in PROXY_VARIABLES[:4] if env.get(n)), None)
     if proxy_failed:
         hint(f"proxy: the proxy {_mask_proxy(proxy or '?')} refused or dropped the connection")
     elif proxy:

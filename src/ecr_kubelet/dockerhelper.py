@@ -79,7 +79,7 @@ def _run(verb: str, options: Options, observer: Observer) -> int:
             output = b"{}\n"  # nothing is stored: every token is minted on demand (and cached) by `get`
         elif verb in ("store", "erase"):
             _read_stdin()  # a `store` carries a password: consumed, never echoed
-            if os.environ.get("AWS_ECR_IGNORE_CREDS_STORAGE") != "true":
+            if options.environ.get("AWS_ECR_IGNORE_CREDS_STORAGE") != "true":
                 return _fail(NOT_IMPLEMENTED, EXIT_FAILED)
             log.info("%s ignored (AWS_ECR_IGNORE_CREDS_STORAGE=true): ECR tokens are minted by `get`", verb)
             output = b""
