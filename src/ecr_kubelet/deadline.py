@@ -52,9 +52,6 @@ class Deadline:
         """Seconds left for waiting, keeping ANSWER_MARGIN back to answer."""
         return self._end - ANSWER_MARGIN - self._clock()
 
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
     def backstop(self) -> Backstop:
         return Backstop(self)
 

@@ -6,7 +6,6 @@ operators and alerting tell bad configuration from AWS trouble.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_AUTH = 3
