@@ -211,3 +211,9 @@ def test_main_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 )
 def test_normalize_image(given: str, sent: str) -> None:
     assert normalize_image(given) == sent
+
+
+def test_an_image_parse_image_refuses_is_a_warning(tmp_path: Path) -> None:
+    result = run(str(write_config(tmp_path / "c.json")), "--image", "https://public.ecr.aws/nginx")
+    assert result.returncode == 0
+    assert "warning: image 'https://public.ecr.aws/nginx': image must not contain a URL scheme" in result.stderr

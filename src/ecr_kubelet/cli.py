@@ -204,27 +204,9 @@ def _registry_roles(flags: list[str]) -> dict[str, str]:
 
 
 def parse_mirrors(specs: list[str]) -> dict[str, str]:
-    from ecr_kubelet.registry import classify_host, normalize_host, parse_image
+    from ecr_kubelet.mirrors import parse_mirrors as parse
 
-    mirrors: dict[str, str] = {}
-    for spec in specs:
-        mirror, sep, target = spec.partition("=")
-        if not sep or not mirror or not target:
-            raise BadInputError(f"--mirror {spec!r}: expected HOST[:PORT]=ECR_HOST")
-        # Only a registry host (and port) is matched, exactly: a path or scheme would be dropped.
-        if "://" in mirror or "/" in mirror or "@" in mirror:
-            raise BadInputError(f"--mirror {spec!r}: {mirror!r} must be HOST[:PORT], without scheme or path")
-        try:
-            ref = parse_image(mirror + "/x")
-        except BadInputError as exc:
-            raise BadInputError(f"--mirror {spec!r}: {exc}".replace("image registry", "mirror")) from None
-        if ref.host == "docker.io" and "." not in mirror:
-            raise BadInputError(f"--mirror {spec!r}: {mirror!r} is not a registry host")
-        if classify_host(target) is None:
-            raise BadInputError(f"--mirror {spec!r}: {target!r} is not an ECR registry host")
-        key = normalize_host(ref.host) if ref.port is None else f"{normalize_host(ref.host)}:{ref.port}"
-        mirrors[key] = target
-    return mirrors
+    return parse(specs)
 
 
 def configure_logging(verbosity: int) -> None:
