@@ -270,6 +270,11 @@ class DecodedDocument:
     declared: int = 0
 
 
+def _unreadable(issue: ConfigIssue) -> DecodedDocument:
+    # Its providers are unknown, so not also "at least one provider is required".
+    return DecodedDocument(issues=[issue], declared=1)
+
+
 def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument:
     """Decode one config document strictly.
 
@@ -281,7 +286,7 @@ def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return DecodedDocument(issues=[ConfigIssue("", f"not UTF-8 text: {exc}", file)])
+            return _unreadable(ConfigIssue("", f"not UTF-8 text: {exc}", file))
     else:
         text = data
     stripped = text.lstrip(" \t\r\n\ufeff")
@@ -293,14 +298,14 @@ def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument
             if count > 1:
                 issues.append(ConfigIssue("", f"{count} YAML documents; only the first one is read", file, "warning"))
     except DuplicateKeyError as exc:
-        return DecodedDocument(issues=[ConfigIssue("", f"{exc} (the kubelet decodes strictly)", file)])
+        return _unreadable(ConfigIssue("", f"{exc} (the kubelet decodes strictly)", file))
     except ValueError as exc:
-        return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: {exc}", file)])
+        return _unreadable(ConfigIssue("", f"cannot decode {label}: {exc}", file))
     except RecursionError:
-        return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: nested too deeply", file)])
+        return _unreadable(ConfigIssue("", f"cannot decode {label}: nested too deeply", file))
 
     if not isinstance(doc, dict):
-        return DecodedDocument(issues=[ConfigIssue("", f"expected a {CONFIG_KIND} object, got {_describe(doc)}", file)])
+        return _unreadable(ConfigIssue("", f"expected a {CONFIG_KIND} object, got {_describe(doc)}", file))
 
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
