@@ -8,7 +8,7 @@ unsure about comes here. Both accept the API versions of `wire.API_VERSIONS`, th
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,9 +21,8 @@ class CredentialProviderRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
-    # validate_request checks these two first, for a precise message: REQUEST_KIND, one of API_VERSIONS.
-    kind: str
-    apiVersion: str
+    kind: Literal["CredentialProviderRequest"]
+    apiVersion: str  # one of API_VERSIONS: validate_request checks it first, for a precise message
     image: str = Field(min_length=1)
     serviceAccountToken: str | None = None
     serviceAccountAnnotations: dict[str, str] | None = None
