@@ -201,10 +201,22 @@ def test_replaced_foreign_binary_is_kept_as_orig(tmp_path: Path, binary: tuple[P
     assert (old.parent / "ecr-credential-provider.orig").read_bytes() == b"official"
 
 
-REPO = Path(__file__).resolve().parent.parent
+def _shell_of(path: Path) -> str | None:
+    """bash or sh, from the script's #! line; None for a program in another language."""
+    words = path.read_text().partition("\n")[0].removeprefix("#!").replace("/", " ").split()
+    return words[-1] if words and words[-1] in ("bash", "sh") else None
+
+
 SHELL_SCRIPTS = [(INSTALL, "bash"), (K8S / "install-on-node.sh", "sh"),
-                 *((p, "bash") for p in sorted((REPO / "scripts").iterdir())),
+                 *((p, shell) for p in sorted((REPO / "scripts").iterdir()) if (shell := _shell_of(p))),
                  *((p, "sh") for p in sorted((REPO / "packaging" / "pkg").glob("*.sh")))]
+
+
+def test_generated_copies_are_up_to_date() -> None:
+    """The EKS host list's copies (examples, kustomize config, installer, README) are scripts/gen-configs'."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gen-configs"), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_installer_leaves_a_package_managed_binary_alone(tmp_path: Path, binary: tuple[Path, str]) -> None:
@@ -301,7 +313,6 @@ def test_kustomize_resources_validate() -> None:
 def test_kustomize_config_is_valid() -> None:
     doc = decode_config((K8S / "config.json").read_bytes(), "config.json")
     assert not doc.issues
-    assert (K8S / "config.json").read_text() == (REPO / "examples/credentialproviders/eks-default.json").read_text()
 
 
 def test_daemonset_shape() -> None:

@@ -10,29 +10,14 @@ import yaml
 
 from ecr_kubelet.image_match import urls_match
 from ecr_kubelet.kubelet_config import load_config
+from ecr_kubelet.registry import classify_host
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "credentialproviders"
 CONFIGS = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
 MANIFESTS = sorted((EXAMPLES / "rbac").glob("*.yaml"))
+HOST_FAMILIES = REPO / "tests" / "data" / "ecr-host-families.json"  # also read by the Go tests
 KUBERNETES_VERSION = "1.34.0"
-
-# The list EKS AL2023 nodes ship (reference/kubelet-protocol.md).
-EKS_PATTERNS = [
-    "*.dkr.ecr.*.amazonaws.com",
-    "*.dkr-ecr.*.on.aws",
-    "*.dkr.ecr.*.amazonaws.com.cn",
-    "*.dkr-ecr.*.on.amazonwebservices.com.cn",
-    "*.dkr.ecr-fips.*.amazonaws.com",
-    "*.dkr-ecr-fips.*.on.aws",
-    "*.dkr.ecr.*.c2s.ic.gov",
-    "*.dkr.ecr.*.sc2s.sgov.gov",
-    "*.dkr.ecr.*.cloud.adc-e.uk",
-    "*.dkr.ecr.*.csp.hci.ic.gov",
-    "*.dkr.ecr.*.amazonaws.eu",
-    "public.ecr.aws",
-    "ecr-public.aws.com",
-]
 
 COMMERCIAL = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app"
 DUALSTACK = "123456789012.dkr-ecr.us-east-1.on.aws/app"
@@ -88,14 +73,25 @@ def test_example_matches(path: Path) -> None:
         assert not any(urls_match(p, image) for p in patterns), image
 
 
-def test_eks_default_is_the_eks_list() -> None:
+def test_eks_default_yaml_is_the_json() -> None:
     as_json = json.loads((EXAMPLES / "eks-default.json").read_text())
-    as_yaml = yaml.safe_load((EXAMPLES / "eks-default.yaml").read_text())
-    assert as_json == as_yaml
-    prov = as_json["providers"][0]
-    assert prov["matchImages"] == EKS_PATTERNS
-    assert prov["defaultCacheDuration"] == "12h0m0s"
-    assert prov["apiVersion"] == "credentialprovider.kubelet.k8s.io/v1"
+    assert yaml.safe_load((EXAMPLES / "eks-default.yaml").read_text()) == as_json
+
+
+def test_eks_patterns_and_host_families_match_one_to_one() -> None:
+    """Each pattern of the generated EKS list covers exactly one of the host family images the Go tests
+    pull through the kubelet, and each of those images is the ECR registry it names: a host family
+    added to registry.py's tables fails here until it has an image there."""
+    patterns = load_config(EXAMPLES / "eks-default.json").providers[0].provider.match_images or []
+    families = json.loads(HOST_FAMILIES.read_text())
+    for family in families:
+        host = family["image"].split("/", 1)[0]
+        registry = classify_host(host)
+        assert registry is not None, host
+        assert (registry.service, registry.region) == (family["service"], family["region"]), host
+        assert any(urls_match(p, host) for p in patterns), f"no pattern covers {host}"
+    covered = {p: [f["image"] for f in families if urls_match(p, f["image"].split("/", 1)[0])] for p in patterns}
+    assert {p: len(images) for p, images in covered.items()} == dict.fromkeys(patterns, 1), covered
 
 
 def test_service_account_example_matches_rbac() -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.models import Answer, Request
-from ecr_kubelet.protocol import CredentialProviderResponse, validate_request
+from ecr_kubelet.protocol import validate_request
 from ecr_kubelet.wire import (
     API_VERSIONS,
     MAX_REQUEST_BYTES,
@@ -26,6 +27,31 @@ from ecr_kubelet.wire import (
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app"
 V1, V1BETA1, V1ALPHA1 = API_VERSIONS
+
+
+class AuthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    username: str
+    password: str
+
+
+class CredentialProviderResponse(BaseModel):
+    """The fields the kubelet's strict decoder knows, and nothing else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    kind: Literal["CredentialProviderResponse"]
+    apiVersion: str
+    cacheKeyType: Literal["Registry"]
+    cacheDuration: str | None = None
+    auth: dict[str, AuthConfig] = Field(default_factory=dict)
+
+    @field_validator("apiVersion")
+    @classmethod
+    def _known(cls, version: str) -> str:
+        assert version in API_VERSIONS
+        return version
 
 
 def request(**fields: Any) -> dict[str, Any]:

@@ -103,30 +103,6 @@ def parse_options(argv: list[str], env: Mapping[str, str], *, helper: bool = Fal
     return options_from_args(args, env)
 
 
-def parse_mirrors(specs: list[str]) -> dict[str, str]:
-    from ecr_kubelet.registry import classify_host, normalize_host, parse_image
-
-    mirrors: dict[str, str] = {}
-    for spec in specs:
-        mirror, sep, target = spec.partition("=")
-        if not sep or not mirror or not target:
-            raise BadInputError(f"--mirror {spec!r}: expected HOST[:PORT]=ECR_HOST")
-        # Only a registry host (and port) is matched, exactly: a path or scheme would be dropped.
-        if "://" in mirror or "/" in mirror or "@" in mirror:
-            raise BadInputError(f"--mirror {spec!r}: {mirror!r} must be HOST[:PORT], without scheme or path")
-        try:
-            ref = parse_image(mirror + "/x")
-        except BadInputError as exc:
-            raise BadInputError(f"--mirror {spec!r}: {exc}".replace("image registry", "mirror")) from None
-        if ref.host == "docker.io" and "." not in mirror:
-            raise BadInputError(f"--mirror {spec!r}: {mirror!r} is not a registry host")
-        if classify_host(target) is None:
-            raise BadInputError(f"--mirror {spec!r}: {target!r} is not an ECR registry host")
-        key = normalize_host(ref.host) if ref.port is None else f"{normalize_host(ref.host)}:{ref.port}"
-        mirrors[key] = target
-    return mirrors
-
-
 def print_error(message: str) -> None:
     line = " ".join(redact.scrub(message).split())  # one line, whatever the message held
     sys.stderr.write(f"{PROG}: error: {line}\n")

@@ -92,7 +92,8 @@ def _service_account(args: Any) -> tuple[str | None, dict[str, str]]:
 
 
 def diagnose(image: str, options: Options, sa_token: str | None, annotations: dict[str, str]) -> int:
-    from ecr_kubelet.provider import choose_identity, resolve_registry
+    from ecr_kubelet.mirrors import resolve_registry
+    from ecr_kubelet.provider import choose_identity
     from ecr_kubelet.registry import parse_image
 
     say("image", image)

@@ -123,7 +123,8 @@ def _options() -> Options:
 
 def _get(server_url: str, options: Options, observer: Observer) -> bytes:
     from ecr_kubelet.errors import BadInputError
-    from ecr_kubelet.provider import NoPublicCredentials, choose_identity, obtain_token, resolve_registry
+    from ecr_kubelet.mirrors import resolve_registry
+    from ecr_kubelet.provider import NoPublicCredentials, choose_identity, obtain_token
     from ecr_kubelet.registry import parse_server_url
 
     try:

@@ -16,21 +16,22 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ecr_kubelet import mirrors, wire
 from ecr_kubelet.durations import DurationError, parse_go_duration
+from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.image_match import MatchPatternError, glob_syntax_error, parse_match_pattern, urls_match
 from ecr_kubelet.wire import DuplicateKeyError, reject_duplicate_keys
 
 __all__ = [
     "CONFIG_API_VERSIONS",
     "CONFIG_KIND",
-    "PROVIDER_API_VERSIONS",
     "TOKEN_CACHE_TYPES",
     "ConfigIssue",
     "CredentialProvider",
@@ -49,12 +50,6 @@ CONFIG_KIND = "CredentialProviderConfig"
 CONFIG_GROUP = "kubelet.config.k8s.io"
 CONFIG_V1 = f"{CONFIG_GROUP}/v1"
 CONFIG_API_VERSIONS = (CONFIG_V1, f"{CONFIG_GROUP}/v1beta1", f"{CONFIG_GROUP}/v1alpha1")
-PROVIDER_V1 = "credentialprovider.kubelet.k8s.io/v1"
-PROVIDER_API_VERSIONS = (
-    "credentialprovider.kubelet.k8s.io/v1alpha1",
-    "credentialprovider.kubelet.k8s.io/v1beta1",
-    PROVIDER_V1,
-)
 TOKEN_CACHE_TYPES = ("ServiceAccount", "Token")
 CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -275,6 +270,11 @@ class DecodedDocument:
     declared: int = 0
 
 
+def _unreadable(issue: ConfigIssue) -> DecodedDocument:
+    # Its providers are unknown, so not also "at least one provider is required".
+    return DecodedDocument(issues=[issue], declared=1)
+
+
 def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument:
     """Decode one config document strictly.
 
@@ -286,7 +286,7 @@ def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return DecodedDocument(issues=[ConfigIssue("", f"not UTF-8 text: {exc}", file)])
+            return _unreadable(ConfigIssue("", f"not UTF-8 text: {exc}", file))
     else:
         text = data
     stripped = text.lstrip(" \t\r\n\ufeff")
@@ -298,14 +298,14 @@ def decode_config(data: bytes | str, file: str | None = None) -> DecodedDocument
             if count > 1:
                 issues.append(ConfigIssue("", f"{count} YAML documents; only the first one is read", file, "warning"))
     except DuplicateKeyError as exc:
-        return DecodedDocument(issues=[ConfigIssue("", f"{exc} (the kubelet decodes strictly)", file)])
+        return _unreadable(ConfigIssue("", f"{exc} (the kubelet decodes strictly)", file))
     except ValueError as exc:
-        return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: {exc}", file)])
+        return _unreadable(ConfigIssue("", f"cannot decode {label}: {exc}", file))
     except RecursionError:
-        return DecodedDocument(issues=[ConfigIssue("", f"cannot decode {label}: nested too deeply", file)])
+        return _unreadable(ConfigIssue("", f"cannot decode {label}: nested too deeply", file))
 
     if not isinstance(doc, dict):
-        return DecodedDocument(issues=[ConfigIssue("", f"expected a {CONFIG_KIND} object, got {_describe(doc)}", file)])
+        return _unreadable(ConfigIssue("", f"expected a {CONFIG_KIND} object, got {_describe(doc)}", file))
 
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
@@ -395,17 +395,14 @@ def qualified_name_errors(key: str) -> list[str]:
     return errors
 
 
-def _mirror_hosts(args: Iterable[str]) -> Iterator[tuple[int, str]]:
-    """(arg index, mirror host) for each ``--mirror HOST=ECR_HOST`` / ``--mirror=HOST=ECR_HOST``."""
-    items = list(args)
-    for i, arg in enumerate(items):
-        value: str | None = None
-        if arg == "--mirror" and i + 1 < len(items):
-            value = items[i + 1]
-        elif arg.startswith("--mirror="):
-            value = arg[len("--mirror=") :]
-        if value is not None and "=" in value:
-            yield i, value.split("=", 1)[0]
+def _flag_values(args: list[str], flag: str) -> Iterator[tuple[int, str | None]]:
+    """(arg index, value) of each ``FLAG VALUE`` / ``FLAG=VALUE`` in a plugin's args; None when the value is
+    missing."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            yield i, args[i + 1] if i + 1 < len(args) else None
+        elif arg.startswith(f"{flag}="):
+            yield i, arg[len(flag) + 1 :]
 
 
 def validate_providers(
@@ -452,12 +449,12 @@ def validate_providers(
             seen[name] = lp
 
         if not p.api_version:
-            err(lp, "apiVersion", f"required; one of {', '.join(PROVIDER_API_VERSIONS)}")
-        elif p.api_version not in PROVIDER_API_VERSIONS:
+            err(lp, "apiVersion", f"required; one of {', '.join(wire.API_VERSIONS)}")
+        elif p.api_version not in wire.API_VERSIONS:
             err(
                 lp,
                 "apiVersion",
-                f"unsupported value {p.api_version!r}; one of {', '.join(PROVIDER_API_VERSIONS)}",
+                f"unsupported value {p.api_version!r}; one of {', '.join(wire.API_VERSIONS)}",
             )
 
         images = p.match_images or []
@@ -513,7 +510,16 @@ def validate_providers(
         for where, problem in config_problems(p.args or [], {e.name: e.value for e in p.env or []}):
             err(lp, where, problem)
 
-        for arg_index, host in _mirror_hosts(p.args or []):
+        for arg_index, spec in _flag_values(p.args or [], mirrors.FLAG):
+            if spec is None:
+                err(lp, f"args[{arg_index}]", f"{mirrors.FLAG} needs a value HOST[:PORT]=ECR_HOST: every pull would "
+                    "fail (exit 2)")
+                continue
+            try:
+                host, _target = mirrors.parse_mirror(spec)
+            except BadInputError as exc:
+                err(lp, f"args[{arg_index}]", f"{exc}: every pull would fail (exit 2)")
+                continue
             if images and not any(urls_match(pattern, host) for pattern in images):
                 err(
                     lp,
@@ -535,8 +541,8 @@ def validate_providers(
             err(lp, "tokenAttributes.serviceAccountTokenAudience", "required")
         if ta.require_service_account is None:
             err(lp, "tokenAttributes.requireServiceAccount", "required (true or false)")
-        if p.api_version != PROVIDER_V1:
-            err(lp, "tokenAttributes", f"only supported with apiVersion {PROVIDER_V1}")
+        if p.api_version != wire.V1:
+            err(lp, "tokenAttributes", f"only supported with apiVersion {wire.V1}")
         required = ta.required_service_account_annotation_keys or []
         optional = ta.optional_service_account_annotation_keys or []
         if ta.require_service_account is False and required:

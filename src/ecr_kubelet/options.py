@@ -192,7 +192,7 @@ def _truthy(value: str | None) -> bool:
 def _mirrors(specs: list[str]) -> dict[str, str]:
     if not specs:
         return {}
-    from ecr_kubelet.cli import parse_mirrors  # moving to mirrors.py
+    from ecr_kubelet.mirrors import parse_mirrors
 
     return parse_mirrors(specs)
 

@@ -1,9 +1,8 @@
-"""The kubelet's CredentialProvider request and response (credentialprovider.kubelet.k8s.io).
+"""The kubelet's CredentialProviderRequest, validated in full (credentialprovider.kubelet.k8s.io).
 
-These pydantic models are the full, authoritative validation of what the kubelet sends us and what we
-send back. `wire.quick_request` admits the common exact request shape without importing pydantic;
-anything it is unsure about comes here. `wire.encode_response` writes what CredentialProviderResponse
-describes (the tests validate its output against this model).
+`validate_request` is the full, authoritative validation of what the kubelet sends us.
+`wire.quick_request` admits the common exact request shape without importing pydantic; anything it is
+unsure about comes here. Both accept the API versions of `wire.API_VERSIONS`, the one list of them.
 """
 
 from __future__ import annotations
@@ -15,16 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.models import Request
-from ecr_kubelet.wire import API_GROUP, API_VERSIONS, REQUEST_KIND, RESPONSE_KIND
-
-assert RESPONSE_KIND == "CredentialProviderResponse"
-
-ApiVersion = Literal[
-    "credentialprovider.kubelet.k8s.io/v1",
-    "credentialprovider.kubelet.k8s.io/v1beta1",
-    "credentialprovider.kubelet.k8s.io/v1alpha1",
-]
-assert set(ApiVersion.__args__) == set(API_VERSIONS)  # type: ignore[attr-defined]
+from ecr_kubelet.wire import API_GROUP, API_VERSIONS, REQUEST_KIND, V1
 
 
 class CredentialProviderRequest(BaseModel):
@@ -33,7 +23,7 @@ class CredentialProviderRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     kind: Literal["CredentialProviderRequest"]
-    apiVersion: ApiVersion
+    apiVersion: str  # one of API_VERSIONS: validate_request checks it first, for a precise message
     image: str = Field(min_length=1)
     serviceAccountToken: str | None = None
     serviceAccountAnnotations: dict[str, str] | None = None
@@ -41,28 +31,9 @@ class CredentialProviderRequest(BaseModel):
     @model_validator(mode="after")
     def _service_account_fields_are_v1_only(self) -> CredentialProviderRequest:
         has_sa = self.serviceAccountToken is not None or self.serviceAccountAnnotations is not None
-        if has_sa and not self.apiVersion.endswith("/v1"):
+        if has_sa and self.apiVersion != V1:
             raise ValueError("serviceAccountToken and serviceAccountAnnotations exist only in v1 requests")
         return self
-
-
-class AuthConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    username: str
-    password: str
-
-
-class CredentialProviderResponse(BaseModel):
-    """What we write on stdout: exactly the fields the kubelet's strict decoder knows."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["CredentialProviderResponse"] = "CredentialProviderResponse"
-    apiVersion: ApiVersion
-    cacheKeyType: Literal["Registry"] = "Registry"
-    cacheDuration: str | None = None
-    auth: dict[str, AuthConfig] = Field(default_factory=dict)
 
 
 def validate_request(payload: dict[str, Any]) -> Request:

@@ -1,6 +1,6 @@
 """How one kubelet request becomes an answer, top to bottom.
 
-    stdin -> wire.read_request -> registry.parse_image -> resolve_registry (hosts, --mirror)
+    stdin -> wire.read_request -> registry.parse_image -> mirrors.resolve_registry (hosts, --mirror)
           -> choose_identity (identity, roles) -> obtain_token (cache; on a miss, tokens via AWS)
           -> Answer with freshness' cacheDuration -> wire.encode_response -> stdout
 
@@ -21,8 +21,9 @@ from ecr_kubelet.cache import TokenCache, cache_key, prepare_cache_dir
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import ProviderError
 from ecr_kubelet.identity import plan_identity
+from ecr_kubelet.mirrors import resolve_registry
 from ecr_kubelet.models import Answer
-from ecr_kubelet.registry import classify_host, parse_image
+from ecr_kubelet.registry import parse_image
 from ecr_kubelet.wire import encode_response, read_request
 
 TYPE_CHECKING = False
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
-    from ecr_kubelet.models import Identity, ImageRef, Registry, Request, Token
+    from ecr_kubelet.models import Identity, Registry, Request, Token
     from ecr_kubelet.observe import Observer
     from ecr_kubelet.options import Options
 
@@ -82,16 +83,6 @@ def answer_request(request: Request, options: Options, deadline: Deadline,
         log.warning("%s; the kubelet will pull anonymously", exc)
         return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
     return respond(token, outcome)
-
-
-def resolve_registry(image: ImageRef, mirrors: dict[str, str]) -> Registry | None:
-    """The ECR registry whose credentials serve the image's host: itself, or the registry it mirrors.
-
-    A mirror matches host and port exactly as configured, as the kubelet matches `auth` keys: one
-    configured without a port serves only images without one.
-    """
-    target = mirrors.get(image.normalized_key)
-    return classify_host(target if target else image.normalized_host)
 
 
 def choose_identity(registry: Registry, sa_token: str | None, annotations: dict[str, str],

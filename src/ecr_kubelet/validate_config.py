@@ -14,8 +14,10 @@ import sys
 from typing import TextIO
 
 from ecr_kubelet.durations import format_go_duration
+from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.image_match import MatchPatternError, parse_match_pattern, urls_match
-from ecr_kubelet.kubelet_config import ConfigIssue, LoadedConfig, LoadedProvider, load_config
+from ecr_kubelet.kubelet_config import LoadedConfig, LoadedProvider, load_config
+from ecr_kubelet.registry import parse_image
 
 PROG = "ecr-credential-provider validate-config"
 
@@ -57,23 +59,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def normalize_image(image: str) -> str:
-    """The repository the kubelet sends to plugins: no tag or digest, Docker Hub names expanded."""
-    name = image.strip()
-    name = name.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name = name[:colon]
-    first, sep, rest = name.partition("/")
-    if not sep:
-        return f"docker.io/library/{name}"
-    if "." not in first and ":" not in first and first != "localhost":
-        return f"docker.io/{name}"
-    if first == "index.docker.io":
-        first = "docker.io"
-    if first == "docker.io" and "/" not in rest:
-        return f"docker.io/library/{rest}"
-    return f"{first}/{rest}"
+    """The repository the kubelet sends to plugins: no tag or digest, Docker Hub names expanded.
+
+    Which first component names a registry is registry.parse_image's rule (Docker's); BadInputError for an
+    image it refuses."""
+    ref = parse_image(image.strip())
+    repository = ref.path.split("@", 1)[0].split(":", 1)[0]  # in a path, only a tag starts with ":"
+    host = ref.auth_key
+    if host in ("docker.io", "index.docker.io"):
+        host = "docker.io"
+        if "/" not in repository:
+            repository = f"library/{repository}"
+    return f"{host}/{repository}"
 
 
 def check_binaries(bin_dir: str, providers: list[LoadedProvider]) -> list[str]:
@@ -136,13 +133,16 @@ def _report_config(config: LoadedConfig, out: TextIO) -> None:
 
 def _report_images(config: LoadedConfig, images: list[str], out: TextIO, err: TextIO) -> None:
     for given in images:
-        image = normalize_image(given)
-        shown = image if image == given else f"{given} (sent to plugins as {image})"
         try:
+            image = normalize_image(given)
             parse_match_pattern(image)
+        except BadInputError as exc:
+            print(f"warning: image {given!r}: {exc}", file=err)
+            continue
         except MatchPatternError as exc:
             print(f"warning: image {given!r}: the kubelet cannot parse it: {exc.reason}", file=err)
             continue
+        shown = image if image == given else f"{given} (sent to plugins as {image})"
         matches = [(lp, pattern) for lp in config.providers if (pattern := _first_match(lp, image)) is not None]
         if not matches:
             print(f"image {shown}: no provider", file=out)
@@ -184,11 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     checked = " and plugin binaries" if args.bin_dir is not None else ""
     print(f"OK: the kubelet would accept this config{checked}", file=out)
     return 0
-
-
-def format_issue(issue: ConfigIssue) -> str:
-    """One line, as printed on stderr."""
-    return f"{issue.severity}: {issue}"
 
 
 if __name__ == "__main__":

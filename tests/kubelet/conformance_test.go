@@ -3,6 +3,7 @@ package conformance
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,27 +14,22 @@ import (
 	"k8s.io/kubernetes/pkg/features"
 )
 
+// familyCase is one image per ECR host family, from tests/data/ecr-host-families.json: the Python
+// tests check that each matches exactly one pattern of the EKS config, and the other way round.
 type familyCase struct {
-	image   string // as written in a pod spec
-	service string // stub service that must issue the token
-	region  string // region the token must be requested in
+	Image   string `json:"image"`   // as written in a pod spec
+	Service string `json:"service"` // stub service that must issue the token
+	Region  string `json:"region"`  // region the token must be requested in
 }
 
-// One image per registry host family of the EKS matchImages list.
-var families = []familyCase{
-	{"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1.0", "ecr", "us-east-1"},
-	{"123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com/app", "ecr", "us-gov-west-1"},
-	{"123456789012.dkr-ecr.eu-west-1.on.aws/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "ecr", "eu-west-1"},
-	{"123456789012.dkr-ecr-fips.us-east-2.on.aws/app:v2", "ecr", "us-east-2"},
-	{"123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/app", "ecr", "cn-north-1"},
-	{"123456789012.dkr-ecr.cn-northwest-1.on.amazonwebservices.com.cn/app", "ecr", "cn-northwest-1"},
-	{"123456789012.dkr.ecr.us-iso-east-1.c2s.ic.gov/app", "ecr", "us-iso-east-1"},
-	{"123456789012.dkr.ecr.us-isob-east-1.sc2s.sgov.gov/app", "ecr", "us-isob-east-1"},
-	{"123456789012.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk/app", "ecr", "eu-isoe-west-1"},
-	{"123456789012.dkr.ecr.us-isof-south-1.csp.hci.ic.gov/app", "ecr", "us-isof-south-1"},
-	{"123456789012.dkr.ecr.eusc-de-east-1.amazonaws.eu/app", "ecr", "eusc-de-east-1"},
-	{"public.ecr.aws/nginx/nginx:latest", "ecr-public", "us-east-1"},
-	{"ecr-public.aws.com/nginx/nginx", "ecr-public", "us-east-1"},
+func hostFamilies(t *testing.T) []familyCase {
+	t.Helper()
+	var families []familyCase
+	readJSON(t, filepath.Join(repoRoot(t), "tests", "data", "ecr-host-families.json"), &families)
+	if len(families) == 0 {
+		t.Fatal("no ECR host families in tests/data/ecr-host-families.json")
+	}
+	return families
 }
 
 // expectIssued asserts that the credential is username AWS plus a password the
@@ -72,16 +68,16 @@ func TestEKSConfigAllHostFamilies(t *testing.T) {
 	bin := newBinDir(t, providerName, false)
 	register(t, writeConfig(t, p), bin.Dir, nil)
 
-	for _, fc := range families {
-		t.Run(strings.SplitN(fc.image, "/", 2)[0], func(t *testing.T) {
+	for _, fc := range hostFamilies(t) {
+		t.Run(strings.SplitN(fc.Image, "/", 2)[0], func(t *testing.T) {
 			before := len(s.calls(t))
 			mark := klogMark()
-			creds, found := lookup(t, nodePod, fc.image)
+			creds, found := lookup(t, nodePod, fc.Image)
 			if errs := errorLines(klogSince(mark)); len(errs) > 0 {
 				t.Errorf("the kubelet logged errors: %s", strings.Join(errs, "\n"))
 			}
-			cred := singleCred(t, fc.image, creds, found)
-			expectIssued(t, fc.image, cred, s.since(t, before), fc.service, fc.region)
+			cred := singleCred(t, fc.Image, creds, found)
+			expectIssued(t, fc.Image, cred, s.since(t, before), fc.Service, fc.Region)
 		})
 	}
 }
@@ -120,15 +116,24 @@ func testAPIVersion(t *testing.T, apiVersion string) {
 	bin := newBinDir(t, providerName, true)
 	register(t, writeConfig(t, p), bin.Dir, nil)
 
-	for _, fc := range []familyCase{families[0], families[11]} {
+	// One private and one public ECR image: the first of each service.
+	var picked []familyCase
+	seen := map[string]bool{}
+	for _, fc := range hostFamilies(t) {
+		if !seen[fc.Service] {
+			seen[fc.Service] = true
+			picked = append(picked, fc)
+		}
+	}
+	for _, fc := range picked {
 		mark := klogMark()
 		before := len(s.calls(t))
-		creds, found := lookup(t, nodePod, fc.image)
+		creds, found := lookup(t, nodePod, fc.Image)
 		if errs := errorLines(klogSince(mark)); len(errs) > 0 {
 			t.Errorf("the kubelet logged errors: %s", strings.Join(errs, "\n"))
 		}
-		cred := singleCred(t, fc.image, creds, found)
-		expectIssued(t, fc.image, cred, s.since(t, before), fc.service, fc.region)
+		cred := singleCred(t, fc.Image, creds, found)
+		expectIssued(t, fc.Image, cred, s.since(t, before), fc.Service, fc.Region)
 	}
 	for _, inv := range bin.invocations(t) {
 		var req, resp map[string]any
