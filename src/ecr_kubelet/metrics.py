@@ -11,12 +11,12 @@ the file under a lock, so the counters survive the process:
 * ecr_kubelet_last_success_timestamp_seconds / ecr_kubelet_last_failure_timestamp_seconds: end of the
   last run that exited 0 / non-zero (Unix time)
 
-Root writes this file on every node, so: the directory must be owned by root or us and writable by no
-one else, as must its ancestors (sticky ones such as /tmp excepted); the file is never opened through a
-symlink; a new version is written to a temp file in the same directory (not named *.prom, so the
-collector never reads half a file) and renamed over the old one; a lock file beside it (`.NAME.lock`)
-serialises the read-modify-write across processes, so concurrent runs never lose an increment. Every
-failure is a warning: metrics never fail a pull.
+Root writes this file on every node, so: the directory must exist and be one that only root or we can
+change (the rule: trust.py); the file is never opened through a symlink; a new version is written to a
+temp file in the same directory (not named *.prom, so the collector never reads half a file) and renamed
+over the old one; a lock file beside it (`.NAME.lock`) serialises the read-modify-write across
+processes, so concurrent runs never lose an increment. Every failure is a warning: metrics never fail a
+pull.
 
 The text format is rendered here rather than by prometheus_client: importing that library costs more
 than the rest of a cache hit, and a run only needs to re-emit a handful of counters. The tests parse the
@@ -37,6 +37,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from ecr_kubelet.observe import Observer
+from ecr_kubelet.trust import Untrusted, trusted_directory
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +140,13 @@ def update(path: Path, add: dict[Key, float], success: bool, now: float) -> None
 
 def _open_trusted_directory(directory: Path) -> int:
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        real = trusted_directory(str(directory))
+        # Only root or we can change the resolved path (trust.py): it still names what was checked.
+        return os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except Untrusted as exc:
+        raise MetricsError(f"refusing its directory: {exc}") from None
     except OSError as exc:
         raise MetricsError(f"cannot open its directory: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if info.st_uid not in (0, os.geteuid()):
-            raise MetricsError(f"refusing it: its directory is owned by uid {info.st_uid}")
-        if info.st_mode & 0o022:
-            raise MetricsError(
-                f"refusing it: its directory is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})")
-        # Whoever may rename an ancestor may swap the directory: they must be ours or root's too.
-        real = Path(os.path.realpath(directory))
-        for ancestor in real.parents:
-            a = os.stat(ancestor)
-            if a.st_uid not in (0, os.geteuid()) or (a.st_mode & 0o022 and not a.st_mode & stat.S_ISVTX):
-                raise MetricsError(f"refusing it: {ancestor} may be changed by other users")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _open_no_follow(name: str, flags: int, mode: int, dir_fd: int) -> int:
