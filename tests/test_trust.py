@@ -133,3 +133,16 @@ def test_the_launcher_agrees(probe: Path, tmp_path: Path, layout: list[str], pat
     assert snapshot(c_top, used) == snapshot(py_top, py[1] if used else None)
     if c[0] == REFUSED:
         assert snapshot(c_top, None) == before, "the launcher wrote under a refused path"
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["link in a trusted directory", "link others can replace"])
+def test_the_launcher_checks_tmpdir_as_configured(probe: Path, tmp_path: Path, shared: bool) -> None:
+    """The fallback's TMPDIR gets the same rule (as a directory we create our own entry in)."""
+    build(tmp_path / "t", ["real/ 0700", f"links/ {'0777' if shared else '0755'}", "links/tmp -> ../real",
+                           "refused/ 0777"])
+    real = tmp_path / "t" / "real"
+    env = launcher_env(tmp_path / "t" / "refused" / "runtime", tmp_path / "t" / "links" / "tmp")
+    proc = subprocess.run([str(probe)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{real}/ecr-credential-provider-") != shared, proc.stdout
+    wait_until(lambda: entries(real) == set(), "the temporary bundle to be removed")

@@ -72,6 +72,8 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ("another user's symlink in a sticky directory", ["real/ 0700", "s/ 1777", "s/l -> ../real nobody"], "s/l",
      REFUSED),
     ("symlink to a directory in a world-writable one", ["w/ 0777", "w/real/ 0700", "l -> w/real"], "l", REFUSED),
+    ("symlink on the way, to a directory in a world-writable one",
+     ["w/ 0777", "w/real/ 0755", "w/real/d/ 0700", "l -> w/real"], "l/d", REFUSED),
     ("symlink to a world-writable directory", ["real/ 0777", "l -> real"], "l", REFUSED),
     ("symlink to another user's directory", ["real/ 0700 nobody", "l -> real"], "l", REFUSED),
     ("symlink to a file", ["f 0600", "l -> f"], "l", REFUSED),
