@@ -27,19 +27,22 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import math
 import os
 import re
 import stat
 import time
 from contextlib import suppress
-from pathlib import Path
 
+from ecr_kubelet import logs
 from ecr_kubelet.observe import Observer
 from ecr_kubelet.trust import Untrusted, trusted_directory
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
+
+log = logs.get(__name__)
 
 ENV_VARIABLE = "ECR_KUBELET_METRICS_FILE"
 LOCK_TIMEOUT = 10.0  # after the answer is written; with the 45 s deadline still inside the kubelet's 60 s
@@ -102,7 +105,7 @@ def increments(observer: Observer, mode: str, exit_code: int) -> dict[Key, float
     return add
 
 
-def record(path: Path, observer: Observer, mode: str, exit_code: int) -> None:
+def record(path: StrPath, observer: Observer, mode: str, exit_code: int) -> None:
     """Add this run to the metrics file; any failure is logged as a warning, never raised."""
     try:
         update(path, increments(observer, mode, exit_code), exit_code == 0, time.time())
@@ -114,12 +117,11 @@ def record(path: Path, observer: Observer, mode: str, exit_code: int) -> None:
         log.warning("metrics file %s not updated: %s: %s", path, type(exc).__name__, exc)
 
 
-def update(path: Path, add: dict[Key, float], success: bool, now: float) -> None:
+def update(path: StrPath, add: dict[Key, float], success: bool, now: float) -> None:
     """Read-modify-write the file under its lock: counters are added, the timestamp gauge set."""
-    name = path.name
+    directory, name = os.path.split(os.fspath(path))
     if not name or name in (".", "..") or name.startswith("."):
         raise MetricsError("the file name must not be empty or start with a dot")
-    directory = path.parent if str(path.parent) else Path(".")
     dir_fd = _open_trusted_directory(directory)
     try:
         lock_fd = _open_no_follow(f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600, dir_fd)
@@ -138,9 +140,9 @@ def update(path: Path, add: dict[Key, float], success: bool, now: float) -> None
         os.close(dir_fd)
 
 
-def _open_trusted_directory(directory: Path) -> int:
+def _open_trusted_directory(directory: str) -> int:
     try:
-        real = trusted_directory(str(directory))
+        real = trusted_directory(directory)
         # Only root or we can change the resolved path (trust.py): it still names what was checked.
         return os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except Untrusted as exc:
