@@ -17,9 +17,9 @@
  *
  * Runtime base: $ECR_KUBELET_RUNTIME_DIR (absolute; empty or relative is a usage error, exit 2),
  * else /var/cache/ecr-credential-provider/runtime for root, else
- * ${XDG_CACHE_HOME:-$HOME/.cache}/ecr-credential-provider/runtime. The base is used only when
- * every ancestor is a directory owned by root or by us that no one else can change: not group- or
- * world-writable, unless sticky (like /tmp), and then the next component must be ours.
+ * ${XDG_CACHE_HOME:-$HOME/.cache}/ecr-credential-provider/runtime. The base is used only when no
+ * one but root and us can change it or any directory or symlink on the way to it (the rule, written
+ * once: src/ecr_kubelet/trust.py; trusted_dir() below is its C copy).
  *
  * Hit: take a shared flock on <base>/<id>.use (held through exec, for the life of the process, so
  * that a newer version never prunes a bundle in use), check <base>/<id> against the record
@@ -195,170 +195,168 @@ static void read_trailer(struct bundle *b)
 
 /* ---- trusted directories ------------------------------------------------------------------- */
 
+/*
+ * Which directories we may unpack into and run from: the rule is written once, in the docstring of
+ * src/ecr_kubelet/trust.py (the copy the token cache and the metrics file use). This copy must agree
+ * with it: tests/test_trust.py runs one table of layouts (tests/trust_cases.py) against both.
+ */
+
+#define MAX_LINKS 40 /* as Linux's MAXSYMLINKS */
+
 /* Owned by root or by us: the only owners whose directories no one else can change. */
 static int owner_ok(const struct stat *st)
 {
     return st->st_uid == 0 || st->st_uid == geteuid();
 }
 
-/*
- * 1 when `path` (absolute, canonical: no symlinks, no . or ..) is a directory that only root or we
- * can change, and so is every ancestor: each is a real directory owned by root or by us, and not
- * group- or world-writable unless it is sticky and the next component is root's or ours (a sticky directory
- * lets others add entries but not rename or remove ours). The directory itself is trusted only if
- * it is ours (or root's) and not group/world-writable at all.
- */
-static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links);
-static int trusted_path(const char *path)
+/* Rule 2a: a directory owned by root or us. */
+static int dir_ok(const char *path, const struct stat *st)
 {
-    return trusted_path_ex(path, 0, 0);
-}
-
-/* A parent for mkdtemp(): like trusted_path(), but the leaf may be sticky and world-writable
- * (like /tmp), since mkdtemp() creates our own entry in it and no one else can move that. */
-static int trusted_path_parent(const char *path)
-{
-    return trusted_path_ex(path, 1, 0);
-}
-
-/*
- * allow_links: `path` as configured may pass through symlinks; a symlink is as trustworthy as the
- * directory holding it (checked as its parent), and the caller then checks the resolved path too.
- */
-static int trusted_path_ex(const char *path, int leaf_sticky_ok, int allow_links)
-{
-    char buf[PATH_MAX];
-    struct stat st, child = {0};
-    size_t n = strlen(path);
-    if (path[0] != '/' || n >= sizeof buf) {
-        soft("%s is not an absolute path", path);
+    if (!S_ISDIR(st->st_mode)) {
+        soft("%s is not a directory", path);
         return 0;
     }
-    memcpy(buf, path, n + 1);
-    /* Walk from the leaf up, so that each ancestor's sticky exception can look at its child. */
-    for (int leaf = 1;; leaf = 0) {
-        if (lstat(buf, &st) != 0) {
-            soft("%s: %s", buf, strerror(errno));
-            return 0;
-        }
-        if (!(allow_links && S_ISLNK(st.st_mode))) {
-            if (!S_ISDIR(st.st_mode)) {
-                soft("%s is not a directory", buf);
-                return 0;
-            }
-            if (!owner_ok(&st)) {
-                soft("%s is owned by uid %u, not root or %u", buf, (unsigned)st.st_uid, (unsigned)geteuid());
-                return 0;
-            }
-            /* Writable by others only when sticky, and then our next component must be root's or ours
-             * (the leaf: only for a parent of mkdtemp(), which creates our own entry in it). */
-            int sticky_ok = (st.st_mode & S_ISVTX) && (leaf ? leaf_sticky_ok : owner_ok(&child));
-            if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_ok) {
-                soft("%s is group- or world-writable (mode %o)%s", buf, (unsigned)(st.st_mode & 07777),
-                     (!leaf && (st.st_mode & S_ISVTX)) ? " and its entry on our path is not root's or ours" : "");
-                return 0;
-            }
-        }
-        child = st;
-        if (n <= 1)
-            break;
-        char *slash = strrchr(buf, '/');
-        if (slash == buf)
-            slash[1] = '\0';
-        else
-            *slash = '\0';
-        n = strlen(buf);
+    if (!owner_ok(st)) {
+        soft("%s is owned by uid %u, not root or %u", path, (unsigned)st->st_uid, (unsigned)geteuid());
+        return 0;
     }
     return 1;
 }
 
-/*
- * Create the missing components of `path` (mode 0700) and resolve it to a canonical, trusted path
- * in `out`. The existing part is resolved with realpath() first: symlinks there are followed once,
- * and then every component of the result is checked, and only the result is used afterwards.
- */
-static int prepare_base(const char *path, char *out, size_t size, int create)
+/* lstat() and rule 2a. */
+static int lstat_dir(const char *path, struct stat *st)
 {
-    char buf[PATH_MAX], real[PATH_MAX];
-    size_t n = strlen(path);
-    if (n >= sizeof buf) {
-        soft("path too long");
-        return -1;
+    if (lstat(path, st) != 0) {
+        soft("%s: %s", path, strerror(errno));
+        return 0;
     }
-    memcpy(buf, path, n + 1);
-    while (n > 1 && buf[n - 1] == '/')
-        buf[--n] = '\0';
-    /* The deepest existing ancestor. */
-    size_t keep = n;
-    for (;;) {
-        char saved = buf[keep];
-        buf[keep] = '\0';
-        int exists = realpath(buf, real) != NULL;
-        buf[keep] = saved;
-        if (exists)
-            break;
-        if (errno != ENOENT) {
-            soft("%.*s: %s", (int)keep, buf, strerror(errno));
-            return -1;
-        }
-        if (!create) {
-            soft("%s does not exist", path);
-            return -1;
-        }
-        while (keep > 0 && buf[keep - 1] != '/')
-            keep--;
-        while (keep > 1 && buf[keep - 1] == '/')
-            keep--;
-        if (keep <= 1) {
-            keep = 1;
-            if (realpath("/", real) == NULL)
-                return -1;
-            break;
-        }
-    }
-    /* The path as configured, symlinks and all, then what it resolves to. A sticky ancestor (like
-     * /tmp) is fine when we create our own entry in it next. */
-    {
-        char saved = buf[keep];
-        buf[keep] = '\0';
-        int ok = trusted_path_ex(keep ? buf : "/", saved != '\0', 1);
-        buf[keep] = saved;
-        if (!ok || !trusted_path_ex(real, saved != '\0', 0))
-            return -1;
-    }
-    /* Create what is missing, one component at a time, checking each as it appears. */
-    const char *rest = buf + keep;
-    while (*rest) {
-        while (*rest == '/')
-            rest++;
-        if (!*rest)
-            break;
-        const char *end = strchr(rest, '/');
-        size_t len = end ? (size_t)(end - rest) : strlen(rest);
-        size_t rl = strlen(real);
-        if ((len == 1 && rest[0] == '.') || (len == 2 && rest[0] == '.' && rest[1] == '.')) {
-            soft("%s: '.' or '..' in a path to create", path);
-            return -1;
-        }
-        if (rl + 1 + len >= sizeof real) {
-            soft("path too long");
-            return -1;
-        }
-        if (rl > 1)
-            real[rl++] = '/';
-        memcpy(real + rl, rest, len);
-        real[rl + len] = '\0';
-        if (mkdir(real, 0700) != 0 && errno != EEXIST) {
-            soft("cannot create %s: %s", real, strerror(errno));
-            return -1;
-        }
-        if (!trusted_path(real))
-            return -1;
-        rest += len;
-    }
-    if (fmtpath(out, size, "%s", real) != 0)
-        return -1;
+    return dir_ok(path, st);
+}
+
+/* Rules 2b and 3: the directory `path` may hold `child` (NULL: it is the directory we want, or,
+ * with ours_next, the one we create our own entry in). */
+static int may_hold(const char *path, const struct stat *st, const struct stat *child, int ours_next)
+{
+    if (!(st->st_mode & (S_IWGRP | S_IWOTH)))
+        return 1;
+    int sticky = (st->st_mode & S_ISVTX) != 0;
+    if (sticky && (child ? owner_ok(child) : ours_next))
+        return 1;
+    soft("%s is writable by group or others (mode %04o)%s", path, (unsigned)(st->st_mode & 07777),
+         sticky && child ? " and its entry on our path is not root's or ours" : "");
     return 0;
+}
+
+/* 1 when a component of `p` is '.' or '..'. */
+static int has_dot_component(const char *p)
+{
+    while (*p) {
+        while (*p == '/')
+            p++;
+        size_t len = strcspn(p, "/");
+        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return 1;
+        p += len;
+    }
+    return 0;
+}
+
+/*
+ * Resolve `path` one component at a time, checking everything met (trust.py's rule), into `real`
+ * (PATH_MAX bytes): 0, or -1 with soft_err saying why. `create`: make missing components (0700);
+ * `ours_next`: the directory may be sticky, as we only create our own entry in it (mkdtemp()).
+ */
+static int trusted_dir(const char *path, char *real, int create, int ours_next)
+{
+    char rest[PATH_MAX], next[PATH_MAX], target[PATH_MAX];
+    struct stat st, child;
+    int links = 0;
+    if (path[0] != '/') {
+        soft("%s is not an absolute path", path);
+        return -1;
+    }
+    if (fmtpath(rest, sizeof rest, "%s", path) != 0)
+        return -1;
+    strcpy(real, "/");
+    if (!lstat_dir(real, &st))
+        return -1;
+    for (;;) {
+        char *name = rest;
+        while (*name == '/')
+            name++;
+        if (*name == '\0')
+            break;
+        size_t len = strcspn(name, "/");
+        int is_root = real[1] == '\0';
+        if (len == 1 && name[0] == '.') {
+            memmove(rest, name + len, strlen(name + len) + 1);
+            continue;
+        }
+        if (len == 2 && name[0] == '.' && name[1] == '.') {
+            memmove(rest, name + len, strlen(name + len) + 1);
+            char *slash = strrchr(real, '/');
+            slash[slash == real ? 1 : 0] = '\0';
+            if (!lstat_dir(real, &st))
+                return -1;
+            continue;
+        }
+        if (fmtpath(next, sizeof next, "%s%s%.*s", real, is_root ? "" : "/", (int)len, name) != 0)
+            return -1;
+        memmove(rest, name + len, strlen(name + len) + 1); /* what is left after this component */
+        if (lstat(next, &child) != 0) {
+            if (errno != ENOENT) {
+                soft("%s: %s", next, strerror(errno));
+                return -1;
+            }
+            if (!create) {
+                soft("%s does not exist", next);
+                return -1;
+            }
+            if (has_dot_component(rest)) {
+                soft("%s: '.' or '..' in a path to create", path);
+                return -1;
+            }
+            if (!may_hold(real, &st, NULL, 1))
+                return -1;
+            if (mkdir(next, 0700) != 0 && errno != EEXIST) { /* EEXIST: someone else's, checked like ours */
+                soft("cannot create %s: %s", next, strerror(errno));
+                return -1;
+            }
+            if (lstat(next, &child) != 0) {
+                soft("%s: %s", next, strerror(errno));
+                return -1;
+            }
+        }
+        if (!may_hold(real, &st, &child, 0))
+            return -1;
+        if (S_ISLNK(child.st_mode)) {
+            if (++links > MAX_LINKS) {
+                soft("%s: too many levels of symbolic links", path);
+                return -1;
+            }
+            ssize_t n = readlink(next, target, sizeof target - 1);
+            if (n < 0) {
+                soft("%s: %s", next, strerror(errno));
+                return -1;
+            }
+            target[n] = '\0';
+            /* The target's components come next, then the rest. */
+            if (fmtpath(next, sizeof next, "%s/%s", target, rest) != 0)
+                return -1;
+            memcpy(rest, next, strlen(next) + 1);
+            if (target[0] == '/') {
+                strcpy(real, "/");
+                if (!lstat_dir(real, &st))
+                    return -1;
+            }
+            continue;
+        }
+        if (!dir_ok(next, &child))
+            return -1;
+        memcpy(real, next, strlen(next) + 1);
+        st = child;
+    }
+    return may_hold(real, &st, NULL, ours_next) ? 0 : -1;
 }
 
 /* The persistent base directory as configured, or NULL when none can be determined. */
@@ -1060,8 +1058,8 @@ static void run_persistent(const struct bundle *b, int argc, char **argv)
         return;
 
     /* Fast path: the base exists and is trusted, the tree is intact. */
-    int created = prepare_base(conf, base, sizeof base, 0) != 0;
-    if (created && prepare_base(conf, base, sizeof base, 1) != 0)
+    int created = trusted_dir(conf, base, 0, 0) != 0;
+    if (created && trusted_dir(conf, base, 1, 0) != 0)
         return;
     if (fmtpath(dir, sizeof dir, "%s/%s", base, b->id) || fmtpath(lockpath, sizeof lockpath, "%s/%s.lock", base, b->id) ||
         fmtpath(usepath, sizeof usepath, "%s/%s.use", base, b->id) ||
@@ -1199,7 +1197,7 @@ static void run_temporary(const struct bundle *b, int argc, char **argv)
                 "temporary directory\n", why[0] ? why : "unknown reason");
     const char *parent = NULL;
     for (size_t i = 0; i < 2 && !parent; i++)
-        if (dirs[i] && realpath(dirs[i], real) && trusted_path_parent(real))
+        if (dirs[i] && trusted_dir(dirs[i], real, 0, 1) == 0)
             parent = real;
     if (!parent)
         die("cannot unpack: no usable runtime directory (%s) and no trusted temporary directory (%s)",

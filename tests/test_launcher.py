@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bundle import RECORD, Bundle
+from bundle import LAUNCHER_MAGIC, LAUNCHER_RECORD, LAUNCHER_TRAILER, RECORD, Bundle
 from helpers import StubClient, make_request
 
 NOBODY = 65534
@@ -554,18 +553,19 @@ def test_children_get_the_environment_without_the_bundle(
 # ---- a payload that tries to write outside its tree ----------------------------------------------
 
 
-def _crafted(launcher: Bundle, records: list[tuple[bytes, str, int, bytes]], dest: Path) -> Path:
-    """The real launcher with a hand-made payload (valid digest), as an attacker could append it."""
-    header = struct.Struct("<cIIQ")
+def crafted(launcher: Bundle, records: list[tuple[bytes, str, int, bytes]], dest: Path,
+            names: tuple[str, str, str] | None = None) -> Path:
+    """The real launcher with a hand-made payload (valid digest), as an attacker could append it;
+    `names`: (executable, loader, library directory) in it, else the real bundle's."""
     comp = zlib.compressobj(9)
     data = b""
     for kind, rel, mode, body in records:
-        data += comp.compress(header.pack(kind, mode, len(rel.encode()), len(body)) + rel.encode() + body)
-    data += comp.compress(header.pack(b"E", 0, 0, 0)) + comp.flush()
+        data += comp.compress(LAUNCHER_RECORD.pack(kind, mode, len(rel.encode()), len(body)) + rel.encode() + body)
+    data += comp.compress(LAUNCHER_RECORD.pack(b"E", 0, 0, 0)) + comp.flush()
     outer = launcher.outer()
-    trailer = struct.pack("<QQ64s64s64s64s16s", len(outer), len(data), hashlib.sha256(data).hexdigest().encode(),
-                          launcher.entry.encode(), launcher.loader.encode(), launcher.libdir.encode(),
-                          b"ECRKUBELET-BNDL2")
+    entry, loader, libdir = names or (launcher.entry, launcher.loader, launcher.libdir)
+    trailer = LAUNCHER_TRAILER.pack(len(outer), len(data), hashlib.sha256(data).hexdigest().encode(), entry.encode(),
+                                    loader.encode(), libdir.encode(), LAUNCHER_MAGIC)
     dest.write_bytes(outer + data + trailer)
     dest.chmod(0o755)
     return dest
@@ -582,7 +582,7 @@ def _crafted(launcher: Bundle, records: list[tuple[bytes, str, int, bytes]], des
 def test_payload_paths_outside_the_tree_are_refused(
     binary: Path, launcher: Bundle, tmp_path: Path, records: list[tuple[bytes, str, int, bytes]]
 ) -> None:
-    exe = _crafted(launcher, records, tmp_path / "crafted")
+    exe = crafted(launcher, records, tmp_path / "crafted")
     base = tmp_path / "a" / "b" / "runtime"
     proc = run(exe, launcher_env(base, tmp_path), "--version")
     assert proc.returncode == 1, proc.stderr

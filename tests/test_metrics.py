@@ -167,7 +167,8 @@ def test_the_docker_helper_counts_its_gets_from_the_environment(
 
 
 @pytest.mark.parametrize("problem", ["group-writable directory", "symlink at the file", "no such directory",
-                                     "directory owned by another user", "file is a directory"])
+                                     "directory owned by another user", "file is a directory",
+                                     "directory reached through a symlink others can replace"])
 def test_an_unsafe_or_broken_metrics_path_never_fails_a_pull(
     run_provider: RunProvider, stub: StubClient, metrics_dir: Path, tmp_path: Path, problem: str
 ) -> None:
@@ -184,8 +185,14 @@ def test_an_unsafe_or_broken_metrics_path_never_fails_a_pull(
         if os.geteuid() != 0:
             pytest.skip("needs root to give the directory away")
         os.chown(metrics_dir, 65534, 65534)
-    else:
+    elif problem == "file is a directory":
         path.mkdir()
+    else:  # whoever may write the link's directory chooses where root writes (tests/trust_cases.py has more)
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        (shared / "link").symlink_to(metrics_dir)
+        path = shared / "link" / "ecr.prom"
     result = run_provider(make_request(f"{HOST}/app"), "--metrics-file", str(path))
     assert result.returncode == 0 and json.loads(result.stdout)["auth"][HOST]["password"]
     [line] = result.stderr.splitlines()
@@ -237,3 +244,12 @@ def test_rendered_text_round_trips_through_the_real_parser() -> None:
     [calls, last] = list(text_string_to_metric_families(text))
     assert calls.samples[0].labels["code"] == 'we"ird\\co\nde' and calls.samples[0].value == 3
     assert last.type == "gauge" and last.samples[0].value == 1764579000.25
+
+
+def test_the_module_loads_neither_logging_nor_pathlib() -> None:
+    """A run with metrics pays for neither (logging alone is about a quarter of a cache hit)."""
+    code = "import sys, ecr_kubelet.metrics; print(sorted({'logging', 'pathlib'} & set(sys.modules)))"
+    src = str(Path(metrics.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out == "[]\n"

@@ -11,12 +11,12 @@ the file under a lock, so the counters survive the process:
 * ecr_kubelet_last_success_timestamp_seconds / ecr_kubelet_last_failure_timestamp_seconds: end of the
   last run that exited 0 / non-zero (Unix time)
 
-Root writes this file on every node, so: the directory must be owned by root or us and writable by no
-one else, as must its ancestors (sticky ones such as /tmp excepted); the file is never opened through a
-symlink; a new version is written to a temp file in the same directory (not named *.prom, so the
-collector never reads half a file) and renamed over the old one; a lock file beside it (`.NAME.lock`)
-serialises the read-modify-write across processes, so concurrent runs never lose an increment. Every
-failure is a warning: metrics never fail a pull.
+Root writes this file on every node, so: the directory must exist and be one that only root or we can
+change (the rule: trust.py); the file is never opened through a symlink; a new version is written to a
+temp file in the same directory (not named *.prom, so the collector never reads half a file) and renamed
+over the old one; a lock file beside it (`.NAME.lock`) serialises the read-modify-write across
+processes, so concurrent runs never lose an increment. Every failure is a warning: metrics never fail a
+pull.
 
 The text format is rendered here rather than by prometheus_client: importing that library costs more
 than the rest of a cache hit, and a run only needs to re-emit a handful of counters. The tests parse the
@@ -27,18 +27,22 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import math
 import os
 import re
 import stat
 import time
 from contextlib import suppress
-from pathlib import Path
 
+from ecr_kubelet import logs
 from ecr_kubelet.observe import Observer
+from ecr_kubelet.trust import Untrusted, trusted_directory
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
+
+log = logs.get(__name__)
 
 ENV_VARIABLE = "ECR_KUBELET_METRICS_FILE"
 LOCK_TIMEOUT = 10.0  # after the answer is written; with the 45 s deadline still inside the kubelet's 60 s
@@ -101,7 +105,7 @@ def increments(observer: Observer, mode: str, exit_code: int) -> dict[Key, float
     return add
 
 
-def record(path: Path, observer: Observer, mode: str, exit_code: int) -> None:
+def record(path: StrPath, observer: Observer, mode: str, exit_code: int) -> None:
     """Add this run to the metrics file; any failure is logged as a warning, never raised."""
     try:
         update(path, increments(observer, mode, exit_code), exit_code == 0, time.time())
@@ -113,12 +117,11 @@ def record(path: Path, observer: Observer, mode: str, exit_code: int) -> None:
         log.warning("metrics file %s not updated: %s: %s", path, type(exc).__name__, exc)
 
 
-def update(path: Path, add: dict[Key, float], success: bool, now: float) -> None:
+def update(path: StrPath, add: dict[Key, float], success: bool, now: float) -> None:
     """Read-modify-write the file under its lock: counters are added, the timestamp gauge set."""
-    name = path.name
+    directory, name = os.path.split(os.fspath(path))
     if not name or name in (".", "..") or name.startswith("."):
         raise MetricsError("the file name must not be empty or start with a dot")
-    directory = path.parent if str(path.parent) else Path(".")
     dir_fd = _open_trusted_directory(directory)
     try:
         lock_fd = _open_no_follow(f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600, dir_fd)
@@ -137,28 +140,15 @@ def update(path: Path, add: dict[Key, float], success: bool, now: float) -> None
         os.close(dir_fd)
 
 
-def _open_trusted_directory(directory: Path) -> int:
+def _open_trusted_directory(directory: str) -> int:
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        real = trusted_directory(directory)
+        # Only root or we can change the resolved path (trust.py): it still names what was checked.
+        return os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except Untrusted as exc:
+        raise MetricsError(f"refusing its directory: {exc}") from None
     except OSError as exc:
         raise MetricsError(f"cannot open its directory: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if info.st_uid not in (0, os.geteuid()):
-            raise MetricsError(f"refusing it: its directory is owned by uid {info.st_uid}")
-        if info.st_mode & 0o022:
-            raise MetricsError(
-                f"refusing it: its directory is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})")
-        # Whoever may rename an ancestor may swap the directory: they must be ours or root's too.
-        real = Path(os.path.realpath(directory))
-        for ancestor in real.parents:
-            a = os.stat(ancestor)
-            if a.st_uid not in (0, os.geteuid()) or (a.st_mode & 0o022 and not a.st_mode & stat.S_ISVTX):
-                raise MetricsError(f"refusing it: {ancestor} may be changed by other users")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _open_no_follow(name: str, flags: int, mode: int, dir_fd: int) -> int:
