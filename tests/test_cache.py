@@ -540,11 +540,18 @@ def test_prepare_accepts_an_existing_private_directory(cache_dir: Path) -> None:
     assert prepare_cache_dir(cache_dir) == str(cache_dir)
 
 
-def test_prepare_refuses_a_symlink(cache_dir: Path, tmp_path: Path, warnings_log: Callable[[], str]) -> None:
+def test_prepare_follows_a_symlink_only_root_or_we_can_change(
+    cache_dir: Path, tmp_path: Path, warnings_log: Callable[[], str]
+) -> None:
     link = tmp_path / "link"
     link.symlink_to(cache_dir)
-    assert prepare_cache_dir(link) is None
-    assert "symbolic link" in warnings_log()
+    assert prepare_cache_dir(link) == str(cache_dir)  # the resolved path, used from then on
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "link").symlink_to(cache_dir)
+    assert prepare_cache_dir(shared / "link") is None
+    assert f"{shared} is writable by group or others" in warnings_log()
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o702, 0o720, 0o1777], ids=oct)
@@ -568,10 +575,10 @@ def test_prepare_refuses_a_regular_file(tmp_path: Path, warnings_log: Callable[[
     assert "token cache disabled" in warnings_log()
 
 
-def test_prepare_warns_when_the_directory_cannot_be_created(tmp_path: Path, warnings_log: Callable[[], str]) -> None:
+def test_prepare_refuses_a_path_through_a_file(tmp_path: Path, warnings_log: Callable[[], str]) -> None:
     (tmp_path / "file").write_text("x")
     assert prepare_cache_dir(tmp_path / "file" / "cache") is None
-    assert "cannot create" in warnings_log()
+    assert f"{tmp_path / 'file'} is not a directory" in warnings_log()
 
 
 # ---- a refused or unwritable directory still answers the pull (subprocess) ------------------------
@@ -592,9 +599,11 @@ def _with_cache_dir(env: dict[str, str], directory: Path) -> dict[str, str]:
 def _refused_symlink(tmp_path: Path) -> Path:
     real = tmp_path / "real"
     real.mkdir(mode=0o700)
-    link = tmp_path / "link"
-    link.symlink_to(real)
-    return link
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "link").symlink_to(real)  # others could point it elsewhere
+    return shared / "link"
 
 
 def _refused_world_writable(tmp_path: Path) -> Path:
@@ -619,10 +628,10 @@ def _refused_uncreatable(tmp_path: Path) -> Path:
 
 
 REFUSALS: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "symlink": (_refused_symlink, "symbolic link"),
+    "symlink": (_refused_symlink, "writable by group or others"),
     "world-writable": (_refused_world_writable, "writable by group or others"),
     "other-owner": (_refused_other_owner, f"owned by uid {NOBODY}"),
-    "uncreatable": (_refused_uncreatable, "cannot create"),
+    "uncreatable": (_refused_uncreatable, "is not a directory"),
 }
 
 
@@ -799,7 +808,8 @@ def test_prepare_refuses_a_directory_whose_parent_others_can_write(
     parent.mkdir()
     parent.chmod(mode)
     assert prepare_cache_dir(parent / "cache") is None
-    assert f"its parent {parent} is writable by group or others" in warnings_log()
+    assert f"{parent} is writable by group or others" in warnings_log()
+    assert not (parent / "cache").exists()  # nothing is created in a refused directory
 
 
 def test_prepare_accepts_a_sticky_world_writable_parent_like_tmp(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ GetAuthorizationToken call instead of each making their own. Each process answer
 there is no in-memory level: the file is read once per run.
 
 Threat model: entries hold live registry passwords. They live in a 0700 directory as 0600 files owned
-by the running user (root on a node), the same trust boundary as the kubelet's own credentials; we
-refuse directories that are symlinks, owned by someone else or writable by others.
+by the running user (root on a node), the same trust boundary as the kubelet's own credentials; the
+directory must be one that only root or we can change (trust.py), and ours.
 
 Standard library only, and only modules the interpreter has built in or a hit needs anyway (json):
 this is the cache-hit path.
@@ -26,6 +26,7 @@ from ecr_kubelet import jsoncodec, logs
 from ecr_kubelet.errors import UnavailableError
 from ecr_kubelet.hashing import sha256
 from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
+from ecr_kubelet.trust import Untrusted, trusted_directory
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -391,51 +392,21 @@ def _foreign_entry(directory: str) -> str | None:
         return f"<unlistable: {exc.strerror}>"
 
 
-def _unsafe_ancestor(directory: str) -> str | None:
-    """Why someone other than us (or root) could swap the directory out from under us, if they could.
-
-    Every ancestor must be owned by root or us and not writable by others, unless sticky (/tmp):
-    there others cannot rename or remove what is ours.
-    """
-    parent = directory
-    while parent != "/":
-        parent = os.path.dirname(parent)
-        try:
-            info = os.stat(parent)
-        except OSError as exc:
-            return f"{parent} cannot be checked: {exc.strerror}"
-        if info.st_uid not in (0, os.geteuid()):
-            return f"its parent {parent} is owned by uid {info.st_uid}"
-        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-            return f"its parent {parent} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
-    return None
-
-
 def prepare_cache_dir(path: StrPath) -> str | None:
-    """Create the private cache directory, or refuse (with a warning) one we must not trust."""
-    directory = os.path.normpath(os.fspath(path))
-    if not os.path.isabs(directory):  # the options refuse these; "" would be the working directory
-        log.warning("token cache disabled: %s is not an absolute path", directory)
-        return None
+    """The private cache directory, created if missing, as the path it resolves to (used from then
+    on), or None with a warning when we must not trust it (trust.py) or it is not ours."""
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        directory = trusted_directory(os.fspath(path), create=True)
         info = os.lstat(directory)
-    except OSError as exc:
-        log.warning("token cache disabled: cannot create %s: %s", directory, exc.strerror)
+    except Untrusted as exc:
+        log.warning("token cache disabled: refusing %s because %s", os.fspath(path), exc)
         return None
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        problem = "it is a symbolic link"
-    elif not stat.S_ISDIR(info.st_mode):
-        problem = "it is not a directory"
-    elif info.st_uid != os.geteuid():
-        problem = f"it is owned by uid {info.st_uid}, not {os.geteuid()}"
-    elif info.st_mode & 0o022:
-        problem = f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
-    if problem is None:
-        problem = _unsafe_ancestor(directory)
-    if problem:
-        log.warning("token cache disabled: refusing %s because %s", directory, problem)
+    except OSError as exc:
+        log.warning("token cache disabled: cannot check %s: %s", directory, exc.strerror)
+        return None
+    if info.st_uid != os.geteuid():  # root's directory is trusted, but the entries must be private to us
+        log.warning("token cache disabled: refusing %s because it is owned by uid %d, not %d", directory,
+                    info.st_uid, os.geteuid())
         return None
     if info.st_mode & 0o077:
         # Ours and not writable by others, only readable: make it private as it should be, but only

@@ -159,11 +159,9 @@ def main(argv: list[str] | None = None) -> int:
 def record_metrics(options: Options | None, observer: Observer, mode: str, exit_code: int) -> None:
     """Count this run in the metrics file, if one is configured; never fails (metrics.record warns)."""
     if options is not None and options.metrics_file is not None:
-        from pathlib import Path
-
         from ecr_kubelet import metrics
 
-        metrics.record(Path(options.metrics_file), observer, mode, exit_code)
+        metrics.record(options.metrics_file, observer, mode, exit_code)
 
 
 def expire_action(options: Options, observer: Observer) -> Callable[[Deadline], NoReturn]:
