@@ -4,7 +4,6 @@ the installed command (or the built binary) against the local AWS stub's STS and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,9 +240,9 @@ def _validate(tmp_path: Path, args: list[str],
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"apiVersion": "kubelet.config.k8s.io/v1", "kind": "CredentialProviderConfig",
                                 "providers": [provider]}))
-    src = Path(__file__).resolve().parent.parent / "src"
-    return subprocess.run([sys.executable, "-m", "ecr_kubelet.validate_config", str(path)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(src)}, timeout=60, check=False)
+    script = Path(sys.executable).parent / "ecr-credential-provider"
+    return subprocess.run([str(script), "validate-config", str(path)], capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 def test_validate_config_accepts_good_registry_roles_and_names_each_bad_one(tmp_path: Path) -> None:

@@ -185,6 +185,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OK: the kubelet would accept this config{checked}", file=out)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
