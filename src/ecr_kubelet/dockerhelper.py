@@ -37,8 +37,6 @@ NOT_IMPLEMENTED = "not implemented"  # what docker-credential-ecr-login answers 
 USAGE = f"Usage: {HELPER_PROG} <store|get|erase|list|version>"
 MAX_INPUT_BYTES = 64 * 1024
 EXIT_FAILED = 1  # the protocol's failure exit, also for "not found"
-FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT",
-                  "--registry-role": "ECR_KUBELET_REGISTRY_ROLES", "--metrics-file": "ECR_KUBELET_METRICS_FILE"}
 
 
 class CredentialsNotFound(Exception):
@@ -104,6 +102,8 @@ def _run(verb: str, options: Options, observer: Observer) -> int:
 
 def _in_helper_terms(text: str) -> str:
     """Messages name the kubelet mode's flags; the helper is configured by their variables."""
+    from ecr_kubelet.options import FLAG_VARIABLES
+
     for flag, variable in FLAG_VARIABLES.items():
         text = text.replace(flag, variable)
     return text

@@ -505,10 +505,22 @@ def validate_providers(
             if not env.name:
                 err(lp, f"env[{i}].name", "empty environment variable name", "warning")
 
-        from ecr_kubelet.roles import config_problems  # --registry-role / ECR_KUBELET_REGISTRY_ROLES
+        from ecr_kubelet import roles
+        from ecr_kubelet.options import REGISTRY_ROLES_VARIABLE
 
-        for where, problem in config_problems(p.args or [], {e.name: e.value for e in p.env or []}):
-            err(lp, where, problem)
+        for arg_index, spec in _flag_values(p.args or [], "--registry-role"):
+            try:
+                if spec is None:
+                    raise BadInputError("--registry-role needs a value REGISTRY=ROLE_ARN")
+                roles.parse_registry_roles([spec])
+            except BadInputError as exc:
+                err(lp, f"args[{arg_index}]", f"{exc}: every pull would fail (exit 2)")
+        role_env = {e.name: e.value for e in p.env or []}.get(REGISTRY_ROLES_VARIABLE)
+        if role_env is not None:
+            try:
+                roles.parse_registry_roles(roles.split_env(role_env), REGISTRY_ROLES_VARIABLE)
+            except BadInputError as exc:
+                err(lp, "env", f"{exc}: every pull would fail (exit 2)")
 
         for arg_index, spec in _flag_values(p.args or [], mirrors.FLAG):
             if spec is None:

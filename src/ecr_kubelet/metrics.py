@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 
-ENV_VARIABLE = "ECR_KUBELET_METRICS_FILE"
 LOCK_TIMEOUT = 10.0  # after the answer is written; with the 45 s deadline still inside the kubelet's 60 s
 _LOCK_POLL = 0.005
 _MAX_BYTES = 1024 * 1024

@@ -28,6 +28,11 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 20
 DEFAULT_ROOT_CACHE_DIR = "/var/cache/ecr-credential-provider"
 REGISTRY_ROLES_VARIABLE = "ECR_KUBELET_REGISTRY_ROLES"
+# The variable that sets each flag's default (the Docker helper, which takes no flags, names these in its
+# messages; --timeout's is read in that mode only).
+FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT",
+                  "--registry-role": REGISTRY_ROLES_VARIABLE, "--metrics-file": "ECR_KUBELET_METRICS_FILE",
+                  "--cache-dir": "ECR_KUBELET_CACHE_DIR", "--no-cache": "ECR_KUBELET_DISABLE_CACHE"}
 # Per-service endpoint override variables botocore honours (plus the global AWS_ENDPOINT_URL).
 ENDPOINT_VARIABLES = {"ecr": "AWS_ENDPOINT_URL_ECR", "ecr-public": "AWS_ENDPOINT_URL_ECR_PUBLIC",
                       "sts": "AWS_ENDPOINT_URL_STS"}
@@ -74,22 +79,24 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
     `helper`: the Docker credential-helper mode, which takes no flags; it also honours the variables of
     docker-credential-ecr-login, so that it drops in for it (ours win where both are set).
     """
-    cache_dir, cache_dir_variable = env.get("ECR_KUBELET_CACHE_DIR"), "ECR_KUBELET_CACHE_DIR"
-    no_cache = _truthy(env.get("ECR_KUBELET_DISABLE_CACHE"))
+    cache_dir_variable = FLAG_VARIABLES["--cache-dir"]
+    cache_dir = env.get(cache_dir_variable)
+    no_cache = _truthy(env.get(FLAG_VARIABLES["--no-cache"]))
     verbose, timeout = 0, None  # None: the default, which needs no parsing
     if helper:
-        timeout = env.get("ECR_KUBELET_TIMEOUT") or None
+        timeout = env.get(FLAG_VARIABLES["--timeout"]) or None
         if cache_dir is None and env.get("AWS_ECR_CACHE_DIR") is not None:
             cache_dir, cache_dir_variable = os.path.expanduser(env["AWS_ECR_CACHE_DIR"]), "AWS_ECR_CACHE_DIR"
         no_cache = no_cache or bool(env.get("AWS_ECR_DISABLE_CACHE"))  # any value, as there
         level = env.get("ECR_KUBELET_VERBOSE", "").strip()
         verbose = int(level) if level.isdigit() else 1 if _truthy(level) else 0
-    metrics = env.get("ECR_KUBELET_METRICS_FILE")
+    metrics_variable = FLAG_VARIABLES["--metrics-file"]
+    metrics = env.get(metrics_variable)
     return {
         "version": False, "verbose": verbose, "klog_verbosity": 0,
-        "role_arn": env.get("AWS_ECR_ROLE_ARN") or None,
+        "role_arn": env.get(FLAG_VARIABLES["--role-arn"]) or None,
         "sa_role_annotation": None, "sa_without_role": "node", "mirror": [], "registry_role": [],
-        "metrics_file": None if metrics is None else absolute_path(metrics, "ECR_KUBELET_METRICS_FILE"),
+        "metrics_file": None if metrics is None else absolute_path(metrics, metrics_variable),
         "refresh_fraction": DEFAULT_REFRESH_FRACTION, "expiry_margin": None,
         "cache_dir": None if cache_dir is None else absolute_path(cache_dir, cache_dir_variable),
         "no_cache": no_cache, "timeout": timeout,

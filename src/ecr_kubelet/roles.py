@@ -20,7 +20,6 @@ import re
 from ecr_kubelet import logs
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.identity import is_role_arn
-from ecr_kubelet.options import REGISTRY_ROLES_VARIABLE as ENV_VARIABLE
 from ecr_kubelet.registry import classify_host, normalize_host
 
 TYPE_CHECKING = False
@@ -150,29 +149,3 @@ def assume(session: Session, registry: Registry, caller: ReadOnlyCredentials, ro
     creds = result["Credentials"]
     expiration = creds.get("Expiration")
     return _from_sts(creds), expiration.timestamp() if hasattr(expiration, "timestamp") else None
-
-
-def config_problems(args: list[str], env: dict[str, str]) -> list[tuple[str, str]]:
-    """validate-config: (where, problem) for each malformed `--registry-role` in a provider's `args`
-    (`--registry-role VALUE` or `--registry-role=VALUE`) or ECR_KUBELET_REGISTRY_ROLES in its `env`."""
-    problems: list[tuple[str, str]] = []
-    for i, arg in enumerate(args):
-        value: str | None = None
-        if arg == "--registry-role":
-            if i + 1 >= len(args):
-                problems.append((f"args[{i}]", "--registry-role needs a value REGISTRY=ROLE_ARN"))
-                continue
-            value = args[i + 1]
-        elif arg.startswith("--registry-role="):
-            value = arg[len("--registry-role="):]
-        if value is not None:
-            try:
-                parse_registry_roles([value])
-            except BadInputError as exc:
-                problems.append((f"args[{i}]", f"{exc}: every pull would fail (exit 2)"))
-    if ENV_VARIABLE in env:
-        try:
-            parse_registry_roles(split_env(env[ENV_VARIABLE]), ENV_VARIABLE)
-        except BadInputError as exc:
-            problems.append(("env", f"{exc}: every pull would fail (exit 2)"))
-    return problems
