@@ -43,6 +43,29 @@ def test_a_kubelet_cache_hit_loads_none_of_the_expensive_modules(
     assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT} == set()
 
 
+def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(
+    provider_env: dict[str, str], stub: StubClient
+) -> None:
+    # The default chain's last source, the usual one on EKS nodes: the role is read from instance
+    # metadata on every run (the cache key names it), over a plain socket (node_source._plain_http).
+    from metadata_server import MetadataServer
+
+    metadata = MetadataServer().start()
+    try:
+        env = {k: v for k, v in provider_env.items()
+               if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED")}
+        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = metadata.url
+        script = Path(sys.executable).parent / "ecr-credential-provider"
+        request = json.dumps(make_request(f"{HOST}/team/app")) + "\n"
+        imported_modules([str(script)], request, env)  # fills the shared cache
+        before = len(metadata.requests)
+        hit = imported_modules([str(script)], request, env)
+    finally:
+        metadata.stop()
+    assert len(stub.calls()) == 1 and len(metadata.requests) - before == 2  # token, then the role
+    assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT | {"http", "socket", "urllib", "email", "ssl"}} == set()
+
+
 def test_cached_helper_get_imports_nothing_a_kubelet_hit_does_not(
     provider_env: dict[str, str], stub: StubClient, tmp_path: Path
 ) -> None:

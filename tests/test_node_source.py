@@ -186,3 +186,98 @@ def test_a_fifo_as_a_config_file_neither_blocks_nor_names_an_identity(
         os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))  # unblock the reader so the thread ends
         pytest.fail(f"a FIFO as {variable} blocked")
     assert result == [None]
+
+
+# ---- the metadata HTTP exchange: the plain-socket path against http.client ---------------------------
+
+class RawServer:
+    """Answers every connection with the same raw bytes, whatever it was asked, then closes it."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                connection.sendall(self.answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def both(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[object, object]:
+    from ecr_kubelet import node_source
+
+    return (node_source._plain_http(method, url, headers or {}, 2.0),
+            node_source._http_client(method, url, headers or {}, 2.0))
+
+
+def test_plain_http_agrees_with_http_client_on_instance_metadata(metadata: MetadataServer) -> None:
+    token, token_client = both("PUT", metadata.url + "/latest/api/token",
+                               {"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+    assert isinstance(token, bytes) and token and isinstance(token_client, bytes)
+    headers = {"X-aws-ec2-metadata-token": token.decode()}
+    listing = both("GET", metadata.url + "/latest/meta-data/iam/security-credentials/", headers)
+    assert listing[0] == listing[1] == metadata.role.encode()
+    assert both("GET", metadata.url + "/no/such/path", headers) == (None, None)
+
+
+@pytest.mark.parametrize(("answer", "plain"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nrole1", b"role1"),
+    (b"HTTP/1.0 200 OK\r\n\r\nrole2", b"role2"),  # no length: up to the end
+    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!", None),
+    # cut short: no answer, where http.client's read(amt) returns the part it got
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", "cut"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nrole3\r\n0\r\n\r\n", "unsure"),
+    (b"garbage", "unsure"),
+])
+def test_plain_http_answers_as_http_client_or_leaves_it_to_it(answer: bytes, plain: object) -> None:
+    from ecr_kubelet import node_source
+
+    server = RawServer(answer)
+    try:
+        ours, theirs = both("GET", server.url + "/x")
+        expected = {"unsure": node_source._UNSURE, "cut": None}.get(plain, plain)  # type: ignore[call-overload]
+        assert ours == expected
+        if plain not in ("unsure", "cut"):
+            assert ours == theirs  # what http.client makes of the same bytes
+        assert node_source._http("GET", server.url + "/x", {}, 2.0) == (theirs if plain == "unsure" else expected)
+        assert server.requests[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:")
+    finally:
+        server.close()
+
+
+def test_plain_http_never_sends_a_header_that_could_split_the_request() -> None:
+    from ecr_kubelet import node_source
+
+    server = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        answer = node_source._plain_http("GET", server.url + "/x", {"X-Token": "a\r\nX-Evil: 1"}, 2.0)
+        assert answer is node_source._UNSURE and server.requests == []
+    finally:
+        server.close()
+
+
+def test_plain_http_takes_only_ip_literal_http_endpoints() -> None:
+    from ecr_kubelet import node_source
+
+    for url in ("https://127.0.0.1/x", "http://localhost:9/x", "http://[::1/x", "http://127.0.0.1:99999/x"):
+        assert node_source._plain_http("GET", url, {}, 0.5) is node_source._UNSURE, url
+    assert node_source._plain_http("GET", "http://127.0.0.1:9/x", {}, 0.5) is None  # nothing listens there
