@@ -8,8 +8,9 @@ Each step is a call into the module named for its concern; the values passed bet
 models.py and the settings in one Options (options.py). The Docker helper (dockerhelper.py) and
 `diagnose` take the same steps from `resolve_registry` on, with their own input and output.
 
-A cache hit runs only standard-library code that the interpreter has built in, plus json: botocore
-and pydantic are imported on a miss or for an unusual request, inside the step that needs them.
+A cache hit runs only our modules and what the interpreter has built in (test_hit_imports lists what
+it must not load): botocore, pydantic, logging and re are imported on a miss, for an unusual request
+or for a message, inside the step that needs them.
 """
 
 from __future__ import annotations
