@@ -13,6 +13,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from ecr_kubelet import stand_ins  # noqa: F401  (first: botocore's imports must find its stand-ins)
+
+# isort: split
 import botocore.session
 from botocore import UNSIGNED
 from botocore import exceptions as bx
