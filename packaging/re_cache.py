@@ -18,7 +18,12 @@ import importlib
 import marshal
 import re
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself costs a cache hit ~2 ms to import
+if TYPE_CHECKING:
+    from typing import Any
+
+    Entry = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]
 
 # re's compiler and its C engine (no type stubs for either).
 _compiler: Any = importlib.import_module("re._compiler")
@@ -28,8 +33,6 @@ FILE = "re-cache.marshal"
 # marshal format 2 has no back-references, whose use depends on reference counts: the bytes
 # depend only on the table, so builds stay reproducible.
 MARSHAL_VERSION = 2
-
-Entry = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]
 
 
 def _stamp() -> tuple[str, int, int]:
