@@ -1,28 +1,31 @@
 #!/usr/bin/env python3
-"""Cold-start benchmark: our binary vs. a PyInstaller hello-world floor vs. the Go provider.
+"""Cold-start benchmark: our binary vs. a PyInstaller hello-world floor vs. the official Go provider.
 
 One command builds what is missing, runs everything against the local AWS stub
-(``tests/stub_server.py``), prints a table and writes ``bench/results/latest.json``::
+(``tests/stub_server.py``) in one interleaved run, prints a table and the issue's targets with
+PASS/FAIL, and writes ``bench/results/latest.json``::
 
-    python bench/run.py                 # build what is missing, 15 runs per row, storm of 50
-    python bench/run.py -n 30 --storm 50 --rebuild
+    python bench/run.py                 # as root: the release binary and its build root's Python
+    python bench/run.py -n 31 --storm 50
 
-Rows: the floor (hello-world one-file built with the same spec and flags), our binary (the
-unpack-once launcher) on its first run (fresh runtime dir every run: unpack, then a cache hit), on
-a cache hit and on a cache miss (fresh cache dir every run) with the bundle already unpacked, the
-same code as a classic PyInstaller one-file build (``build-binary --onefile``, for comparison;
-``--no-onefile`` skips it), the installed console script (plain Python,
-for reference) on hit and miss, and the official Go provider (pinned version, built with
-``go install``; it has no cache, so every run calls the API). Each run is timed from spawn to
-reap; CPU time (user+sys) and peak RSS come from ``os.wait4`` of the child, which on Linux
-include the descendants it reaped (the one-file bootloader waits for its Python child; the
-launcher execs, so it has none).
-Runs of the different rows are interleaved so background load hits them alike.
+What is measured (the subject): the release binary ``dist/release/ecr-credential-provider-linux-<arch>``
+when it exists, its floor built by that binary's own Python, /build/venv/bin/python inside its
+Debian build root ``build/roots/bookworm-<arch>`` (``scripts/in-root``, so as root); otherwise
+``dist/ecr-credential-provider`` (built with ``scripts/build-binary`` if missing) and the project
+venv's Python. ``--binary`` / ``--floor-python`` / ``--root`` choose explicitly.
+
+Rows: the floor (a *default* stripped PyInstaller one-file hello world: ``pyinstaller --onefile
+--strip hello.py``, nothing else changed), our binary on its first run (fresh runtime dir: unpack,
+then a cache hit), on a cache hit and on a cache miss (fresh cache dir every run, bundle
+unpacked), and the official Go provider (pinned version, built with ``go install``; it has no
+cache, so every run calls the API). Each run is timed from spawn to reap by ``bench/runner.c``;
+CPU time (user+sys) and peak RSS come from its ``wait4``, which include the descendants the child
+reaped (the one-file bootloader waits for its Python child; the launcher execs, so it has none).
 
 The boot storm starts N concurrent cold invocations for N different images of ONE registry,
 sharing one empty cache dir and one empty runtime dir (the launcher unpacks once for all), with
 the stub answering after ``--storm-delay`` seconds, and counts the ``GetAuthorizationToken`` calls
-the stub received and the failed invocations.
+the stub received and the failed invocations; then the same for the Go provider.
 
 Standard library only (it runs before anything is installed, with any python3 >= 3.10).
 """
@@ -50,23 +53,28 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench"
 RESULTS = ROOT / "bench" / "results"
-SPEC = ROOT / "packaging" / "ecr-credential-provider.spec"
-OUR_BINARY = ROOT / "dist" / "ecr-credential-provider"
-ONEFILE_DIST = BUILD / "onefile"
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+RELEASE_BINARY = ROOT / "dist" / "release" / f"ecr-credential-provider-linux-{ARCH}"
+RELEASE_ROOT = ROOT / "build" / "roots" / f"bookworm-{ARCH}"  # where scripts/release builds it
+ROOT_PYTHON = "/build/venv/bin/python"  # inside that root
+LOCAL_BINARY = ROOT / "dist" / "ecr-credential-provider"
 GO_MODULE = "k8s.io/cloud-provider-aws/cmd/ecr-credential-provider"
 GO_VERSION = "v1.37.0"  # builds from the module proxy with Go 1.26; honours AWS_ENDPOINT_URL_<SERVICE>
 ACCOUNT = "123456789012"
 REGISTRY = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
 API_V1 = "credentialprovider.kubelet.k8s.io/v1"
+HELLO = 'print("hello world")\n'
 
+# Issue 9's targets: (what, limit); each ratio is of medians from the same interleaved run.
 TARGETS = {
-    "binary_size_mb": 20.0,
-    "hit_vs_floor": 1.5,
-    "miss_vs_floor": 2.5,
-    "peak_rss_mb": 60.0,
-    "storm_api_calls": 1,
-    "storm_failures": 0,
+    "hit_vs_go": ("cache hit / Go provider's call", 2.0),
+    "miss_vs_floor": ("cache miss / hello-world floor", 1.5),
+    "storm_vs_go": ("boot storm wall / Go provider's storm (ours 1 API call, 0 failures)", 2.0),
+    "hit_peak_rss_mb": ("peak RSS of a cache hit, MB", 25.0),
 }
+
+ROWS = {"floor": "floor (hello-world one-file)", "first": "ours: first run (unpack)", "hit": "ours: cache hit",
+        "miss": "ours: cache miss"}
 
 
 def request_bytes(image: str) -> bytes:
@@ -86,9 +94,24 @@ def venv_python() -> str:
     return str(candidate) if candidate.exists() else sys.executable
 
 
-def build_ours(python: str, rebuild: bool) -> str | None:
-    if OUR_BINARY.exists() and not rebuild:
-        return None
+@dataclass(frozen=True)
+class FloorPython:
+    """The Python that builds the floor: a host interpreter, or ROOT_PYTHON inside a build root."""
+
+    python: str
+    root: Path | None = None
+
+    def command(self, *args: str) -> list[str]:
+        if self.root is None:
+            return [self.python, *args]
+        return [str(ROOT / "scripts" / "in-root"), str(self.root), "env", "-i", "PATH=/usr/bin:/bin", "HOME=/root",
+                "LC_ALL=C.UTF-8", self.python, *args]
+
+    def describe(self) -> str:
+        return f"{self.python} in {self.root}" if self.root else self.python
+
+
+def build_local_binary(python: str) -> str | None:
     log("building dist/ecr-credential-provider (scripts/build-binary)")
     proc = subprocess.run(
         [str(ROOT / "scripts" / "build-binary"), "--python", python],
@@ -99,48 +122,41 @@ def build_ours(python: str, rebuild: bool) -> str | None:
     return None
 
 
-def build_onefile(python: str, rebuild: bool) -> tuple[Path | None, str]:
-    """The same code as a classic PyInstaller one-file build (scripts/build-binary --onefile)."""
-    binary = ONEFILE_DIST / "ecr-credential-provider"
-    if binary.exists() and not rebuild:
-        return binary, ""
-    log("building the one-file variant (scripts/build-binary --onefile)")
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-binary"), "--python", python, "--onefile", "--no-check",
-         "--dist", str(ONEFILE_DIST)],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    if proc.returncode != 0 or not binary.exists():
-        return None, f"scripts/build-binary --onefile failed: {proc.stderr.strip()[-400:]}"
-    return binary, ""
-
-
-def build_floor(python: str, rebuild: bool) -> tuple[Path | None, str]:
-    """Hello-world one-file built from the SAME spec (same excludes, strip, optimize, no UPX)."""
+def build_floor(py: FloorPython, rebuild: bool) -> tuple[Path | None, str]:
+    """`pyinstaller --onefile --strip hello.py` with the given Python, nothing else changed."""
+    if py.root is not None and os.geteuid() != 0:
+        return None, f"building the floor inside {py.root} needs root (scripts/in-root)"
     info = subprocess.run(
-        [python, "-c", "import sys, PyInstaller; print(sys.version.split()[0], PyInstaller.__version__)"],
+        py.command("-c", "import sys, PyInstaller; print(sys.version.split()[0], PyInstaller.__version__)"),
         capture_output=True, text=True, check=False,
     )
     if info.returncode != 0:
-        return None, f"PyInstaller not importable by {python}"
-    key = hashlib.sha256(info.stdout.encode() + SPEC.read_bytes()).hexdigest()[:12]
-    out_dir = BUILD / "floor" / key
-    binary = out_dir / "dist" / "floor"
+        return None, f"PyInstaller not importable by {py.describe()}: {info.stderr.strip()[-200:]}"
+    key = hashlib.sha256(f"{py.describe()} {info.stdout} {HELLO}".encode()).hexdigest()[:12]
+    binary = BUILD / "floor" / key / "hello"
     if binary.exists() and not rebuild:
-        return binary, ""
-    log("building the hello-world floor binary with the same spec")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hello = out_dir / "hello.py"
-    hello.write_text('import sys\nsys.stdout.write("hello\\n")\n', encoding="utf-8")
-    env = dict(os.environ, ECR_KUBELET_PYI_ENTRY=str(hello), ECR_KUBELET_PYI_NAME="floor")
+        return binary, info.stdout.strip()
+    log(f"building the floor: pyinstaller --onefile --strip hello.py with {py.describe()}")
+    # Inside a root the build happens in its /build/bench-floor; the host sees it under the root.
+    work = (py.root / "build" / "bench-floor") if py.root else (BUILD / "floor" / key / "work")
+    inner = Path("/build/bench-floor") if py.root else work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "hello.py").write_text(HELLO, encoding="utf-8")
     proc = subprocess.run(
-        [python, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "ERROR",
-         "--distpath", str(out_dir / "dist"), "--workpath", str(out_dir / "work"), str(SPEC)],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        py.command("-m", "PyInstaller", "--onefile", "--strip", "--noconfirm", "--log-level", "ERROR",
+                   "--distpath", str(inner / "dist"), "--workpath", str(inner / "work"),
+                   "--specpath", str(inner), str(inner / "hello.py")),
+        capture_output=True, text=True, timeout=600, check=False, cwd=str(work),
     )
-    if proc.returncode != 0:
+    built = work / "dist" / "hello"
+    if proc.returncode != 0 or not built.exists():
         return None, f"floor build failed: {proc.stderr.strip()[-400:]}"
-    return binary, ""
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(built, binary)
+    if py.root:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary, info.stdout.strip()
 
 
 def build_go(version: str, rebuild: bool) -> tuple[Path | None, str]:
@@ -376,45 +392,60 @@ def storm(
 # ---- main -----------------------------------------------------------------------------------------
 
 
+def pick_subject(args: argparse.Namespace) -> tuple[Path, FloorPython, list[str]]:
+    """The binary to measure and the Python its floor is built with (see the module docstring)."""
+    notes: list[str] = []
+    release = args.binary is None and RELEASE_BINARY.exists()
+    binary = Path(args.binary) if args.binary else RELEASE_BINARY if release else LOCAL_BINARY
+    if args.floor_python:
+        return binary, FloorPython(args.floor_python), notes
+    root = Path(args.root) if args.root else RELEASE_ROOT if release else None
+    if root is not None:
+        if (root / ".ecr-root-stamp").is_file() and Path(root, ROOT_PYTHON.lstrip("/")).exists():
+            return binary, FloorPython(ROOT_PYTHON, root), notes
+        notes.append(f"no build root with {ROOT_PYTHON} at {root}: the floor is built with the venv's Python, "
+                     "not the binary's")
+    return binary, FloorPython(venv_python()), notes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("-n", "--iterations", type=int, default=15, help="timed runs per row (default 15)")
+    parser.add_argument("-n", "--iterations", type=int, default=21, help="timed runs per row (default 21)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per row first (default 2)")
     parser.add_argument("--storm", type=int, default=50, help="concurrent invocations in the boot storm (0: skip)")
     parser.add_argument("--storm-delay", type=float, default=0.2,
                         help="seconds the stub waits before answering during the storm (default 0.2)")
     parser.add_argument("--go-version", default=GO_VERSION, help=f"official provider version (default {GO_VERSION})")
     parser.add_argument("--no-go", action="store_true", help="skip the Go provider")
-    parser.add_argument("--no-python", action="store_true", help="skip the console-script (plain Python) rows")
-    parser.add_argument("--no-onefile", action="store_true",
-                        help="skip the rows of the classic one-file build of our code")
     parser.add_argument("--binary", default=os.environ.get("ECR_KUBELET_TEST_BINARY"),
-                        help="binary to measure (default dist/ecr-credential-provider, built if missing)")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild our binary and the floor")
+                        help=f"binary to measure (default {RELEASE_BINARY.relative_to(ROOT)} if it exists, "
+                             f"else {LOCAL_BINARY.relative_to(ROOT)}, built if missing)")
+    parser.add_argument("--root", help="build root whose /build/venv/bin/python builds the floor "
+                                       f"(default {RELEASE_ROOT.relative_to(ROOT)} for the release binary)")
+    parser.add_argument("--floor-python", help="host Python that builds the floor instead (default: the venv's "
+                                               "when the binary is not the release binary)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the floor (and the Go provider)")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write results")
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be >= 1")
 
-    python = venv_python()
-    notes: dict[str, str] = {}
-    binary = Path(args.binary) if args.binary else OUR_BINARY
-    if not args.binary:
-        err = build_ours(python, args.rebuild)
+    binary, floor_python, subject_notes = pick_subject(args)
+    notes = {f"subject{i}": note for i, note in enumerate(subject_notes)}
+    if not binary.exists() and binary == LOCAL_BINARY:
+        err = build_local_binary(venv_python())
         if err:
             notes["ours"] = err
-    floor, floor_note = build_floor(python, args.rebuild)
-    onefile, onefile_note = (None, "") if args.no_onefile else build_onefile(python, args.rebuild)
-    if onefile_note:
-        notes["onefile"] = onefile_note
-    go_bin, go_note = (None, "skipped (--no-go)") if args.no_go else build_go(args.go_version, False)
-    script = Path(python).parent / "ecr-credential-provider"
+    floor, floor_info = build_floor(floor_python, args.rebuild)
+    notes["floor"] = (f"built with {floor_python.describe()} (Python, PyInstaller: {floor_info})" if floor
+                      else floor_info)
+    go_bin, go_note = (None, "skipped (--no-go)") if args.no_go else build_go(args.go_version, args.rebuild)
     runner, runner_note = build_runner()
     if runner_note:
         notes["runner"] = runner_note
 
     stub = Stub()
-    rows: list[Row] = []
+    rows: dict[str, Row] = {}
     storms: dict[str, Any] = {}
     try:
         with scratch() as tmp:
@@ -422,61 +453,48 @@ def main(argv: list[str] | None = None) -> int:
             home.mkdir()
             env = provider_env(stub.url, home)
             req = request_bytes(f"{REGISTRY}/team/app")
-            hit_cache = tmp / "hit-cache"
 
-            # name, command, stdin, expect auth, env for each run (callable: fresh dir per run)
-            plans: list[tuple[Row, bytes, bool, str]] = []
+            # key -> (row, stdin, expect auth); runs of every row are interleaved
+            plans: dict[str, tuple[Row, bytes, bool]] = {}
             if floor is not None:
-                plans.append((Row("floor (hello-world one-file)", [str(floor)]), b"", False, "none"))
-            else:
-                notes["floor"] = floor_note
+                plans["floor"] = (Row(ROWS["floor"], [str(floor)]), b"", False)
             if binary.exists():
-                plans.append((Row("ours: first run (unpack)", [str(binary)], "fresh runtime dir per run, cache hit"),
-                              req, True, "first"))
-                plans.append((Row("ours: cache hit", [str(binary)]), req, True, "hit"))
-                plans.append((Row("ours: cache miss", [str(binary)], "fresh cache dir per run"), req, True, "miss"))
+                plans["first"] = (Row(ROWS["first"], [str(binary)], "fresh runtime dir per run, cache hit"), req, True)
+                plans["hit"] = (Row(ROWS["hit"], [str(binary)]), req, True)
+                plans["miss"] = (Row(ROWS["miss"], [str(binary)], "fresh cache dir per run"), req, True)
             else:
                 notes.setdefault("ours", f"{binary} not found")
-            if onefile is not None:
-                plans.append((Row("ours as one-file: cache hit", [str(onefile)]), req, True, "hit"))
-                plans.append((Row("ours as one-file: cache miss", [str(onefile)], "fresh cache dir per run"),
-                              req, True, "miss"))
-            if not args.no_python and script.exists():
-                plans.append((Row("python console script: hit", [str(script)]), req, True, "hit"))
-                plans.append((Row("python console script: miss", [str(script)], "fresh cache dir per run"),
-                               req, True, "miss"))
             if go_bin is not None:
-                plans.append((Row(f"go provider {args.go_version}", [str(go_bin)],
-                                  "no cache: every run calls the API"), req, True, "none"))
-            for row, *_ in plans:
-                if row.command[0] != str(script):  # a console script's size means nothing
-                    row.size_bytes = Path(row.command[0]).stat().st_size
+                plans["go"] = (Row(f"go provider {args.go_version}", [str(go_bin)],
+                                   "no cache: every run calls the API"), req, True)
+            for row, *_ in plans.values():
+                row.size_bytes = Path(row.command[0]).stat().st_size
 
             def env_for(mode: str, i: int) -> dict[str, str]:
                 run_env = dict(env)
                 if mode in ("hit", "first"):
-                    run_env["ECR_KUBELET_CACHE_DIR"] = str(hit_cache)
+                    run_env["ECR_KUBELET_CACHE_DIR"] = str(tmp / "hit-cache")
                 if mode == "first":
                     run_env["ECR_KUBELET_RUNTIME_DIR"] = str(tmp / f"runtime-{i}")
                 elif mode == "miss":
                     run_env["ECR_KUBELET_CACHE_DIR"] = str(tmp / f"miss-{i}")
                 return run_env
 
-            # warm the hit cache and the page cache
-            for row, stdin, expect, mode in plans:
+            def run(mode: str, i: int) -> Sample:
+                row, stdin, expect = plans[mode]
+                sample = run_once(row.command, stdin, env_for(mode, i), expect, runner)
+                shutil.rmtree(tmp / f"miss-{i}", ignore_errors=True)
+                shutil.rmtree(tmp / f"runtime-{i}", ignore_errors=True)
+                return sample
+
+            for mode in plans:  # fills the hit cache, unpacks the bundle, warms the page cache
                 for w in range(args.warmup):
-                    run_once(row.command, stdin, env_for(mode, -1 - w), expect, runner)
-                    shutil.rmtree(tmp / f"miss-{-1 - w}", ignore_errors=True)
-                    shutil.rmtree(tmp / f"runtime-{-1 - w}", ignore_errors=True)
+                    run(mode, -1 - w)
             log(f"timing {len(plans)} rows x {args.iterations} runs (interleaved)")
             for i in range(args.iterations):
-                for row, stdin, expect, mode in plans:
-                    row.samples.append(run_once(row.command, stdin, env_for(mode, i), expect, runner))
-                    if mode == "miss":
-                        shutil.rmtree(tmp / f"miss-{i}", ignore_errors=True)
-                    elif mode == "first":
-                        shutil.rmtree(tmp / f"runtime-{i}", ignore_errors=True)
-            rows = [row for row, *_ in plans]
+                for mode, (row, *_) in plans.items():
+                    row.samples.append(run(mode, i))
+            rows = {mode: row for mode, (row, *_) in plans.items()}
 
             if args.storm > 0:
                 if binary.exists():
@@ -490,81 +508,90 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stub.stop()
 
-    result = report(rows, storms, notes, go_note, args)
+    result = report(rows, storms, notes, go_note, binary, args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {args.json}")
     return 0
 
 
-def report(rows: list[Row], storms: dict[str, Any], notes: dict[str, str], go_note: str,
+def checks(summaries: dict[str, dict[str, Any]], storms: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The targets that could be measured in this run, each {value, target, pass}."""
+    def median(key: str) -> float | None:
+        return summaries.get(key, {}).get("median_ms")
+
+    out: dict[str, dict[str, Any]] = {}
+    hit, miss, floor, go = median("hit"), median("miss"), median("floor"), median("go")
+    if hit and go:
+        out["hit_vs_go"] = _check(hit / go, "hit_vs_go")
+    if miss and floor:
+        out["miss_vs_floor"] = _check(miss / floor, "miss_vs_floor")
+    ours, theirs = storms.get("ours"), storms.get("go")
+    if ours and theirs:
+        out["storm_vs_go"] = _check(ours["wall_ms"] / theirs["wall_ms"], "storm_vs_go")
+        out["storm_vs_go"]["pass"] &= ours["api_calls"] == 1 and ours["failures"] == 0
+    if "hit" in summaries and "peak_rss_mb" in summaries["hit"]:
+        out["hit_peak_rss_mb"] = _check(summaries["hit"]["peak_rss_mb"], "hit_peak_rss_mb")
+    return out
+
+
+def report(rows: dict[str, Row], storms: dict[str, Any], notes: dict[str, str], go_note: str, binary: Path,
            args: argparse.Namespace) -> dict[str, Any]:
-    summaries = [r.summary() for r in rows]
-    by_name = {s["name"]: s for s in summaries}
-    floor = by_name.get("floor (hello-world one-file)", {}).get("median_ms")
-    go = next((s for s in summaries if s["name"].startswith("go provider")), None)
-    go_ms = go.get("median_ms") if go else None
-    for s in summaries:
+    summaries = {mode: row.summary() for mode, row in rows.items()}
+    floor = summaries.get("floor", {}).get("median_ms")
+    go_ms = summaries.get("go", {}).get("median_ms")
+    for s in summaries.values():
         med = s.get("median_ms")
         s["vs_floor"] = round(med / floor, 2) if med and floor else None
         s["vs_go"] = round(med / go_ms, 2) if med and go_ms else None
+    results = checks(summaries, storms)
 
-    hit = by_name.get("ours: cache hit", {})
-    miss = by_name.get("ours: cache miss", {})
-    ours_storm = storms.get("ours", {})
-    checks: dict[str, Any] = {}
-    if hit.get("size_bytes"):
-        checks["binary_size_mb"] = _check(hit["size_bytes"] / 1e6, TARGETS["binary_size_mb"])
-    if hit.get("vs_floor"):
-        checks["hit_vs_floor"] = _check(hit["vs_floor"], TARGETS["hit_vs_floor"])
-    if miss.get("vs_floor"):
-        checks["miss_vs_floor"] = _check(miss["vs_floor"], TARGETS["miss_vs_floor"])
-    rss = max((s.get("peak_rss_mb", 0) for s in (hit, miss)), default=0)
-    if rss:
-        checks["peak_rss_mb"] = _check(rss, TARGETS["peak_rss_mb"])
-    if ours_storm:
-        checks["storm_api_calls"] = _check(ours_storm["api_calls"], TARGETS["storm_api_calls"])
-        checks["storm_failures"] = _check(ours_storm["failures"], TARGETS["storm_failures"])
-
-    header = f"{'row':34} {'median':>8} {'p95':>8} {'cpu':>7} {'rss MB':>7} {'size MB':>8} {'x floor':>8} {'x go':>6}"
+    generated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{generated}  {binary}  ({args.iterations} interleaved runs per row, load {load}, {os.cpu_count()} CPUs)")
+    header = f"{'row':30} {'median':>8} {'p95':>8} {'cpu':>7} {'rss MB':>7} {'size MB':>8} {'x floor':>8} {'x go':>6}"
     print(header)
     print("-" * len(header))
-    for s in summaries:
+    for s in summaries.values():
         print(
-            f"{s['name'][:34]:34} {_fmt(s.get('median_ms'), 'ms'):>8} {_fmt(s.get('p95_ms'), 'ms'):>8} "
+            f"{s['name'][:30]:30} {_fmt(s.get('median_ms'), 'ms'):>8} {_fmt(s.get('p95_ms'), 'ms'):>8} "
             f"{_fmt(s.get('cpu_ms'), 'ms'):>7} {_fmt(s.get('peak_rss_mb'), ''):>7} "
             f"{_fmt(s['size_bytes'] / 1e6 if s['size_bytes'] else None, ''):>8} "
             f"{_fmt(s.get('vs_floor'), 'x'):>8} {_fmt(s.get('vs_go'), 'x'):>6}"
             + (f"  [{s['failures']} failed]" if s["failures"] else "")
             + (f"  ({s['notes']})" if s["notes"] else "")
         )
-    if go is None:
-        print(f"{'go provider':34} not measured: {go_note}")
-    for key, note in notes.items():
-        print(f"note ({key}): {note}")
+    if "go" not in summaries:
+        print(f"{'go provider':30} not measured: {go_note}")
     for who, st in storms.items():
         print(f"boot storm ({who}): {st['invocations']} concurrent runs, wall {st['wall_ms']:.0f} ms, "
               f"{st['api_calls']} GetAuthorizationToken calls, {st['failures']} failures "
               f"(stub delay {st['stub_delay_s']} s)")
-    for name, c in checks.items():
-        print(f"target {name}: {c['value']} <= {c['target']}: {'PASS' if c['pass'] else 'FAIL'}")
+    for key, note in notes.items():
+        print(f"note ({key}): {note}")
+    for key, (what, limit) in TARGETS.items():
+        c = results.get(key)
+        verdict = f"{c['value']} <= {limit}: {'PASS' if c['pass'] else 'FAIL'}" if c else "not measured"
+        print(f"target {key} ({what}): {verdict}")
 
     return {
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "generated": generated,
+        "binary": str(binary),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "loadavg": os.getloadavg()},
         "iterations": args.iterations,
         "rows": summaries,
         "storms": storms,
-        "targets": TARGETS,
-        "checks": checks,
+        "targets": {key: limit for key, (_what, limit) in TARGETS.items()},
+        "checks": results,
         "notes": {**notes, **({"go": go_note} if go_note else {})},
-        "samples": {r.name: [asdict(s) for s in r.samples] for r in rows},
+        "samples": {row.name: [asdict(s) for s in row.samples] for row in rows.values()},
     }
 
 
-def _check(value: float, target: float) -> dict[str, Any]:
-    return {"value": round(value, 2), "target": target, "pass": value <= target}
+def _check(value: float, key: str) -> dict[str, Any]:
+    limit = TARGETS[key][1]
+    return {"value": round(value, 2), "target": limit, "pass": value <= limit}
 
 
 def _fmt(value: float | None, unit: str) -> str:
