@@ -9,10 +9,6 @@ import sys
 # importing botocore cost ~8 ms of a cache miss. os and sys were loaded by the bootstrap already.
 gc.disable()
 
-import re_cache  # noqa: E402  (packaging/re_cache.py: after gc.disable, before anything compiles a pattern)
-
-re_cache.install(os.path.join(getattr(sys, "_MEIPASS", ""), re_cache.FILE))
-
 
 def _restore_environment() -> None:
     """Undo what the launcher and PyInstaller's bootloader set for themselves.

@@ -1,72 +1,28 @@
-"""Compiled regular expressions for the binary, recorded at build time, installed at start-up.
+"""Record the binary's table of compiled regular expressions (ecr_kubelet/compiled_re.py).
 
-Python compiles every regular expression from its source text in each new process, with its
-parser and compiler written in Python: a cache miss compiles some 120 (urllib3's URL grammar,
-botocore, http.client, email, ...), ~15 ms. The spec runs this file with the bundle's own Python
-(``python re_cache.py OUT SERVICE...``): it imports every ``ecr_kubelet`` module and creates a
-botocore client of each service, records what ``re`` hands ``_sre.compile`` for each pattern, and
-writes the table to OUT (bundled as ``re-cache.marshal``). ``install()``, called first by
-packaging/entry.py, makes ``re`` pass the recorded code for those patterns straight to
-``_sre.compile``; any other pattern compiles as usual, and a table written by another Python
-(version, ``_sre.MAGIC``, ``_sre.CODESIZE``) is ignored. ``re``'s own per-process cache still
-sits in front of both.
+    python packaging/re_cache.py OUT SERVICE...
+
+Run by the spec with the bundle's own Python: imports every ``ecr_kubelet`` module and creates a
+botocore client of each SERVICE (what a run compiles), records what ``re`` hands
+``_sre.compile`` for each pattern, and writes the table to OUT.
 """
 
 from __future__ import annotations
 
 import importlib
-import marshal
+import pkgutil
 import re
 import sys
+from typing import Any
 
-TYPE_CHECKING = False  # typing itself costs a cache hit ~2 ms to import
-if TYPE_CHECKING:
-    from typing import Any
+from ecr_kubelet import compiled_re
 
-    Entry = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]
-
-# re's compiler and its C engine (no type stubs for either).
 _compiler: Any = importlib.import_module("re._compiler")
 _sre: Any = importlib.import_module("_sre")
 
-FILE = "re-cache.marshal"
-# marshal format 2 has no back-references, whose use depends on reference counts: the bytes
-# depend only on the table, so builds stay reproducible.
-MARSHAL_VERSION = 2
 
-
-def _stamp() -> tuple[str, int, int]:
-    return (sys.version, _sre.MAGIC, _sre.CODESIZE)
-
-
-def install(path: str) -> bool:
-    """Serve the patterns recorded in `path` from it; False (and nothing changed) if it is unusable."""
-    try:
-        with open(path, "rb") as fh:
-            stamp, table = marshal.load(fh)  # noqa: S302  (the bundle's own file, written by write())
-    except (OSError, EOFError, ValueError, TypeError):
-        return False
-    if tuple(stamp) != _stamp():
-        return False
-    compile_source = _compiler.compile
-    sre_compile = _sre.compile
-
-    def compile(p: Any, flags: int = 0) -> Any:
-        entry: Entry | None = table.get((p, flags)) if type(p) in (str, bytes) else None
-        if entry is None:
-            return compile_source(p, flags)
-        final_flags, code, groups, groupindex, indexgroup = entry
-        return sre_compile(p, final_flags, code, groups, groupindex, indexgroup)
-
-    _compiler.compile = compile
-    return True
-
-
-def record(services: list[str]) -> dict[tuple[str | bytes, int], Entry]:
-    """The table for what a run of the program compiles: module imports and client creation."""
-    import pkgutil
-
-    table: dict[tuple[str | bytes, int], Entry] = {}
+def record(services: list[str]) -> compiled_re.Table:
+    table: compiled_re.Table = {}
     compile_source, sre_compile = _compiler.compile, _sre.compile
 
     def recording(p: Any, flags: int = 0) -> Any:
@@ -106,12 +62,8 @@ def record(services: list[str]) -> dict[tuple[str | bytes, int], Entry]:
     return table
 
 
-def write(path: str, table: dict[tuple[str | bytes, int], Entry]) -> None:
-    with open(path, "wb") as fh:
-        fh.write(marshal.dumps((_stamp(), table), MARSHAL_VERSION))
-
-
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit("usage: re_cache.py OUT SERVICE...")
-    write(sys.argv[1], record(sys.argv[2:]))
+    with open(sys.argv[1], "wb") as out:
+        out.write(compiled_re.dumps(record(sys.argv[2:])))

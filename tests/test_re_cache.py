@@ -1,4 +1,5 @@
-"""packaging/re_cache.py: the recorded compiled regular expressions are exactly what re compiles."""
+"""The binary's compiled regular expressions (ecr_kubelet/compiled_re.py, recorded by
+packaging/re_cache.py) are exactly what re compiles from their source."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ecr_kubelet import compiled_re
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "packaging" / "re_cache.py"
@@ -52,10 +55,9 @@ def test_recording_twice_writes_the_same_bytes(recorded: Path, tmp_path: Path) -
 
 
 INSTALLED = """
-    import re, sys
-    sys.path.insert(0, {packaging!r})
-    import re_cache
-    print(re_cache.install({table!r}))
+    import re
+    from ecr_kubelet import compiled_re
+    print(compiled_re.install({table!r}))
     re.purge()  # nothing from re's own cache
     def parse(*args):
         raise RuntimeError("compiled from source")
@@ -69,8 +71,9 @@ INSTALLED = """
 
 
 def _installed(table: Path, patterns: list[str | bytes]) -> list[str]:
-    code = textwrap.dedent(INSTALLED.format(packaging=str(SCRIPT.parent), table=str(table), patterns=patterns))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    code = textwrap.dedent(INSTALLED.format(table=str(table), patterns=patterns))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
@@ -93,3 +96,25 @@ def test_a_table_from_another_python_is_ignored(recorded: Path, tmp_path: Path) 
     (tmp_path / "garbage").write_bytes(b"not a table")
     assert _installed(tmp_path / "garbage", [known]) == ["False", "compiled from source"]
     assert _installed(tmp_path / "missing", [known]) == ["False", "compiled from source"]
+
+
+def test_in_the_binary_a_cache_miss_compiles_no_pattern_from_source(recorded: Path, tmp_path: Path) -> None:
+    """As frozen by PyInstaller (sys.frozen, the table in sys._MEIPASS): awsapi installs the table
+    before botocore, so creating the clients the table was recorded for parses no pattern."""
+    (tmp_path / compiled_re.FILE).write_bytes(recorded.read_bytes())
+    code = textwrap.dedent(f"""
+        import re, sys
+        sys.frozen, sys._MEIPASS = True, {str(tmp_path)!r}
+        parsed = []
+        parse = re._compiler._parser.parse
+        re._compiler._parser.parse = lambda p, *args: parsed.append(p) or parse(p, *args)
+        from ecr_kubelet.awsapi import new_session
+        for service in ("ecr", "sts"):
+            new_session().create_client(service, region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+                                        aws_secret_access_key="not-a-secret")
+        print(len(parsed), parsed[:5])
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "AWS_CONFIG_FILE": os.devnull})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(" ", 1)[0] == "0", proc.stdout

@@ -5,6 +5,11 @@ Imported only when a request actually needs AWS, so cache hits never pay for bot
 
 from __future__ import annotations
 
+# First, before anything that compiles a pattern or imports botocore: the binary's compiled
+# patterns and the stand-ins botocore's imports must find.
+from ecr_kubelet import compiled_re, stand_ins  # noqa: F401
+
+# isort: split
 import logging
 import math
 import os
@@ -13,9 +18,6 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from ecr_kubelet import stand_ins  # noqa: F401  (first: botocore's imports must find its stand-ins)
-
-# isort: split
 import botocore.session
 from botocore import UNSIGNED
 from botocore import exceptions as bx
