@@ -47,7 +47,8 @@ def install(path: str) -> bool:
     """Serve the patterns recorded in `path`; False (and nothing changed) if there is no usable table."""
     try:
         with open(path, "rb") as fh:
-            recorded, table = marshal.load(fh)  # noqa: S302  (the bundle's own file, made by dumps())
+            data = fh.read()  # in one piece: marshal.load(fh) would read it in many small calls
+        recorded, table = marshal.loads(data)  # noqa: S302  (the bundle's own file, made by dumps())
     except (OSError, EOFError, ValueError, TypeError):
         return False
     if tuple(recorded) != stamp():
