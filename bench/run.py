@@ -125,7 +125,7 @@ def build_local_binary(python: str) -> str | None:
 def build_floor(py: FloorPython, rebuild: bool) -> tuple[Path | None, str]:
     """`pyinstaller --onefile --strip hello.py` with the given Python, nothing else changed."""
     if py.root is not None and os.geteuid() != 0:
-        return None, f"building the floor inside {py.root} needs root (scripts/in-root)"
+        return None, f"building the floor inside {py.root} needs root (scripts/in-root); or pass --floor-python"
     info = subprocess.run(
         py.command("-c", "import sys, PyInstaller; print(sys.version.split()[0], PyInstaller.__version__)"),
         capture_output=True, text=True, check=False,
@@ -399,7 +399,7 @@ def pick_subject(args: argparse.Namespace) -> tuple[Path, FloorPython, list[str]
     binary = Path(args.binary) if args.binary else RELEASE_BINARY if release else LOCAL_BINARY
     if args.floor_python:
         return binary, FloorPython(args.floor_python), notes
-    root = Path(args.root) if args.root else RELEASE_ROOT if release else None
+    root = Path(args.root).resolve() if args.root else RELEASE_ROOT if release else None
     if root is not None:
         if (root / ".ecr-root-stamp").is_file() and Path(root, ROOT_PYTHON.lstrip("/")).exists():
             return binary, FloorPython(ROOT_PYTHON, root), notes
