@@ -55,14 +55,14 @@ def install(path: str) -> bool:
         return False
     compile_source, sre_compile = _compiler.compile, _sre.compile
 
-    def compile(p: Any, flags: int = 0) -> Any:
+    def compile_from_table(p: Any, flags: int = 0) -> Any:
         entry: Entry | None = table.get((p, flags)) if type(p) in (str, bytes) else None
         if entry is None:
             return compile_source(p, flags)
         final_flags, code, groups, groupindex, indexgroup = entry
         return sre_compile(p, final_flags, code, groups, groupindex, indexgroup)
 
-    _compiler.compile = compile
+    _compiler.compile = compile_from_table
     return True
 
 
