@@ -100,6 +100,38 @@ def test_the_stand_ins_hold_only_names_the_real_modules_define() -> None:
         assert set(names) <= _defined(module), module
 
 
+def test_every_other_name_of_the_real_modules_loads_them_through_the_stand_in() -> None:
+    """Other users of these modules in the same process (boto3 imports botocore.docs'
+    DEPRECATED_SERVICE_NAMES, botocore.docs.docstring's LazyLoadedDocstring) find what they import."""
+    # Not dunders: the import system asks stand-ins for __path__ and the like (see _from_real).
+    names = {module: sorted(n for n in _defined(module) - set(STAND_INS[module]) if not n.startswith("__"))
+             for module in STAND_INS}
+    out = _python(f"""
+        import importlib, json, sys
+        import ecr_kubelet.awsapi
+        found = {{}}
+        for module, names in {names!r}.items():
+            stand_in = importlib.import_module(module)
+            assert stand_in.__spec__.loader.__module__ == "ecr_kubelet.stand_ins", module
+            found[module] = [name for name in names if hasattr(stand_in, name)]
+        print(json.dumps(found))
+    """)
+    assert json.loads(out) == names
+    assert names["botocore.docs"] and names["botocore.docs.docstring"]  # the check checks something
+
+
+@pytest.mark.skipif(importlib.util.find_spec("boto3") is None, reason="boto3 is not installed")
+def test_boto3_works_beside_the_stand_ins() -> None:
+    out = _python("""
+        import ecr_kubelet.awsapi
+        import boto3
+        session = boto3.session.Session(region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+                                        aws_secret_access_key="not-a-secret")
+        print(session.client("ecr").meta.endpoint_url)
+    """)
+    assert out.strip() == "https://api.ecr.eu-west-1.amazonaws.com"
+
+
 def _python(code: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60,
                           env={**(env or os.environ), "PYTHONPATH": str(ROOT / "src")}, check=False)

@@ -1,8 +1,10 @@
 """Stand-ins for two packages botocore's import chain loads for names a credential provider never uses.
 
 Importing this module puts a finder first on ``sys.meta_path`` (awsapi imports it before
-botocore) that gives the importer a stand-in for each of these modules; a stand-in loads the real
-module the first time one of its names is really used, so behaviour is unchanged:
+botocore) that gives the importer a stand-in for each of these modules. A stand-in holds the
+names botocore and urllib3 import from it, which load the real module the first time they are
+really used; any other name of the real module (boto3's ``from botocore.docs import
+DEPRECATED_SERVICE_NAMES``, say) loads it at once. So behaviour is unchanged:
 
 * ``botocore.docs`` and ``botocore.docs.docstring``: botocore.client, botocore.waiter and
   botocore.handlers import docstring helpers from them, and the package's ``__init__`` pulls in
@@ -36,10 +38,27 @@ def real(name: str) -> ModuleType:
         spec = importlib.machinery.PathFinder.find_spec(name, parent.__path__)
         if spec is None or spec.loader is None:
             raise ImportError(f"no real module behind the stand-in {name}", name=name)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _real[name] = module
+        module = _real[name] = importlib.util.module_from_spec(spec)  # first, as sys.modules would be
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del _real[name]
+            raise
     return _real[name]
+
+
+def _from_real(name: str) -> Callable[[str], Any]:
+    """The stand-in's module __getattr__: any other name of the real module, which it then loads."""
+
+    def __getattr__(attr: str) -> Any:
+        # The import system asks for dunders (__path__ of a plain module) and for submodules before
+        # importing them: neither is a reason to load the real module.
+        path = sys.modules[name].__dict__.get("__path__")
+        if attr.startswith("__") or (path and importlib.machinery.PathFinder.find_spec(f"{name}.{attr}", path)):
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        return getattr(real(name), attr)
+
+    return __getattr__
 
 
 class _Docstring(str):
@@ -92,7 +111,7 @@ def _forward(module: str, name: str) -> Callable[..., Any]:
     return call
 
 
-# What each stand-in holds; every other name of the real module is missing from it.
+# What each stand-in holds itself; any other name of the real module loads the real one.
 STAND_INS: dict[str, dict[str, Any]] = {
     "botocore.docs": {},
     "botocore.docs.docstring": {
@@ -115,7 +134,7 @@ class StandInLoader:
     @staticmethod
     def exec_module(module: ModuleType) -> None:
         module.__doc__ = f"Stand-in for {module.__name__} (ecr_kubelet.stand_ins)."
-        module.__dict__.update(STAND_INS[module.__name__])
+        module.__dict__.update(STAND_INS[module.__name__], __getattr__=_from_real(module.__name__))
 
 
 class StandInFinder:
