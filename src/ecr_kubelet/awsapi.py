@@ -34,7 +34,8 @@ from botocore.retries.standard import (
 from ecr_kubelet import __version__, redact
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
-from ecr_kubelet.registry import Registry, configured_endpoint
+from ecr_kubelet.options import configured_endpoints
+from ecr_kubelet.registry import Registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,8 +95,9 @@ def client_config(service: str, registry: Registry, *, unsigned: bool = False,
         "read_timeout": min(READ_TIMEOUT, left),
         "retries": {"mode": "standard", "total_max_attempts": 1},
     }
-    # botocore refuses FIPS/dual-stack together with a custom endpoint; the override wins.
-    if configured_endpoint(service) is None:
+    # botocore refuses FIPS/dual-stack together with a custom endpoint; the override wins. botocore reads
+    # the variables itself, so we ask them as it does (the request path has them in Options.endpoints).
+    if service not in configured_endpoints(os.environ):
         if registry.fips:
             kwargs["use_fips_endpoint"] = True
         if registry.dualstack:

@@ -166,13 +166,3 @@ def classify_host(host: str) -> Registry | None:
         kind="private", host=name, partition=partition, region=region[0], account=account,
         fips=fips, dualstack=dualstack,
     )
-
-
-def configured_endpoint(service: str) -> str | None:
-    """The API endpoint the operator set for `service`, from the process environment (awsapi's view;
-    the request path uses Options.endpoints, read once)."""
-    import os
-
-    from ecr_kubelet.options import configured_endpoints
-
-    return configured_endpoints(os.environ).get(service)
