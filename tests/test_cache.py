@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import stat
 import subprocess
 import tempfile
@@ -450,6 +451,7 @@ def test_lock_wait_is_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
         clock[0] += seconds
 
     monkeypatch.setattr(cache_mod, "time", SimpleNamespace(time=time.time, monotonic=lambda: clock[0], sleep=sleep))
+    monkeypatch.setattr(cache_mod, "_block", lambda _fd, _timeout: None)  # the polling wait, as in a thread
     holder = _hold_lock(cache_dir)
     try:
         token = make_token()
@@ -461,6 +463,64 @@ def test_lock_wait_is_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
     assert fetch.calls == 1
     assert 7.5 <= clock[0] < 7.5 + 0.1  # it waited exactly the timeout on its clock, then fetched
     assert "fetching ourselves" in warnings_log()
+
+
+def _blocked_waiters(path: Path) -> int:
+    """Processes blocked waiting for a lock on `path` (the kernel's /proc/locks lists them with `->`)."""
+    inode = path.stat().st_ino
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines()
+               if "->" in line and line.split()[-3].endswith(f":{inode}"))
+
+
+def test_a_blocked_wait_ends_when_the_holder_lets_go(cache_dir: Path) -> None:
+    holder = _hold_lock(cache_dir)
+    lock = cache_dir / f"{KEY}.lock"
+    fd = os.open(lock, os.O_RDWR)
+
+    def release_once_blocked() -> None:
+        while _blocked_waiters(lock) == 0:  # an event the kernel reports, not a guessed delay
+            time.sleep(0.001)
+        os.close(holder)
+
+    releaser = threading.Thread(target=release_once_blocked)
+    releaser.start()
+    try:
+        started = time.monotonic()
+        assert cache_mod._block(fd, 30.0) is True  # the main thread: a kernel wait, not polling
+        assert time.monotonic() - started < 25
+    finally:
+        releaser.join(30)
+        os.close(fd)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_a_blocked_wait_gives_up_at_its_timeout_and_leaves_no_timer(cache_dir: Path) -> None:
+    holder = _hold_lock(cache_dir)
+    fd = os.open(cache_dir / f"{KEY}.lock", os.O_RDWR)
+    try:
+        started = time.monotonic()
+        assert cache_mod._block(fd, 0.2) is False
+        assert time.monotonic() - started >= 0.2
+    finally:
+        os.close(fd)
+        os.close(holder)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_a_running_timer_or_another_thread_means_polling(cache_dir: Path) -> None:
+    fd = os.open(cache_dir / "some.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 60)  # diagnose's backstop, say
+        try:
+            assert cache_mod._block(fd, 1.0) is None
+            assert signal.getitimer(signal.ITIMER_REAL)[0] > 50  # untouched
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        thread, outcome = _in_thread(lambda: cache_mod._block(fd, 1.0))
+        thread.join(30)
+        assert outcome == [None]
+    finally:
+        os.close(fd)
 
 
 def test_lock_files_are_private(cache_dir: Path) -> None:
