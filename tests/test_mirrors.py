@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ecr_kubelet import mirrors as mirrors_module
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.mirrors import parse_mirror, parse_mirrors
 from ecr_kubelet.options import flag_defaults, options_from_args
@@ -49,9 +50,18 @@ def test_a_bad_mirror_is_one_precise_usage_error(spec: str, reason: str) -> None
     assert reason in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_the_options_use_the_same_parser() -> None:
+def test_the_options_use_the_same_parser(monkeypatch: pytest.MonkeyPatch) -> None:
     specs = [f"a.example={TARGET}", f"b.example:5000={TARGET}", f"A.example={OTHER}"]
+    seen: list[str] = []
+    real = mirrors_module.parse_mirror
+
+    def spy(spec: str) -> tuple[str, str]:
+        seen.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(mirrors_module, "parse_mirror", spy)
     mirrors = options_from_args({**flag_defaults({}), "mirror": specs}, {"HOME": "/root"}).mirrors
+    assert seen == specs  # the options' --mirror values go through this parser, not a copy of it
     assert mirrors == parse_mirrors(specs) == {
         "a.example": OTHER,  # the later mapping of one key wins
         "b.example:5000": TARGET,

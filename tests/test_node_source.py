@@ -191,12 +191,14 @@ def test_a_fifo_as_a_config_file_neither_blocks_nor_names_an_identity(
 # ---- the metadata HTTP exchange: the plain-socket path against http.client ---------------------------
 
 class RawServer:
-    """Answers every connection with the same raw bytes, whatever it was asked, then closes it."""
+    """Answers every connection with the same raw bytes, whatever it was asked, then closes it (or, with
+    `keep_open`, waits for the client to close it first, as a server that ignores `Connection: close`)."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, keep_open: bool = False) -> None:
         import socket
 
         self.answer = answer
+        self.keep_open = keep_open
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.requests: list[bytes] = []
@@ -217,6 +219,8 @@ class RawServer:
                     data += chunk
                 self.requests.append(data)
                 connection.sendall(self.answer)
+                while self.keep_open and connection.recv(4096):
+                    pass
 
     def close(self) -> None:
         self.listener.close()
@@ -264,6 +268,17 @@ def test_plain_http_answers_as_http_client_or_leaves_it_to_it(answer: bytes, pla
         server.close()
 
 
+def test_plain_http_reads_no_further_than_the_body_when_the_server_keeps_the_connection() -> None:
+    from ecr_kubelet import node_source
+
+    server = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", keep_open=True)
+    try:
+        # Waiting for the server to close would end at the timeout with no answer.
+        assert node_source._plain_http("GET", server.url + "/x", {}, 5.0) == b"{}"
+    finally:
+        server.close()
+
+
 def test_plain_http_never_sends_a_header_that_could_split_the_request() -> None:
     from ecr_kubelet import node_source
 
@@ -278,6 +293,7 @@ def test_plain_http_never_sends_a_header_that_could_split_the_request() -> None:
 def test_plain_http_takes_only_ip_literal_http_endpoints() -> None:
     from ecr_kubelet import node_source
 
-    for url in ("https://127.0.0.1/x", "http://localhost:9/x", "http://[::1/x", "http://127.0.0.1:99999/x"):
+    for url in ("https://127.0.0.1/x", "http://localhost:9/x", "http://[::1/x", "http://127.0.0.1:99999/x",
+                "http://127.0.0.1:9/\u00e9", "http://127.0.0.1:9/a b"):
         assert node_source._plain_http("GET", url, {}, 0.5) is node_source._UNSURE, url
     assert node_source._plain_http("GET", "http://127.0.0.1:9/x", {}, 0.5) is None  # nothing listens there

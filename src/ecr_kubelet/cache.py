@@ -464,7 +464,7 @@ def prepare_cache_dir(path: StrPath) -> str | None:
         log.warning("token cache disabled: refusing %s because %s", os.fspath(path), exc)
         return None
     except OSError as exc:
-        log.warning("token cache disabled: cannot check %s: %s", directory, exc.strerror)
+        log.warning("token cache disabled: cannot check %s: %s", os.fspath(path), exc.strerror)
         return None
     if info.st_uid != os.geteuid():  # root's directory is trusted, but the entries must be private to us
         log.warning("token cache disabled: refusing %s because it is owned by uid %d, not %d", directory,

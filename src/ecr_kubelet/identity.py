@@ -6,8 +6,6 @@ plan into credentials (`credentials_for`) imports botocore and is done only on a
 
 from __future__ import annotations
 
-import os
-
 from ecr_kubelet import jsoncodec, logs, redact
 from ecr_kubelet.errors import AuthError, BadInputError
 from ecr_kubelet.models import Identity
@@ -57,8 +55,8 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
 
     node = resolve_node_source(options.environ)
     if options.role_arn:
-        return Identity(mode="role", role_arn=options.role_arn, node=node, uid=os.geteuid())
-    return Identity(mode="node", node=node, uid=os.geteuid())
+        return Identity(mode="role", role_arn=options.role_arn, node=node)
+    return Identity(mode="node", node=node)
 
 
 def is_role_arn(value: str) -> bool:

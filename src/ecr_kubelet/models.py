@@ -8,6 +8,8 @@ equality over the fields, a repr that leaves secrets out, and `replace`.
 
 from __future__ import annotations
 
+import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Literal, TypeVar
@@ -158,13 +160,13 @@ class Identity(Value):
     claims: dict[str, str] | None  # iss, sub, aud of the service-account token
     node: NodeSource | None  # node and role modes: the credential chain's predicted source
     registry_role: str | None
-    uid: int  # the user whose credential files the chain reads
+    uid: int  # the user whose credential files the chain reads (default: the running one)
 
     def __init__(self, mode: Literal["node", "role", "service-account"], role_arn: str | None = None,
                  web_identity_token: str | None = None, claims: dict[str, str] | None = None,
-                 node: NodeSource | None = None, registry_role: str | None = None, uid: int = 0) -> None:
+                 node: NodeSource | None = None, registry_role: str | None = None, uid: int | None = None) -> None:
         self._init(mode=mode, role_arn=role_arn, web_identity_token=web_identity_token, claims=claims, node=node,
-                   registry_role=registry_role, uid=uid)
+                   registry_role=registry_role, uid=os.geteuid() if uid is None else uid)
 
     def fingerprint(self) -> str | None:
         """A stable, secret-free name for this identity in cache keys, or None if it cannot be cached."""

@@ -311,44 +311,60 @@ def _plain_http(method: str, url: str, headers: dict[str, str], timeout: float) 
         fields.append(("Content-Length", "0"))
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or not all(
         f"{k}{v}".isascii() and f"{k}{v}".isprintable() for k, v in fields
-    ) or not f"{method}{path}".isprintable():
+    ) or not (f"{method}{path}".isascii() and f"{method}{path}".isprintable()) or " " in path:
         return _UNSURE
     request = f"{method} /{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n"
     sock = _socket.socket(family, _socket.SOCK_STREAM)
+    data = b""
     try:
         sock.settimeout(timeout)
         sock.connect((host, int(port)))
         sock.sendall(request.encode("ascii"))
-        chunks, size = [], 0
-        while size <= _MAX_HEAD + _MAX_BODY:
+        while len(data) <= _MAX_HEAD + _MAX_BODY:
             chunk = sock.recv(65536)
             if not chunk:
                 break
-            chunks.append(chunk)
-            size += len(chunk)
+            data += chunk
+            answer = _parse_answer(data)
+            if isinstance(answer, tuple) and answer[2] is not None and len(answer[1]) >= answer[2]:
+                break  # the whole body is here: the server need not close the connection
     except OSError:
         return None
     finally:
         sock.close()
-    head, separator, body = b"".join(chunks).partition(b"\r\n\r\n")
+    answer = _parse_answer(data)
+    if answer is None or isinstance(answer, _Unsure):
+        return _UNSURE
+    status, body, length = answer
+    if length is not None:
+        if len(body) < length:
+            return None  # cut short: no answer
+        body = body[:length]
+    return body[:_MAX_BODY] if status == b"200" else None
+
+
+def _parse_answer(data: bytes) -> tuple[bytes, bytes, int | None] | _Unsure | None:
+    """(status code, body so far, Content-Length) of an HTTP answer; None while its head is incomplete;
+    _UNSURE for what _plain_http leaves to http.client (a chunked or malformed answer)."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return None if len(head) <= _MAX_HEAD else _UNSURE
     lines = head.split(b"\r\n")
     status = lines[0].split(b" ", 2)
-    if not separator or len(status) < 2 or status[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
+    if len(status) < 2 or status[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
         return _UNSURE
-    fields_in = {}
+    fields = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
             return _UNSURE
-        fields_in[name.strip().lower()] = value.strip()
-    if b"transfer-encoding" in fields_in:
+        fields[name.strip().lower()] = value.strip()
+    if b"transfer-encoding" in fields:
         return _UNSURE
-    length = fields_in.get(b"content-length")
-    if length is not None:
-        if not length.isdigit() or len(body) < int(length):
-            return None  # cut short: no answer
-        body = body[:int(length)]
-    return body[:_MAX_BODY] if status[1] == b"200" else None
+    length = fields.get(b"content-length")
+    if length is not None and not (length.isdigit() and len(length) <= 12):
+        return _UNSURE
+    return status[1], body, None if length is None else int(length)
 
 
 def _http_client(method: str, url: str, headers: dict[str, str], timeout: float) -> bytes | None:
