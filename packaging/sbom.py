@@ -45,6 +45,8 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 from packaging.requirements import Requirement
 
+from ecr_kubelet.compiled_re import FILE as COMPILED_PATTERNS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Debian packages whose copyright file has no machine-readable "Files: *" licence (by source
@@ -217,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             key = "pypi:pyinstaller"  # bootloader, with the program's bytecode archive appended
         elif inner == "base_library.zip":
             key = "deb:libpython3.11-stdlib"  # the frozen standard library
+        elif inner == COMPILED_PATTERNS:
+            key = "own:compiled-patterns"  # made by the build itself (packaging/re_cache.py)
         elif inner in record_owner:
             key = f"pypi:{record_owner[inner]}"
         elif path.name in owners:
@@ -252,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 "distro": "debian-12"}),
                          props=[("ecr-kubelet:debian-source", source), *props])
 
+    patterns = files.pop("own:compiled-patterns", [])
+    if patterns:
+        bom.components.add(component("ecr-kubelet-compiled-patterns", version, "Apache-2.0",
+                                     PackageURL("generic", name="ecr-kubelet-compiled-patterns", version=version),
+                                     props=[("ecr-kubelet:file", f) for f in patterns],
+                                     description="the bundled program's regular expressions, compiled at build "
+                                     "time by its own Python (packaging/re_cache.py)"))
     keys = sorted(set(files) | {f"pypi:{k}" for k in py} | {"pypi:pyinstaller"})
     for key in keys:
         kind, name = key.split(":", 1)
