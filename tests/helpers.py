@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import platform
 import secrets
 import shlex
 import subprocess
@@ -135,3 +136,16 @@ def require_built(path: Path, how: str) -> Path:
             pytest.fail(f"{path} is missing: {how}")
         pytest.skip(f"{path} is missing ({how})")
     return path
+
+
+def binary_is_emulated() -> bool:
+    """Whether the command under test is a binary of another architecture (ECR_KUBELET_TEST_BINARY, run by
+    qemu-user through binfmt_misc): there a process's start time in /proc is when qemu started it, after
+    the last exec, so what ran before the exec in the same process is not seen."""
+    binary = os.environ.get("ECR_KUBELET_TEST_BINARY")
+    if not binary:
+        return False
+    with open(binary, "rb") as handle:
+        header = handle.read(20)
+    machine = int.from_bytes(header[18:20], "little")  # ELF e_machine
+    return {0x3E: "x86_64", 0xB7: "aarch64"}.get(machine) != platform.machine()
