@@ -98,7 +98,7 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
 
     say("image", image)
     try:
-        ref = parse_image(_strip_tag(image))
+        ref = parse_image(image)  # only the registry part counts: a tag or digest stays in ref.path
     except BadInputError as exc:
         say("host", f"the image is not valid: {exc}")
         say("result", f"FAILED (exit {EXIT_BAD_INPUT}): the kubelet would not get an answer for it")
@@ -163,12 +163,6 @@ def _run(auth_key: str, registry: Registry, identity: Identity, options: Options
         + (f", token expires {logs.when(token.expires_at)}" if token.expires_at else ""))
     say("result", "OK: a pull would get credentials")
     return 0
-
-
-def _strip_tag(image: str) -> str:
-    name = image.split("@", 1)[0]
-    slash, colon = name.rfind("/"), name.rfind(":")
-    return name[:colon] if colon > slash > 0 else name
 
 
 def _explain_foreign(hostport: str, host: str) -> None:
