@@ -315,7 +315,7 @@ def _plain_http(method: str, url: str, headers: dict[str, str], timeout: float) 
         return _UNSURE
     request = f"{method} /{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n"
     sock = _socket.socket(family, _socket.SOCK_STREAM)
-    data = b""
+    data, answer = b"", _parse_answer(b"")
     try:
         sock.settimeout(timeout)
         sock.connect((host, int(port)))
@@ -332,8 +332,7 @@ def _plain_http(method: str, url: str, headers: dict[str, str], timeout: float) 
         return None
     finally:
         sock.close()
-    answer = _parse_answer(data)
-    if answer is None or isinstance(answer, _Unsure):
+    if answer is None or isinstance(answer, _Unsure):  # parsed after each read: `answer` is all of `data`
         return _UNSURE
     status, body, length = answer
     if length is not None:
