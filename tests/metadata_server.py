@@ -26,6 +26,9 @@ class MetadataServer:
         self.access_key_id = "ASIAMETADATAKEYA0001"
         self.container_role_arn: str | None = "arn:aws:iam::123456789012:role/task-a"
         self.requests: list[str] = []
+        # True: the role listing fails (500) for the plugin's own look-ups until botocore's first
+        # one, as when instance metadata fails for a moment while the runs name the node identity.
+        self.naming_fails = False
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -75,7 +78,12 @@ class MetadataServer:
                 with outer._lock:
                     role = outer.role
                 if self.path == IMDS_ROLES:
-                    self._send(200, role.encode())
+                    if "botocore" in self.headers.get("User-Agent", "").lower():
+                        outer.naming_fails = False
+                    if outer.naming_fails:
+                        self._send(500, b"")
+                    else:
+                        self._send(200, role.encode())
                 elif self.path == IMDS_ROLES + role:
                     self._send(200, json.dumps({k: v for k, v in outer._credentials().items()
                                                 if k != "RoleArn"}).encode())

@@ -32,7 +32,7 @@ from ecr_kubelet.cache import (
     key_digest,
     prepare_cache_dir,
 )
-from ecr_kubelet.errors import AuthError, UnavailableError
+from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.freshness import Freshness
 from ecr_kubelet.models import Token
 from helpers import RunProvider, StubClient, make_request
@@ -407,7 +407,7 @@ def lock_waits(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     waiting = threading.Event()
     acquire = cache_mod._acquire
 
-    def signalling_acquire(fd: int, timeout: float) -> bool:
+    def signalling_acquire(fd: int, timeout: float) -> bool | None:
         waiting.set()
         return acquire(fd, timeout)
 
@@ -443,8 +443,10 @@ def test_waiter_uses_the_token_stored_by_the_lock_holder(cache_dir: Path, lock_w
     assert fetch.calls == 0
 
 
-def test_lock_wait_is_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                              warnings_log: Callable[[], str]) -> None:
+def test_a_waiter_whose_wait_runs_out_fails_and_never_fetches_itself(
+        cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However long the holder's fetch takes (throttling retried until its deadline), a waiter never
+    calls AWS beside it: at the end of its own wait it fails, unavailable."""
     clock = [0.0]
 
     def sleep(seconds: float) -> None:
@@ -453,16 +455,28 @@ def test_lock_wait_is_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cache_mod, "time", SimpleNamespace(time=time.time, monotonic=lambda: clock[0], sleep=sleep))
     monkeypatch.setattr(cache_mod, "_block", lambda _fd, _timeout: None)  # the polling wait, as in a thread
     holder = _hold_lock(cache_dir)
+    fetch = Fetcher(make_token())
     try:
-        token = make_token()
-        fetch = Fetcher(token)
-        result = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=7.5)
+        with pytest.raises(UnavailableError):
+            TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=7.5)
     finally:
         os.close(holder)
-    assert result == (token, "fetched")
-    assert fetch.calls == 1
-    assert 7.5 <= clock[0] < 7.5 + 0.1  # it waited exactly the timeout on its clock, then fetched
-    assert "fetching ourselves" in warnings_log()
+    assert fetch.calls == 0
+    assert 7.5 <= clock[0] < 7.5 + 0.1  # it waited exactly the timeout on its clock
+
+
+def test_a_waiter_whose_wait_runs_out_serves_a_still_valid_token(
+        cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_mod, "_block", lambda _fd, _timeout: False)  # the wait runs out at once
+    stale = make_token(lifetime=3600, age=2000)
+    TokenCache(cache_dir, FRESH).store(KEY, stale)
+    holder = _hold_lock(cache_dir)
+    fetch = Fetcher(make_token())
+    try:
+        assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=5) == (stale, "stale")
+    finally:
+        os.close(holder)
+    assert fetch.calls == 0
 
 
 def _blocked_waiters(path: Path) -> int:
@@ -750,29 +764,83 @@ def test_unwritable_cache_dir_warns_and_the_pull_still_answers(
 # ---- hold-off after a failed fetch, stale temp files, directory mode, warnings ----------------------
 
 
-def test_invocations_queued_behind_a_failed_fetch_fail_fast(cache_dir: Path, lock_waits: threading.Event) -> None:
-    holder = _hold_lock(cache_dir)  # "another invocation" is fetching
-    queued = Fetcher(make_token())
+def _queue_behind_a_failing_holder(cache_dir: Path, lock_waits: threading.Event, error: ProviderError,
+                                   queued: Fetcher, cached: Token | None = None) -> list[Any]:
+    """A run queues while "another invocation" holds the key's lock; that fetch fails with `error`."""
+    if cached is not None:
+        TokenCache(cache_dir, FRESH).store(KEY, cached)
+    holder = _hold_lock(cache_dir)
     thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, queued, lock_timeout=60))
     assert lock_waits.wait(30)
-    TokenCache(cache_dir, FRESH)._record_attempt(KEY, 0, failed=True)  # its fetch fails while we wait
+    TokenCache(cache_dir, FRESH)._record_attempt(KEY, 0, error)  # the holder's fetch fails while we wait
     os.close(holder)
     thread.join(30)
+    assert not thread.is_alive()
+    return outcome
+
+
+@pytest.mark.parametrize("error", [
+    UnavailableError("ecr:GetAuthorizationToken failed: ThrottlingException: Rate exceeded [17 attempts]"),
+    AuthError("ecr:GetAuthorizationToken failed: AccessDeniedException: not authorized"),
+    BadInputError("sts:AssumeRoleWithWebIdentity: invalid parameter: token"),
+    ProviderError("ecr:GetAuthorizationToken failed: SomethingElse: odd"),
+], ids=["throttled", "denied", "bad-input", "other"])
+def test_runs_queued_behind_a_failed_fetch_fail_at_once_with_its_error(
+        cache_dir: Path, lock_waits: threading.Event, error: ProviderError) -> None:
+    queued = Fetcher(make_token())
+    outcome = _queue_behind_a_failing_holder(cache_dir, lock_waits, error, queued)
     assert queued.calls == 0
-    assert isinstance(outcome[0], UnavailableError) and "waited for failed" in str(outcome[0])
+    assert type(outcome[0]) is type(error) and str(outcome[0]) == str(error)
+
+
+def test_a_queued_run_with_a_valid_token_serves_it_when_the_refresh_was_throttled(
+        cache_dir: Path, lock_waits: threading.Event) -> None:
+    stale = make_token(lifetime=3600, age=2000)
+    queued = Fetcher(make_token())
+    outcome = _queue_behind_a_failing_holder(cache_dir, lock_waits, UnavailableError("throttled"), queued, stale)
+    assert outcome == [(stale, "stale")] and queued.calls == 0
+
+
+def test_every_failure_of_the_holder_is_recorded_for_its_waiters(cache_dir: Path) -> None:
+    for error in (AuthError("denied"), UnavailableError("throttled"), BadInputError("bad")):
+        with pytest.raises(type(error)):
+            TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(error), lock_timeout=1)
+        _count, failure = TokenCache(cache_dir, FRESH)._read_attempts(KEY)
+        assert type(failure) is type(error) and str(failure) == str(error)
+
+
+def test_a_bug_in_the_holder_is_shared_without_its_message(cache_dir: Path) -> None:
+    with pytest.raises(KeyError):
+        TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(KeyError("secret-ish detail")), lock_timeout=1)
+    _count, failure = TokenCache(cache_dir, FRESH)._read_attempts(KEY)
+    assert type(failure) is ProviderError and "KeyError" in str(failure) and "secret" not in str(failure)
+
+
+def test_an_error_found_locally_is_not_shared(cache_dir: Path) -> None:
+    class Local(ProviderError):
+        shared_with_waiters = False
+
+    with pytest.raises(Local):
+        TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(Local("no public ECR here")), lock_timeout=1)
+    assert TokenCache(cache_dir, FRESH)._read_attempts(KEY) == (0, None)
+
+
+def test_a_recorded_failure_never_holds_a_registered_secret(cache_dir: Path) -> None:
+    from ecr_kubelet import redact
+
+    redact.register("hunter2-session-token-value")
+    with pytest.raises(AuthError):
+        TokenCache(cache_dir, FRESH).get_or_fetch(
+            KEY, Fetcher(AuthError("denied for hunter2-session-token-value")), lock_timeout=1)
+    assert b"hunter2" not in (cache_dir / f"{KEY}.attempts").read_bytes()
 
 
 def test_only_the_run_that_called_aws_records_a_failure(cache_dir: Path, lock_waits: threading.Event) -> None:
-    holder = _hold_lock(cache_dir)
-    thread, outcome = _in_thread(
-        lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=60))
-    assert lock_waits.wait(30)
-    TokenCache(cache_dir, FRESH)._record_attempt(KEY, 0, failed=True)
-    os.close(holder)
-    thread.join(30)
+    outcome = _queue_behind_a_failing_holder(cache_dir, lock_waits, UnavailableError("throttled"),
+                                             Fetcher(make_token()))
     assert isinstance(outcome[0], UnavailableError)
     # the queued run failed fast and recorded nothing: the count is still the one real failure
-    assert (cache_dir / f"{KEY}.attempts").read_bytes() == b"1 failed"
+    assert (cache_dir / f"{KEY}.attempts").read_bytes() == b"1 failed 4 throttled"
     # so a run that starts now tries AWS again, and its success is recorded
     good = Fetcher(make_token())
     assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)[1] == "fetched"
@@ -784,7 +852,7 @@ def test_a_later_invocation_tries_again_and_success_is_recorded(cache_dir: Path)
     with pytest.raises(UnavailableError, match="throttled"):
         TokenCache(cache_dir, FRESH).get_or_fetch(KEY, failing, lock_timeout=1)
     marker = cache_dir / f"{KEY}.attempts"
-    assert marker.read_bytes() == b"1 failed"
+    assert marker.read_bytes() == b"1 failed 4 throttled"
     good = Fetcher(make_token())
     _token, outcome = TokenCache(cache_dir, FRESH).get_or_fetch(KEY, good, lock_timeout=1)
     assert (failing.calls, good.calls, outcome, marker.read_bytes()) == (1, 1, "fetched", b"2 ok")
@@ -807,7 +875,7 @@ def test_a_garbled_marker_counts_as_none(cache_dir: Path, content: bytes) -> Non
     marker = cache_dir / f"{KEY}.attempts"
     marker.write_bytes(content)
     marker.chmod(0o600)
-    assert TokenCache(cache_dir, FRESH)._read_attempts(KEY) == (0, False)
+    assert TokenCache(cache_dir, FRESH)._read_attempts(KEY) == (0, None)
     assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, Fetcher(make_token()), lock_timeout=1)[1] == "fetched"
 
 
@@ -910,3 +978,50 @@ def test_a_readable_directory_holding_only_cache_files_is_made_private(tmp_path:
     directory.chmod(0o755)
     assert prepare_cache_dir(directory) == str(directory)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_a_marker_of_an_older_version_shares_its_failure_as_unavailable(cache_dir: Path) -> None:
+    marker = cache_dir / f"{KEY}.attempts"
+    marker.write_bytes(b"3 failed")
+    marker.chmod(0o600)
+    count, failure = TokenCache(cache_dir, FRESH)._read_attempts(KEY)
+    assert count == 3 and isinstance(failure, UnavailableError)
+
+
+# ---- one run at a time for an identity that cannot be named (fetch_alone) --------------------------
+
+FLIGHT = key_digest({"test": "unnamed flight"})
+
+
+def _queue_alone_behind(cache_dir: Path, lock_waits: threading.Event,
+                        error: ProviderError) -> tuple[list[Any], Fetcher]:
+    holder = _hold_lock(cache_dir, FLIGHT)
+    queued = Fetcher(make_token())
+    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).fetch_alone(FLIGHT, queued, lock_timeout=60))
+    assert lock_waits.wait(30)
+    TokenCache(cache_dir, FRESH)._record_attempt(FLIGHT, 0, error)
+    os.close(holder)
+    thread.join(30)
+    assert not thread.is_alive()
+    return outcome, queued
+
+
+def test_an_unnamed_flight_shares_an_unavailable_aws_with_the_runs_behind_it(
+        cache_dir: Path, lock_waits: threading.Event) -> None:
+    outcome, queued = _queue_alone_behind(cache_dir, lock_waits, UnavailableError("throttled"))
+    assert isinstance(outcome[0], UnavailableError) and queued.calls == 0
+
+
+def test_an_unnamed_flight_shares_no_denial_the_runs_may_be_other_identities(
+        cache_dir: Path, lock_waits: threading.Event) -> None:
+    outcome, queued = _queue_alone_behind(cache_dir, lock_waits, AuthError("denied"))
+    assert outcome == [queued.result] and queued.calls == 1
+
+
+def test_an_unnamed_flight_records_its_unavailability(cache_dir: Path) -> None:
+    with pytest.raises(UnavailableError):
+        TokenCache(cache_dir, FRESH).fetch_alone(FLIGHT, Fetcher(UnavailableError("throttled")), lock_timeout=1)
+    assert TokenCache(cache_dir, FRESH)._read_attempts(FLIGHT)[0] == 1
+    token = make_token()
+    assert TokenCache(cache_dir, FRESH).fetch_alone(FLIGHT, Fetcher(token), lock_timeout=1) == token
+    assert TokenCache(cache_dir, FRESH)._read_attempts(FLIGHT) == (2, None)

@@ -112,8 +112,8 @@ def test_second_invocation_makes_no_api_call_and_returns_a_shorter_duration(
 def run_concurrently(
     provider_cmd: list[str], env: dict[str, str], outputs: Path, count: int
 ) -> list[subprocess.CompletedProcess[str]]:
-    """`count` cold invocations released at once, as the kubelet starts them at node boot."""
-    request = (json.dumps(make_request(IMAGE)) + "\n").encode()
+    """`count` cold invocations released at once, as the kubelet starts them at node boot: one per
+    image (the kubelet de-duplicates runs per image, not per registry), all of one registry."""
     outputs.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -123,9 +123,9 @@ def run_concurrently(
                 procs.append(
                     subprocess.Popen(provider_cmd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err)
                 )
-        for proc in procs:
+        for i, proc in enumerate(procs):
             assert proc.stdin is not None
-            proc.stdin.write(request)
+            proc.stdin.write((json.dumps(make_request(f"{REGISTRY}/team/app-{i}")) + "\n").encode())
             proc.stdin.close()
         codes = [proc.wait(timeout=60) for proc in procs]
     finally:
@@ -149,23 +149,64 @@ def test_concurrent_cold_invocations_make_a_single_call(
     passwords = {password_of(r) for r in results}
     assert len(results) == 50
     assert len(passwords) == 1
+    assert all(json.loads(r.stdout)["auth"].keys() == {REGISTRY} for r in results)
     calls = ecr_calls(stub)
     assert len(calls) == 1, [c["time"] for c in calls]
     assert passwords == {calls[0]["password"]}
     assert only_entry(provider_env)["password"] in passwords
 
 
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def test_an_outage_at_boot_costs_one_call_not_one_per_invocation(
     provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
 ) -> None:
-    # The invocations queued behind a failed fetch fail fast instead of repeating it.
+    # The invocations queued behind a failed fetch fail at once with its error instead of repeating it.
     stub.configure(fail_all=True, delay_seconds=0.3)
     env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
     results = run_concurrently(provider_cmd, env, tmp_path / "outputs", 20)
     assert [r.returncode for r in results] == [4] * 20
-    assert all(r.stdout == "" and len(r.stderr.splitlines()) == 1 for r in results)
+    assert len({one_error_line(r) for r in results}) == 1  # every run says what the one call met
     assert len(ecr_calls(stub)) == 1
-    assert sum("waited for failed" in r.stderr for r in results) == 19
+
+
+def test_access_denied_at_boot_is_one_call_shared_by_every_run(
+    provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    stub.configure(deny=True, delay_seconds=0.3)
+    results = run_concurrently(provider_cmd, provider_env, tmp_path / "outputs", 10)
+    assert [r.returncode for r in results] == [3] * 10
+    assert all("AccessDenied" in one_error_line(r) for r in results)
+    assert len(ecr_calls(stub)) == 1
+
+
+def test_sustained_throttling_costs_the_calls_of_one_run_not_one_flight_per_run(
+    provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    """While ECR throttles, the run that leads the flight retries until its deadline; the runs queued
+    behind it wait for it and never call AWS themselves, however long it takes."""
+    # Each answer takes 1 s, so one flight of at most 10 s holds at most 10 calls, one after another.
+    stub.configure(throttle_next=10**6, delay_seconds=1.0)
+    results = run_concurrently([*provider_cmd, "--timeout", "10s"], provider_env, tmp_path / "outputs", 10)
+    assert [r.returncode for r in results] == [4] * 10
+    for result in results:
+        one_error_line(result)
+    assert 1 <= len(ecr_calls(stub)) <= 10, [r.stderr for r in results]
+
+
+def test_throttling_that_lifts_answers_every_run_from_one_flight(
+    provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    stub.configure(throttle_next=5)
+    results = run_concurrently(provider_cmd, provider_env, tmp_path / "outputs", 10)
+    assert len({password_of(r) for r in results}) == 1
+    assert len(ecr_calls(stub)) == 6  # five throttled attempts of the one flight, then its success
+    assert issued_passwords(stub) == [password_of(results[0])]
 
 
 # ---- keys: identities never share an entry -------------------------------------------------------
@@ -508,6 +549,27 @@ def test_instance_role_change_is_a_new_identity(
     metadata.serve("node-role-b", "ASIAINSTANCEROLEB000")
     assert password_of(run_provider(make_request(IMAGE), env=env)) != first
     assert signer(stub) == "ASIAINSTANCEROLEB000"
+
+
+def test_a_metadata_hiccup_while_naming_the_identity_is_still_one_flight(
+    provider_cmd: list[str], stub: StubClient, provider_env: dict[str, str], metadata: MetadataServer,
+    tmp_path: Path
+) -> None:
+    """A boot storm whose runs cannot name the node identity (instance metadata failing for a moment)
+    still costs one call: the runs take the registry's lock, and the first one to fetch keeps the token
+    under the name the identity has once the metadata answers again."""
+    env = {k: v for k, v in without_env_keys(provider_env).items() if k != "AWS_EC2_METADATA_DISABLED"}
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = metadata.url
+    metadata.serve("node-role-a", "ASIAINSTANCEROLEA000")
+    metadata.naming_fails = True
+    stub.configure(delay_seconds=0.3)
+    results = run_concurrently(provider_cmd, env, tmp_path / "outputs", 10)
+    assert 1 <= len({password_of(r) for r in results}) <= 2
+    # One call; two at most, when a run that names the identity after the hiccup finds the first
+    # fetch still under way (it holds the registry's lock, not the entry's).
+    assert 1 <= len(ecr_calls(stub)) <= 2
+    assert signer(stub) == "ASIAINSTANCEROLEA000"
+    assert len(entries(provider_env)) == 1
 
 
 def test_container_role_change_is_a_new_identity(

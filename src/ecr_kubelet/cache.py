@@ -22,8 +22,8 @@ import os
 import stat
 import time
 
-from ecr_kubelet import jsoncodec, logs
-from ecr_kubelet.errors import UnavailableError
+from ecr_kubelet import jsoncodec, logs, redact
+from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.hashing import sha256
 from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
 from ecr_kubelet.trust import Untrusted, trusted_directory
@@ -31,18 +31,24 @@ from ecr_kubelet.trust import Untrusted, trusted_directory
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, Literal
+    from typing import Any, Literal, TypeVar
 
     from ecr_kubelet.freshness import Freshness
     from ecr_kubelet.models import Identity, Registry
 
     Outcome = Literal["hit", "fetched", "stale"]
+    Result = TypeVar("Result")
     StrPath = str | os.PathLike[str]
 
 log = logs.get(__name__)
 
 ENTRY_VERSION = 1
 _MAX_ENTRY_BYTES = 64 * 1024
+_MAX_ATTEMPTS_BYTES = 1024
+# The error classes a failed fetch is shared as, by the exit code recorded with it.
+_ERRORS_BY_CODE: dict[str, type[ProviderError]] = {
+    str(kind.exit_code): kind for kind in (ProviderError, BadInputError, AuthError, UnavailableError)
+}
 _LOCK_POLL_SECONDS = 0.02
 # Temp files of writers killed mid-write are removed once they are this old.
 _STALE_TEMP_SECONDS = 600.0
@@ -58,6 +64,16 @@ def cache_key(registry: Registry, identity: Identity, endpoints: dict[str, str])
         "service": registry.service, "partition": registry.partition, "region": registry.region,
         "account": registry.account or "", "variant": registry.variant, "identity": fingerprint,
         "endpoint": endpoints.get(registry.service, ""),
+    })
+
+
+def unnamed_flight_key(registry: Registry, identity: Identity, endpoints: dict[str, str]) -> str:
+    """The lock the runs for this registry share while their identity cannot be named: all that is
+    known of the identity (mode, roles, user) is in it, which credentials sign is not."""
+    return key_digest({
+        "service": registry.service, "partition": registry.partition, "region": registry.region,
+        "account": registry.account or "", "variant": registry.variant, "endpoint": endpoints.get(registry.service, ""),
+        "unnamed": f"{identity.mode};{identity.role_arn};{identity.registry_role};{identity.uid}",
     })
 
 
@@ -81,81 +97,128 @@ class TokenCache:
     ) -> tuple[Token, Outcome]:
         """A fresh cached token, or one fetched by exactly one of the processes that need it.
 
-        `on_usable` hears of a cached token that is past its refresh point but still valid, the
-        answer of last resort should the refresh outlive the run's deadline.
+        One flight per key for the whole fetch, retries included: a run that finds the key's lock held
+        waits for its holder up to `lock_timeout` (its own deadline) and never calls AWS beside it. When
+        the holder succeeds the waiters answer from the cache; when it fails, every run that queued
+        behind it fails at once with the holder's error (see _failure_while_queued). A still-valid
+        cached token is served instead when a refresh is unavailable (throttled, 5xx, timeout) or the
+        wait runs out. `on_usable` hears of a cached token that is past its refresh point but still
+        valid, the answer of last resort should the refresh outlive the run's deadline.
         """
         cached = self.lookup(key)
         if cached is not None and self.freshness.is_fresh(cached, time.time()):
             return cached, "hit"
         if cached is not None and on_usable is not None:
             on_usable(cached)
-        # How many fetches of this key had finished when we queued (see _fetch_failed_while_queued).
+        # How many fetches of this key had finished when we queued (see _failure_while_queued).
         attempts_before = self._read_attempts(key)[0]
-        lock = self._lock(key, lock_timeout)
         try:
-            # Whoever held the lock before us may have refreshed the entry already.
-            refreshed = self.lookup(key)
-            if refreshed is not None and self.freshness.is_fresh(refreshed, time.time()):
-                return refreshed, "hit"
-            cached = refreshed or cached
+            lock = self._lock(key, lock_timeout)
             try:
-                failure = self._fetch_failed_while_queued(key, attempts_before)
+                # Whoever held the lock before us may have refreshed the entry already.
+                refreshed = self.lookup(key)
+                if refreshed is not None and self.freshness.is_fresh(refreshed, time.time()):
+                    return refreshed, "hit"
+                cached = refreshed or cached
+                failure = self._failure_while_queued(key, attempts_before)
                 if failure is not None:
+                    log.info("the token fetch this run waited for failed; not repeating it")
                     raise failure
-                try:
-                    token = fetch()
-                except UnavailableError:
-                    self._record_attempt(key, attempts_before, failed=True)  # only a run that called AWS
-                    raise
+                token = self._fetch_and_record(key, fetch, attempts_before)
+            finally:
+                if lock is not None:
+                    os.close(lock)  # closing releases the flock
+        except UnavailableError as exc:
+            if cached is not None and self.freshness.is_usable(cached, time.time()):
+                log.warning("serving the cached token, still valid, because refreshing failed: %s", exc)
+                return cached, "stale"
+            raise
+        return token, "fetched"
+
+    def fetch_alone(self, flight: str, fetch: Callable[[], Result], lock_timeout: float) -> Result:
+        """Run `fetch` while holding the lock of `flight`, a key that names no identity: one run at a
+        time, and an unavailable AWS (throttled, 5xx, timeout) met by the holder is shared with the
+        runs queued behind it. Tokens are not shared through it: the runs may be different identities.
+        """
+        attempts_before = self._read_attempts(flight)[0]
+        lock = self._lock(flight, lock_timeout)
+        try:
+            failure = self._failure_while_queued(flight, attempts_before)
+            if isinstance(failure, UnavailableError):
+                raise failure
+            try:
+                result = fetch()
             except UnavailableError as exc:
-                if cached is not None and self.freshness.is_usable(cached, time.time()):
-                    log.warning("serving the cached token, still valid, because refreshing failed: %s", exc)
-                    return cached, "stale"
+                self._record_attempt(flight, attempts_before, exc)
                 raise
-            self.store(key, token)
-            self._record_attempt(key, attempts_before, failed=False)
-            return token, "fetched"
+            self._record_attempt(flight, attempts_before, None)
+            return result
         finally:
             if lock is not None:
-                os.close(lock)  # closing releases the flock
+                os.close(lock)
+
+    def _fetch_and_record(self, key: str, fetch: Callable[[], Token], attempts_before: int) -> Token:
+        """Call `fetch` under the key's lock and record how it ended for the runs queued behind us."""
+        try:
+            token = fetch()
+        except ProviderError as exc:
+            if exc.shared_with_waiters:
+                self._record_attempt(key, attempts_before, exc)
+            raise
+        except Exception as exc:  # a bug: the waiters fail as we do, not each by calling AWS again
+            self._record_attempt(key, attempts_before, ProviderError(f"internal error: {type(exc).__name__}"))
+            raise
+        self.store(key, token)  # before the lock is let go: the waiters read it next
+        self._record_attempt(key, attempts_before, None)
+        return token
 
     # -- failures seen while queued ------------------------------------------------------------
 
-    def _fetch_failed_while_queued(self, key: str, attempts_before: int) -> UnavailableError | None:
-        """Fail fast if the fetch we queued behind failed (throttled, 5xx, timeout) while we waited.
+    def _failure_while_queued(self, key: str, attempts_before: int) -> ProviderError | None:
+        """The error of the fetch we queued behind, if it failed while we waited.
 
         At node boot dozens of invocations queue on one key; repeating a failed call once per process
         would only add load to an API that is already struggling. Each run that calls AWS counts its
-        fetch in the key's `.attempts` file; a run that finds the count raised while it waited, and the
-        last fetch failed, fails too. Runs that start after the failure read the raised count and try
-        again; runs that fail fast record nothing. No clock is compared, so clock steps change nothing.
+        fetch in the key's `.attempts` file, with the error class and line of a failure; a run that
+        finds the count raised while it waited, and the last fetch failed, fails with that error.
+        Runs that start after the failure read the raised count and try again, one at a time (the
+        lock); runs that fail this way record nothing. No clock is compared, so clock steps change
+        nothing.
         """
-        attempts, failed = self._read_attempts(key)
-        if attempts > attempts_before and failed:
-            return UnavailableError(
-                "the GetAuthorizationToken call this invocation waited for failed; not repeating it"
-            )
-        return None
+        attempts, failure = self._read_attempts(key)
+        return failure if attempts > attempts_before else None
 
-    def _read_attempts(self, key: str) -> tuple[int, bool]:
-        """(fetches finished so far, whether the last one failed); (0, False) if unknown."""
+    def _read_attempts(self, key: str) -> tuple[int, ProviderError | None]:
+        """(fetches finished so far, the last one's error if it failed); (0, None) if unknown."""
         if self.directory is None:
-            return 0, False
-        raw = _read_private_file(self._path(key, ".attempts"), 64)
+            return 0, None
+        raw = _read_private_file(self._path(key, ".attempts"), _MAX_ATTEMPTS_BYTES)
         if raw is None:
-            return 0, False
-        count, _, state = raw.decode("ascii", "replace").partition(" ")
+            return 0, None
+        count, _, rest = raw.decode("utf-8", "replace").partition(" ")
+        state, _, rest = rest.partition(" ")
         if not (count.isascii() and count.isdigit() and len(count) <= 18 and state in ("ok", "failed")):
-            return 0, False
-        return int(count), state == "failed"
+            return 0, None
+        if state == "ok":
+            return int(count), None
+        code, _, message = rest.partition(" ")
+        # A marker of an older version has no code: throttled, 5xx and timeouts were all it shared.
+        error = _ERRORS_BY_CODE.get(code, UnavailableError)
+        return int(count), error(_one_line(message) or "the GetAuthorizationToken call this invocation waited "
+                                 "for failed; not repeating it")
 
-    def _record_attempt(self, key: str, attempts_before: int, *, failed: bool) -> None:
+    def _record_attempt(self, key: str, attempts_before: int, failure: ProviderError | None) -> None:
         if self.directory is None:
             return
-        # Under the key's lock: nobody else writes the file while we read and replace it.
+        # Under the key's lock: nobody else writes the file while we read and replace it. The error
+        # line is secret-free by contract (ProviderError) and scrubbed again; the file is 0600.
         count = max(self._read_attempts(key)[0], attempts_before) + 1
+        if failure is None:
+            body = f"{count} ok"
+        else:
+            body = f"{count} failed {failure.exit_code} {_one_line(redact.scrub(str(failure)))}"
         try:
-            self._write_file(key, ".attempts", f"{count} {'failed' if failed else 'ok'}".encode())
+            self._write_file(key, ".attempts", body.encode()[:_MAX_ATTEMPTS_BYTES])
         except OSError as exc:
             log.debug("could not record the fetch in the token cache: %s", exc.strerror)
 
@@ -229,7 +292,8 @@ class TokenCache:
 
     def _lock(self, key: str, timeout: float) -> int | None:
         """Take the key's inter-process lock, waiting at most `timeout` seconds; the open lock file,
-        which the caller closes to release it, or None when going on without it."""
+        which the caller closes to release it, or None when going on without it (no directory, or a
+        file system that cannot lock). Raises UnavailableError when the wait runs out."""
         if self.directory is None:
             return None
         try:
@@ -243,15 +307,22 @@ class TokenCache:
             os.close(fd)
             log.warning("cannot use the cache lock: it is not a regular file; going on without it")
             return None
-        if not _acquire(fd, timeout):
-            os.close(fd)
+        acquired = _acquire(fd, timeout)
+        if acquired:
+            return fd
+        os.close(fd)
+        if acquired is None:
             return None
-        return fd
+        # Never call AWS beside the run that holds the lock: with dozens of runs queued at node boot,
+        # that would multiply the calls exactly while ECR throttles.
+        raise UnavailableError(f"gave up after waiting {max(0.0, timeout):.0f}s for another run's token fetch, "
+                               "still going (AWS slow or throttling); not calling AWS beside it")
 
 
-def _acquire(fd: int, timeout: float) -> bool:
+def _acquire(fd: int, timeout: float) -> bool | None:
     """Take the lock, waiting at most `timeout` seconds: blocked in the kernel where this thread can
-    take a timer signal, else polling."""
+    take a timer signal, else polling. True: locked; False: the wait ran out; None: this file system
+    cannot lock (warned), so the run goes on without the lock rather than fail the pull."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -259,16 +330,15 @@ def _acquire(fd: int, timeout: float) -> bool:
         pass
     except OSError as exc:  # e.g. ENOLCK where the file system has no flock: never fail the pull
         log.warning("cannot lock the token cache: %s; going on without the lock", exc.strerror)
-        return False
+        return None
+    log.info("another run is fetching this token; waiting for it")
     try:
         acquired = _block(fd, timeout)
         if acquired is None:
             acquired = _poll(fd, timeout)
     except OSError as exc:
         log.warning("cannot lock the token cache: %s; going on without the lock", exc.strerror)
-        return False
-    if not acquired:
-        log.warning("waited %.0fs for another invocation's token fetch; fetching ourselves", timeout)
+        return None
     return acquired
 
 
@@ -344,6 +414,11 @@ class _UnusableFile(Exception):
         super().__init__(what)
         self.what = what
         self.detail = detail
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _read_private_file(path: str, limit: int, *, strict: bool = False) -> bytes | None:

@@ -16,6 +16,9 @@ class ProviderError(Exception):
     """A failure with a one-line, secret-free message."""
 
     exit_code = EXIT_INTERNAL
+    # Whether runs queued behind the fetch that failed with this error fail with it too (cache.py):
+    # False for what each run finds out locally, without calling AWS.
+    shared_with_waiters = True
 
 
 class BadInputError(ProviderError):

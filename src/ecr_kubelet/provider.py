@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from ecr_kubelet import logs
-from ecr_kubelet.cache import TokenCache, cache_key, prepare_cache_dir
+from ecr_kubelet.cache import TokenCache, cache_key, prepare_cache_dir, unnamed_flight_key
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import ProviderError
 from ecr_kubelet.identity import plan_identity
@@ -45,6 +45,8 @@ PUBLIC_FALLBACK_CACHE = "1h0m0s"
 
 class NoPublicCredentials(ProviderError):
     """Public ECR cannot be authenticated to from this partition; anonymous pulls still work."""
+
+    shared_with_waiters = False  # found from the node's own settings, before any AWS call
 
 
 def handle(stdin_fd: int, options: Options, observer: Observer,
@@ -105,32 +107,63 @@ def obtain_token(registry: Registry, identity: Identity, options: Options, deadl
     mode: the kubelet's, the Docker helper's, diagnose). `stale_answer` makes the answer of last
     resort from a still-valid cached token, should the deadline pass during a refresh; `observer`
     hears of the cache outcome and of every AWS call (metrics, diagnose)."""
-    def fetch() -> Token:
+    def fetch(who: Identity) -> Token:
         if observer is not None:
             observer.cache = "miss"
         with deadline.backstop():
-            return fetch_token(registry, identity, options, deadline, observer)
+            return fetch_token(registry, who, options, deadline, observer)
 
-    key = cache_key(registry, identity, options.endpoints)
-    if key is None:
-        return fetch(), "fetched (not cacheable)"
     directory = prepare_cache_dir(options.cache_dir) if options.cache_dir else None
     cache = TokenCache(directory, options.freshness)
 
-    def keep_as_fallback(cached: Token) -> None:
-        # Should something that cannot be timed out (a hung credential_process) outlive the
-        # deadline, the run still answers with this still-valid token.
-        deadline.fallback = stale_answer(cached)
+    def cached_or_fetched(who: Identity, key: str) -> tuple[Token, str]:
+        def keep_as_fallback(cached: Token) -> None:
+            # Should something that cannot be timed out (a hung credential_process) outlive the
+            # deadline, the run still answers with this still-valid token.
+            deadline.fallback = stale_answer(cached)
 
-    try:
-        token, outcome = cache.get_or_fetch(key, fetch, lock_timeout=max(0.0, deadline.remaining() / 2),
-                                            on_usable=keep_as_fallback)
-    finally:
-        deadline.fallback = None
-    if observer is not None:
-        observer.cache = "hit" if outcome == "hit" else "miss"
-        observer.stale = outcome == "stale"
-    return token, outcome
+        try:
+            # Waiting for another run's fetch may take the whole deadline: never call AWS beside it.
+            token, outcome = cache.get_or_fetch(key, lambda: fetch(who), lock_timeout=max(0.0, deadline.remaining()),
+                                                on_usable=keep_as_fallback)
+        finally:
+            deadline.fallback = None
+        if observer is not None:
+            observer.cache = "hit" if outcome == "hit" else "miss"
+            observer.stale = outcome == "stale"
+        return token, outcome
+
+    key = cache_key(registry, identity, options.endpoints)
+    if key is not None:
+        return cached_or_fetched(identity, key)
+    if directory is None or identity.mode == "service-account":
+        # A pod's token that is not a JWT names no one: STS judges it, each pod on its own.
+        return fetch(identity), "fetched (not cacheable)"
+
+    def renamed() -> tuple[Identity, str | None]:
+        who = choose_identity(registry, None, {}, options)
+        return who, cache_key(registry, who, options.endpoints)
+
+    def unnamed_flight() -> tuple[Token, str]:
+        # The run before us may have named the identity (the metadata answers again) and cached a token.
+        who, named_key = renamed()
+        if named_key is not None:
+            log.info("the node identity can be named now: %s", who.describe())
+            return cached_or_fetched(who, named_key)
+        token = fetch(identity)
+        # The fetch resolved the node's credentials, so their source answers again: keep the token
+        # for the runs queued behind us under the name it has now.
+        who, named_key = renamed()
+        if named_key is not None:
+            cache.store(named_key, token)
+        return token, "fetched (not cacheable)"
+
+    # Which credentials sign cannot be said right now (say, instance metadata failing for a moment):
+    # still one flight per registry, so a boot storm does not become one call per run.
+    log.info("the node identity cannot be named now, so its token cannot be cached; runs for %s fetch one at a "
+             "time", registry.host)
+    return cache.fetch_alone(unnamed_flight_key(registry, identity, options.endpoints), unnamed_flight,
+                             lock_timeout=max(0.0, deadline.remaining()))
 
 
 def fetch_token(registry: Registry, identity: Identity, options: Options, deadline: Deadline,
