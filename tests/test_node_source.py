@@ -118,7 +118,7 @@ def test_predicted_source_is_the_one_botocore_uses(
     setup, method = CASES[case]
     env = _environment(monkeypatch, tmp_path, setup(tmp_path, metadata))
     source = resolve_node_source(env)
-    assert source is not None and source.method == method
+    assert source.fingerprint is not None and source.method == method
     credentials = botocore.session.Session().get_credentials()
     assert credentials is not None and credentials.method == method
 
@@ -127,18 +127,21 @@ def test_no_source_when_metadata_is_disabled_and_nothing_else_is_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = _environment(monkeypatch, tmp_path, {"AWS_EC2_METADATA_DISABLED": "true"})
-    assert resolve_node_source(env) is None
+    source = resolve_node_source(env)
+    assert source.fingerprint is None and source.no_credentials
     assert botocore.session.Session().get_credentials() is None
 
 
 def test_metadata_unreachable_means_no_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _environment(monkeypatch, tmp_path, {})  # the endpoint is a closed port on 127.0.0.1
-    assert resolve_node_source(env) is None
+    source = resolve_node_source(env)
+    assert source.fingerprint is None and source.no_credentials
 
 
 def test_an_unparsable_config_file_is_never_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _environment(monkeypatch, tmp_path, {"AWS_CONFIG_FILE": _file(tmp_path / "config", "no section\n")})
-    assert resolve_node_source(env) is None
+    source = resolve_node_source(env)
+    assert source.fingerprint is None and not source.no_credentials and "cannot be parsed" in source.reason
 
 
 def test_fingerprints_change_with_what_identifies_the_signer(
@@ -146,7 +149,7 @@ def test_fingerprints_change_with_what_identifies_the_signer(
 ) -> None:
     def fingerprint(extra: dict[str, str]) -> str:
         source = resolve_node_source(_environment(monkeypatch, tmp_path, extra))
-        assert source is not None
+        assert source.fingerprint is not None
         return source.fingerprint
 
     a = fingerprint({"AWS_ACCESS_KEY_ID": "AKIAONE", "AWS_SECRET_ACCESS_KEY": "s"})
@@ -163,12 +166,28 @@ def test_fingerprints_change_with_what_identifies_the_signer(
     assert fingerprint(instance_metadata(tmp_path, metadata)) != imds
 
 
+def test_the_same_instance_role_name_in_two_accounts_is_two_identities(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecr_kubelet.models import Identity
+
+    def fingerprint() -> str | None:
+        source = resolve_node_source(_environment(monkeypatch, tmp_path, instance_metadata(tmp_path, metadata)))
+        return Identity(mode="node", node=source).fingerprint()
+
+    metadata.serve("eks-node-role", "ASIAKEY1", account="111111111111")
+    first = fingerprint()
+    metadata.serve("eks-node-role", "ASIAKEY1", account="222222222222")
+    second = fingerprint()
+    assert first is not None and second is not None and first != second
+
+
 def test_container_credentials_over_plain_http_go_only_to_local_hosts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = _environment(monkeypatch, tmp_path, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://example.com/creds",
                                                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "secret-token"})
-    assert resolve_node_source(env) is None  # the token is never sent there (botocore refuses too)
+    assert resolve_node_source(env).fingerprint is None  # the token is never sent there (botocore refuses too)
 
 
 @pytest.mark.parametrize("variable", ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
@@ -185,7 +204,7 @@ def test_a_fifo_as_a_config_file_neither_blocks_nor_names_an_identity(
     if worker.is_alive():
         os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))  # unblock the reader so the thread ends
         pytest.fail(f"a FIFO as {variable} blocked")
-    assert result == [None]
+    assert len(result) == 1 and getattr(result[0], "fingerprint", "") is None
 
 
 # ---- the metadata HTTP exchange: the plain-socket path against http.client ---------------------------
