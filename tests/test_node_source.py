@@ -8,14 +8,18 @@ identity.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import botocore.session
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ecr_kubelet.node_source import resolve_node_source
+from ecr_kubelet.node_source import NodeSource, resolve_node_source
 from helpers import make_jwt
 from metadata_server import CONTAINER_PATH, MetadataServer
 
@@ -316,3 +320,204 @@ def test_plain_http_takes_only_ip_literal_http_endpoints() -> None:
                 "http://127.0.0.1:9/\u00e9", "http://127.0.0.1:9/a b"):
         assert node_source._plain_http("GET", url, {}, 0.5) is node_source._UNSURE, url
     assert node_source._plain_http("GET", "http://127.0.0.1:9/x", {}, 0.5) is None  # nothing listens there
+
+
+# ---- the prediction against botocore's own chain, over generated environments and files ----------------
+
+_UNSET = None
+_PROFILE_KINDS = ("static", "static-no-secret", "role-source-a", "role-source-self", "role-source-missing",
+                  "role-both-sources", "role-env", "role-imds", "role-container", "process", "sso", "sso-partial",
+                  "web", "empty")
+_CREDS_KINDS = ("static", "static-no-secret", "empty", "role-source-b")
+_PROFILE_NAMES = ("default", "a", "b")
+# Unset most often: a value for both profile variables is mostly a profile missing from the files.
+_PROFILE_VALUES = (_UNSET, _UNSET, _UNSET, _UNSET, "", "default", "a", "b", "missing")
+
+
+class World:
+    """One generated set of files and two metadata servers (the same role name in two accounts)."""
+
+    def __init__(self, root: Path, imds: tuple[MetadataServer, MetadataServer], config: dict[str, str] | None,
+                 creds: dict[str, str] | None, profile_default_section: bool, boto: bool) -> None:
+        self.root, self.imds = root, imds
+        (root / ".aws").mkdir()
+        for sub in ("one", "two"):
+            _file(root / f"token-{sub}", make_jwt(f"system:serviceaccount:ns:{sub}"))
+        if config is not None:
+            sections = []
+            for name, kind in config.items():
+                header = f"profile {name}" if name != "default" or profile_default_section else "default"
+                sections.append(f"[{header}]\n{self._body(name, kind)}")
+            _file(root / ".aws" / "config", "\n".join(sections))
+        if creds is not None:
+            _file(root / ".aws" / "credentials",
+                  "\n".join(f"[{name}]\n{self._body(name, kind)}" for name, kind in creds.items()))
+        _file(root / "boto", "[Credentials]\naws_access_key_id = AKIABOTO\naws_secret_access_key = s\n"
+              if boto else "[Boto]\ndebug = 0\n")
+
+    def _body(self, name: str, kind: str) -> str:
+        role = f"role_arn = arn:aws:iam::123456789012:role/r-{name}\n"
+        static = f"aws_access_key_id = AKIAFILE{name.upper()}\naws_secret_access_key = s\n"
+        if kind == "process":
+            script = self.root / f"process-{name}.sh"
+            script.write_text("#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIAPROC" + name.upper()
+                              + "\", \"SecretAccessKey\": \"s\"}'\n")
+            script.chmod(0o700)
+        return {
+            "static": static,
+            "static-no-secret": f"aws_access_key_id = AKIAHALF{name.upper()}\n",
+            "role-source-a": role + "source_profile = a\n",
+            "role-source-b": role + "source_profile = b\n",
+            "role-source-self": role + f"source_profile = {name}\n" + static,
+            "role-source-missing": role + "source_profile = nowhere\n",
+            "role-both-sources": role + "source_profile = a\ncredential_source = Environment\n",
+            "role-env": role + "credential_source = Environment\n",
+            "role-imds": role + "credential_source = Ec2InstanceMetadata\n",
+            "role-container": role + "credential_source = EcsContainer\n",
+            "process": f"credential_process = {self.root}/process-{name}.sh\n",
+            "sso": "sso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\n"
+                   f"sso_account_id = 123456789012\nsso_role_name = r-{name}\n",
+            "sso-partial": "sso_account_id = 123456789012\n",
+            "web": role + f"web_identity_token_file = {self.root}/token-one\n",
+            "empty": "region = us-east-1\n",
+        }[kind]
+
+    def environment(self, choices: dict[str, str | None]) -> dict[str, str]:
+        """The process environment for one generated set of choices (placeholders become paths)."""
+        root = str(self.root)
+        places = {"@config": f"{root}/.aws/config", "@credentials": f"{root}/.aws/credentials",
+                  "@missing": f"{root}/missing", "@token-one": f"{root}/token-one", "@token-two": f"{root}/token-two",
+                  "@imds-a": self.imds[0].url, "@imds-b": self.imds[1].url, "@closed": "http://127.0.0.1:9",
+                  "@container-a": self.imds[0].url + CONTAINER_PATH, "@container-b": self.imds[1].url + CONTAINER_PATH,
+                  "@boto": f"{root}/boto"}
+        env = {"HOME": root, "PATH": os.environ.get("PATH", ""), "AWS_METADATA_SERVICE_TIMEOUT": "1",
+               "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "1"}
+        for name, value in choices.items():
+            if value is not None:
+                env[name] = places.get(value, value)
+        return env
+
+
+def _choice(*values: str | None) -> st.SearchStrategy[str | None]:
+    return st.sampled_from(values)
+
+
+_ENVIRONMENTS = st.fixed_dictionaries({
+    "AWS_PROFILE": st.sampled_from(_PROFILE_VALUES),
+    "AWS_DEFAULT_PROFILE": st.sampled_from(_PROFILE_VALUES),
+    "AWS_ACCESS_KEY_ID": _choice(_UNSET, _UNSET, _UNSET, "", "AKIAENVONE", "AKIAENVTWO"),
+    "AWS_SECRET_ACCESS_KEY": _choice(_UNSET, "", "s", "s"),
+    "AWS_SESSION_TOKEN": _choice(_UNSET, "session"),
+    "AWS_CONFIG_FILE": _choice(_UNSET, "@config", "", "@missing"),
+    "AWS_SHARED_CREDENTIALS_FILE": _choice(_UNSET, "@credentials", "", "@missing"),
+    "AWS_WEB_IDENTITY_TOKEN_FILE": _choice(_UNSET, _UNSET, _UNSET, "", "@token-one", "@token-two", "@missing"),
+    "AWS_ROLE_ARN": _choice(_UNSET, "", "arn:aws:iam::123456789012:role/web-1", "arn:aws:iam::123456789012:role/web-2"),
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": _choice(_UNSET, _UNSET, "@container-a", "@container-b", ""),
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN": _choice(_UNSET, "token", "bad\nheader"),
+    "AWS_EC2_METADATA_DISABLED": _choice(_UNSET, "true", "TRUE", "false", ""),
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": _choice("@imds-a", "@imds-b", "@closed"),
+    "BOTO_CONFIG": _choice("@missing", "@boto"),
+})
+_FILES = st.fixed_dictionaries({
+    "config": st.none() | st.dictionaries(st.sampled_from(_PROFILE_NAMES), st.sampled_from(_PROFILE_KINDS)),
+    "creds": st.none() | st.dictionaries(st.sampled_from(_PROFILE_NAMES), st.sampled_from(_CREDS_KINDS)),
+    "profile_default_section": st.booleans(),
+    "boto": st.booleans(),
+})
+
+
+def _what_botocore_resolves(credentials: object) -> object:
+    """What identifies the credentials botocore's chain resolved, without calling AWS: the access key
+    of resolved credentials, or for deferred ones (assumed roles, web identity, SSO) what they will be
+    fetched with (botocore's own fetcher)."""
+    from botocore.credentials import DeferredRefreshableCredentials
+
+    method = getattr(credentials, "method", None)
+    if isinstance(credentials, DeferredRefreshableCredentials):
+        refresh = credentials._refresh_using
+        fetcher = getattr(refresh, "__self__", None)
+        if method == "assume-role":
+            return (method, fetcher._role_arn, _what_botocore_resolves(fetcher._source_credentials))
+        if method == "assume-role-with-web-identity":
+            token_path = fetcher._web_identity_token_loader._web_identity_token_path
+            token = Path(token_path).read_text() if Path(token_path).is_file() else None
+            return (method, fetcher._role_arn, token)
+        if method == "sso":
+            return (method, fetcher._start_url, fetcher._account_id, fetcher._role_name)
+        return (method, "unknown deferred")
+    return (method, credentials.get_frozen_credentials().access_key)  # type: ignore[attr-defined]
+
+
+def _botocore_resolves(env: dict[str, str]) -> object:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        try:
+            credentials = botocore.session.Session().get_credentials()
+        except Exception as exc:
+            return ("error", type(exc).__name__)
+        if credentials is None:
+            return ("none",)
+        try:
+            return _what_botocore_resolves(credentials)
+        except Exception as exc:
+            return ("error", type(exc).__name__)
+
+
+def _predict(env: dict[str, str]) -> NodeSource:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):  # `~` is the generated HOME
+        return resolve_node_source(env)
+
+
+@pytest.fixture(scope="module")
+def two_accounts() -> Iterator[tuple[MetadataServer, MetadataServer]]:
+    a, b = MetadataServer().start(), MetadataServer().start()
+    a.serve("node-role", "ASIAACCOUNTA", "arn:aws:iam::111111111111:role/task", account="111111111111")
+    b.serve("node-role", "ASIAACCOUNTB", "arn:aws:iam::222222222222:role/task", account="222222222222")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=_FILES, choices=st.lists(_ENVIRONMENTS, min_size=2, max_size=3))
+def test_a_named_identity_is_exactly_what_botocore_resolves(
+    two_accounts: tuple[MetadataServer, MetadataServer], files: dict[str, Any], choices: list[dict[str, str | None]]
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        world = World(Path(root), two_accounts, **files)
+        seen: dict[str, tuple[dict[str, str], object]] = {}
+        for env in (world.environment(choice) for choice in choices):
+            source, resolved = _predict(env), _botocore_resolves(env)
+            if source.no_credentials:
+                assert resolved == ("none",), (env, source)
+            if source.fingerprint is None:
+                continue
+            assert isinstance(resolved, tuple) and resolved[0] == source.method, (env, source, resolved)
+            if source.fingerprint in seen:
+                other_env, other = seen[source.fingerprint]
+                assert other == resolved, (other_env, env, source)  # one name, one identity
+            seen[source.fingerprint] = (env, resolved)
+
+
+@pytest.mark.parametrize("default_profile", ["b", ""])
+def test_aws_default_profile_wins_over_aws_profile_as_in_botocore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_profile: str
+) -> None:
+    credentials = _file(tmp_path / "credentials", "".join(
+        f"[{name}]\naws_access_key_id = AKIA{name.upper()}\naws_secret_access_key = s\n" for name in ("default", "a", "b")))
+    as_a = _environment(monkeypatch, tmp_path, {"AWS_SHARED_CREDENTIALS_FILE": credentials, "AWS_PROFILE": "a"})
+    a = resolve_node_source(as_a)
+    both = _environment(monkeypatch, tmp_path, {"AWS_SHARED_CREDENTIALS_FILE": credentials, "AWS_PROFILE": "a",
+                                                "AWS_DEFAULT_PROFILE": default_profile})
+    signer = botocore.session.Session()
+    resolved = _botocore_resolves(both)
+    mixed = resolve_node_source(both)
+    assert a.fingerprint is not None and mixed.fingerprint != a.fingerprint  # never a's cache entry
+    if default_profile:
+        assert resolved == ("shared-credentials-file", "AKIAB") and mixed.method == "shared-credentials-file"
+        assert signer.get_config_variable("profile") == "b"
+    else:  # set but empty counts as set: a profile named "" does not exist
+        assert resolved[0] == "error" and mixed.fingerprint is None and "''" in mixed.reason

@@ -200,10 +200,13 @@ class _Chain:
                 if keys is None:
                     raise _Unnamed(f"the profile {name!r} assumes its role with environment keys; none are set")
                 return "env:" + keys
-            if credential_source == "EcsContainer":
-                return "container:" + self._container()
-            if credential_source == "Ec2InstanceMetadata":
-                return "imds:" + self._instance_metadata()
+            try:
+                if credential_source == "EcsContainer":
+                    return "container:" + self._container()
+                if credential_source == "Ec2InstanceMetadata":
+                    return "imds:" + self._instance_metadata()
+            except _NoCredentials:
+                raise _Unnamed(f"the credential_source of {name!r} has no credentials") from None
             raise _Unnamed(f"the profile {name!r} has an unknown credential_source")
         assert source_profile is not None
         if source_profile not in self.full:
@@ -357,6 +360,8 @@ def _profile_map(sections: dict[str, dict[str, str]]) -> tuple[dict[str, dict[st
 def _container(env: Mapping[str, str]) -> str:
     from urllib.parse import urlsplit
 
+    if "AWS_CONTAINER_CREDENTIALS_FULL_URI" not in env and "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" not in env:
+        raise _Unnamed("no container credentials endpoint is set")
     if "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" in env:
         relative = env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
         url = _CONTAINER_HOST + relative
