@@ -7,6 +7,7 @@ identity.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -426,7 +427,7 @@ _FILES = st.fixed_dictionaries({
 })
 
 
-def _what_botocore_resolves(credentials: object) -> object:
+def _what_botocore_resolves(credentials: Any) -> tuple[object, ...]:
     """What identifies the credentials botocore's chain resolved, without calling AWS: the access key
     of resolved credentials, or for deferred ones (assumed roles, web identity, SSO) what they will be
     fetched with (botocore's own fetcher)."""
@@ -434,8 +435,8 @@ def _what_botocore_resolves(credentials: object) -> object:
 
     method = getattr(credentials, "method", None)
     if isinstance(credentials, DeferredRefreshableCredentials):
-        refresh = credentials._refresh_using
-        fetcher = getattr(refresh, "__self__", None)
+        refresh = getattr(credentials, "_refresh_using", None)
+        fetcher: Any = getattr(refresh, "__self__", None)
         if method == "assume-role":
             return (method, fetcher._role_arn, _what_botocore_resolves(fetcher._source_credentials))
         if method == "assume-role-with-web-identity":
@@ -445,10 +446,10 @@ def _what_botocore_resolves(credentials: object) -> object:
         if method == "sso":
             return (method, fetcher._start_url, fetcher._account_id, fetcher._role_name)
         return (method, "unknown deferred")
-    return (method, credentials.get_frozen_credentials().access_key)  # type: ignore[attr-defined]
+    return (method, credentials.get_frozen_credentials().access_key)
 
 
-def _botocore_resolves(env: dict[str, str]) -> object:
+def _botocore_resolves(env: dict[str, str]) -> tuple[object, ...]:
     from unittest import mock
 
     with mock.patch.dict(os.environ, env, clear=True):
@@ -507,7 +508,8 @@ def test_aws_default_profile_wins_over_aws_profile_as_in_botocore(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_profile: str
 ) -> None:
     credentials = _file(tmp_path / "credentials", "".join(
-        f"[{name}]\naws_access_key_id = AKIA{name.upper()}\naws_secret_access_key = s\n" for name in ("default", "a", "b")))
+        f"[{name}]\naws_access_key_id = AKIA{name.upper()}\naws_secret_access_key = s\n"
+        for name in ("default", "a", "b")))
     as_a = _environment(monkeypatch, tmp_path, {"AWS_SHARED_CREDENTIALS_FILE": credentials, "AWS_PROFILE": "a"})
     a = resolve_node_source(as_a)
     both = _environment(monkeypatch, tmp_path, {"AWS_SHARED_CREDENTIALS_FILE": credentials, "AWS_PROFILE": "a",
@@ -521,3 +523,97 @@ def test_aws_default_profile_wins_over_aws_profile_as_in_botocore(
         assert signer.get_config_variable("profile") == "b"
     else:  # set but empty counts as set: a profile named "" does not exist
         assert resolved[0] == "error" and mixed.fingerprint is None and "''" in mixed.reason
+
+
+# ---- odd instance metadata: the naming ends in a name, "not cacheable" or "no credentials", never an error -------
+
+class PathServer:
+    """Instance metadata whose every answer is raw bytes chosen per path (or nothing: the connection closes)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.answers: dict[str, bytes] = {}
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                path = data.split(b" ", 2)[1].decode() if data.count(b" ") >= 2 else ""
+                with contextlib.suppress(OSError):
+                    connection.sendall(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+_BODIES = st.one_of(
+    st.sampled_from([b"", b"   ", b"\n", b" \r\n\t", b"node-role", b"node-role\n", b"a\nb", b"r\xe9le", b"\xff\xfe",
+                     b"x" * 65, b"x" * 100_000, b"{}", b'{"InstanceProfileArn": 7}',
+                     b'{"InstanceProfileArn": "arn:aws:iam::111111111111:instance-profile/p"}']),
+    st.binary(max_size=300),
+    st.text(max_size=80).map(str.encode),
+)
+_ANSWERS = st.one_of(
+    _BODIES.map(_ok),
+    st.binary(max_size=200),  # not HTTP at all
+    st.sampled_from([b"", b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort",
+                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]),
+)
+
+
+@pytest.fixture(scope="module")
+def path_server() -> Iterator[PathServer]:
+    server = PathServer()
+    yield server
+    server.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(token=_ANSWERS, listing=_ANSWERS, info=_ANSWERS)
+def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
+    path_server: PathServer, token: bytes, listing: bytes, info: bytes
+) -> None:
+    from ecr_kubelet import node_source
+
+    path_server.answers = {"/latest/api/token": token, "/latest/meta-data/iam/security-credentials/": listing,
+                           "/latest/meta-data/iam/info": info}
+    env = {"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "", "BOTO_CONFIG": "",
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url, "AWS_METADATA_SERVICE_TIMEOUT": "2"}
+    # the naming itself: a name, "no credentials" or "not cacheable", never an exception
+    chain = node_source._Chain(env)
+    try:
+        name: str | None = chain._instance_metadata()
+    except (node_source._Unnamed, node_source._NoCredentials):
+        name = None
+    source = resolve_node_source(env)
+    assert (source.fingerprint is None) == (name is None)
+    if source.no_credentials:  # only when no role came: a whole 200 answer with a body is a role list
+        assert not any(listing == _ok(body) for body in (listing.partition(b"\r\n\r\n")[2],) if body)
+    elif source.fingerprint is not None:
+        assert source.method == "iam-role"
+
+
+def test_white_space_for_the_role_list_is_not_cacheable(path_server: PathServer) -> None:
+    path_server.answers = {"/latest/meta-data/iam/security-credentials/": _ok(b"  \n")}
+    source = resolve_node_source({"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "",
+                                  "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url})
+    assert source.fingerprint is None and not source.no_credentials and "role name" in source.reason

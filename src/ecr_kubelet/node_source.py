@@ -433,7 +433,11 @@ def _instance_metadata(env: Mapping[str, str], profile: Mapping[str, str]) -> st
     headers: dict[str, str] = {}
     token = _http("PUT", endpoint + "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "21600"}, timeout)
     if token:
-        headers["X-aws-ec2-metadata-token"] = token.decode("ascii", "replace").strip()
+        # botocore sends the token as it came: name nothing when that is not a plain header value
+        text = token.decode("ascii", "replace")
+        if not (text.isprintable() and text == text.strip() and "\ufffd" not in text):
+            raise _Unnamed("instance metadata answered the session token request with something that is not one")
+        headers["X-aws-ec2-metadata-token"] = text
     listing = _http("GET", endpoint + "/latest/meta-data/iam/security-credentials/", headers, timeout)
     if not listing:
         raise _NoCredentials  # no answer, an error or an empty list: botocore finds no role either
