@@ -328,7 +328,7 @@ def test_plain_http_takes_only_ip_literal_http_endpoints() -> None:
 _UNSET = None
 _PROFILE_KINDS = ("static", "static-no-secret", "role-source-a", "role-source-self", "role-source-missing",
                   "role-both-sources", "role-env", "role-imds", "role-container", "process", "sso", "sso-partial",
-                  "web", "empty")
+                  "web", "empty", "sso-session", "login", "bad-timeout", "ipv6-mode")
 _CREDS_KINDS = ("static", "static-no-secret", "empty", "role-source-b")
 _PROFILE_NAMES = ("default", "a", "b")
 # Unset most often: a value for both profile variables is mostly a profile missing from the files.
@@ -349,6 +349,8 @@ class World:
             for name, kind in config.items():
                 header = f"profile {name}" if name != "default" or profile_default_section else "default"
                 sections.append(f"[{header}]\n{self._body(name, kind)}")
+            sections.append("[sso-session s]\nsso_start_url = https://example.awsapps.com/start\n"
+                            "sso_region = us-east-1\n")
             _file(root / ".aws" / "config", "\n".join(sections))
         if creds is not None:
             _file(root / ".aws" / "credentials",
@@ -381,6 +383,10 @@ class World:
             "sso-partial": "sso_account_id = 123456789012\n",
             "web": role + f"web_identity_token_file = {self.root}/token-one\n",
             "empty": "region = us-east-1\n",
+            "sso-session": f"sso_session = s\nsso_account_id = 123456789012\nsso_role_name = r-{name}\n",
+            "login": "login_session = arn:aws:iam::123456789012:user/u\n",
+            "bad-timeout": "metadata_service_timeout = soon\n" + static,
+            "ipv6-mode": "ec2_metadata_service_endpoint_mode = ipv6\n",
         }[kind]
 
     def environment(self, choices: dict[str, str | None]) -> dict[str, str]:
@@ -389,10 +395,10 @@ class World:
         places = {"@config": f"{root}/.aws/config", "@credentials": f"{root}/.aws/credentials",
                   "@missing": f"{root}/missing", "@token-one": f"{root}/token-one", "@token-two": f"{root}/token-two",
                   "@imds-a": self.imds[0].url, "@imds-b": self.imds[1].url, "@closed": "http://127.0.0.1:9",
+                  "@imds-a/": self.imds[0].url + "/",
                   "@container-a": self.imds[0].url + CONTAINER_PATH, "@container-b": self.imds[1].url + CONTAINER_PATH,
                   "@boto": f"{root}/boto"}
-        env = {"HOME": root, "PATH": os.environ.get("PATH", ""), "AWS_METADATA_SERVICE_TIMEOUT": "1",
-               "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "1"}
+        env = {"HOME": root, "PATH": os.environ.get("PATH", ""), "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "1"}
         for name, value in choices.items():
             if value is not None:
                 env[name] = places.get(value, value)
@@ -416,7 +422,11 @@ _ENVIRONMENTS = st.fixed_dictionaries({
     "AWS_CONTAINER_CREDENTIALS_FULL_URI": _choice(_UNSET, _UNSET, "@container-a", "@container-b", ""),
     "AWS_CONTAINER_AUTHORIZATION_TOKEN": _choice(_UNSET, "token", "bad\nheader"),
     "AWS_EC2_METADATA_DISABLED": _choice(_UNSET, "true", "TRUE", "false", ""),
-    "AWS_EC2_METADATA_SERVICE_ENDPOINT": _choice("@imds-a", "@imds-b", "@closed"),
+    # never unset or empty: botocore would ask the real 169.254.169.254
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": _choice("@imds-a", "@imds-b", "@imds-a/", "@closed", "not a url"),
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": _choice(_UNSET, _UNSET, _UNSET, "ipv4", "IPv6", "bogus"),
+    "AWS_IMDS_USE_IPV6": _choice(_UNSET, "true"),
+    "AWS_METADATA_SERVICE_TIMEOUT": _choice("1", "1", "1", "1.5", "", "x"),
     "BOTO_CONFIG": _choice("@missing", "@boto"),
 })
 _FILES = st.fixed_dictionaries({

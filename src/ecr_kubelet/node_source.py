@@ -155,8 +155,38 @@ class _Chain:
             self.full.setdefault(name, {}).update(keys)
         if explicit is not None and explicit not in self.full:
             raise _Unnamed(f"the profile {explicit!r} is in neither AWS config file")  # ProfileNotFound
+        self.imds_endpoint = self._imds_settings()
         self.files = _digest(self.profile, self.config_path, self.config_raw or b"", self.creds_path,
                              self.creds_raw or b"")
+
+    def _setting(self, variable: str, key: str) -> str | None:
+        """A botocore config variable: the environment's (set counts, even empty), else the profile's."""
+        return self.env[variable] if variable in self.env else self.full.get(self.profile, {}).get(key)
+
+    def _imds_settings(self) -> str:
+        """What create_credential_resolver reads, and fails on, before any provider runs; the instance
+        metadata endpoint it will use."""
+        for variable, key in (("AWS_METADATA_SERVICE_TIMEOUT", "metadata_service_timeout"),
+                              ("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "metadata_service_num_attempts")):
+            value = self._setting(variable, key)
+            if value is not None:
+                try:
+                    int(value)
+                except ValueError:
+                    raise _Unnamed(f"{variable} is not a whole number") from None  # botocore fails on it
+        mode = self._setting("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "ec2_metadata_service_endpoint_mode")
+        if mode is not None:
+            mode = mode.lower()
+            if mode not in ("ipv4", "ipv6"):
+                raise _Unnamed("the instance metadata endpoint mode is neither ipv4 nor ipv6")
+        elif (self._setting("AWS_IMDS_USE_IPV6", "imds_use_ipv6") or "").lower() == "true":
+            mode = "ipv6"
+        endpoint = self._setting("AWS_EC2_METADATA_SERVICE_ENDPOINT", "ec2_metadata_service_endpoint")
+        if not endpoint:
+            return _IMDS_IPV6 if mode == "ipv6" else _IMDS_IPV4
+        if not _plain_endpoint(endpoint):
+            raise _Unnamed("the instance metadata endpoint is not a plain http(s)://host[:port] URL")
+        return endpoint
 
     def resolve(self) -> NodeSource:
         env = self.env
@@ -308,7 +338,7 @@ class _Chain:
         return _container(self.env)
 
     def _instance_metadata(self) -> str:
-        return _instance_metadata(self.env, self.full.get(self.profile, {}))
+        return _instance_metadata(self.env, self.imds_endpoint)
 
 
 def _sections(raw: bytes | None, path: str) -> dict[str, dict[str, str]]:
@@ -415,19 +445,28 @@ def _local_host(host: str | None) -> bool:
         return False
 
 
-def _instance_metadata(env: Mapping[str, str], profile: Mapping[str, str]) -> str:
+def _plain_endpoint(url: str) -> bool:
+    """http(s)://host[:port][/], host a name or an IP literal: a metadata endpoint botocore accepts
+    and that names one place (anything else is not followed here)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-:")
+    return (parts.scheme in ("http", "https") and bool(host) and set(host) <= allowed
+            and parts.path in ("", "/") and not parts.query and not parts.fragment and "@" not in parts.netloc
+            and (port is None or port > 0) and url.isascii() and url.isprintable() and " " not in url)
+
+
+def _instance_metadata(env: Mapping[str, str], endpoint: str) -> str:
     """The instance profile's role and ARN (so its account: the same role name in two accounts is two
     identities), as botocore's InstanceMetadataFetcher finds the role."""
     if env.get("AWS_EC2_METADATA_DISABLED", "false").lower() == "true":
         raise _NoCredentials
-    mode_name = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
-    mode = env[mode_name] if mode_name in env else profile.get("ec2_metadata_service_endpoint_mode")
-    if mode is not None and mode.lower() not in ("ipv4", "ipv6"):
-        raise _Unnamed("the instance metadata endpoint mode is neither ipv4 nor ipv6")
-    endpoint_name = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
-    endpoint = env[endpoint_name] if endpoint_name in env else profile.get("ec2_metadata_service_endpoint")
-    if not endpoint:
-        endpoint = _IMDS_IPV6 if mode is not None and mode.lower() == "ipv6" else _IMDS_IPV4
     endpoint = endpoint.rstrip("/")
     timeout = _metadata_timeout(env)
     headers: dict[str, str] = {}
