@@ -627,3 +627,15 @@ def test_white_space_for_the_role_list_is_not_cacheable(path_server: PathServer)
     source = resolve_node_source({"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "",
                                   "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url})
     assert source.fingerprint is None and not source.no_credentials and "role name" in source.reason
+
+
+@pytest.mark.parametrize(("endpoint", "plain"), [
+    ("http://127.0.0.1:9", True), ("http://127.0.0.1:9/", True), ("http://[fd00:ec2::254]", True),
+    ("https://imds.example:443", True), ("not a url", False), ("http://", False), ("http://x/y", False),
+    ("http://x?y", False), ("ftp://x", False), ("http://u@x", False), ("http://x:0", False),
+    ("http://x:99999", False), ("http://[::1", False), ("http://[::1]x", False), ("http://\u00e9", False),
+])
+def test_only_a_plain_metadata_endpoint_is_followed(endpoint: str, plain: bool) -> None:
+    from ecr_kubelet.node_source import _plain_endpoint
+
+    assert _plain_endpoint(endpoint) is plain

@@ -447,19 +447,23 @@ def _local_host(host: str | None) -> bool:
 
 def _plain_endpoint(url: str) -> bool:
     """http(s)://host[:port][/], host a name or an IP literal: a metadata endpoint botocore accepts
-    and that names one place (anything else is not followed here)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
+    and that names one place (anything else is not followed here). By hand: urllib.parse imports re,
+    which a cache hit does not load."""
+    scheme, separator, rest = url.partition("://")
+    if scheme not in ("http", "https") or not separator or not (url.isascii() and url.isprintable()):
         return False
-    host = parts.hostname or ""
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-:")
-    return (parts.scheme in ("http", "https") and bool(host) and set(host) <= allowed
-            and parts.path in ("", "/") and not parts.query and not parts.fragment and "@" not in parts.netloc
-            and (port is None or port > 0) and url.isascii() and url.isprintable() and " " not in url)
+    hostport = rest.removesuffix("/")
+    if hostport.startswith("["):
+        host, bracket, port = hostport[1:].partition("]")
+        allowed = set("0123456789abcdefABCDEF:.")
+        if not bracket or (port and not port.startswith(":")):
+            return False
+        port = port[1:]
+    else:
+        host, _, port = hostport.partition(":")
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+    return bool(host) and set(host) <= allowed and (
+        port == "" or (port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536))
 
 
 def _instance_metadata(env: Mapping[str, str], endpoint: str) -> str:
