@@ -502,6 +502,7 @@ def test_a_named_identity_is_exactly_what_botocore_resolves(
         seen: dict[str, tuple[dict[str, str], object]] = {}
         for env in (world.environment(choice) for choice in choices):
             source, resolved = _predict(env), _botocore_resolves(env)
+            assert not source.reason.startswith("naming the node identity failed"), source.reason  # a defect
             if source.no_credentials:
                 assert resolved == ("none",), (env, source)
             if source.fingerprint is None:
@@ -615,6 +616,7 @@ def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
     except (node_source._Unnamed, node_source._NoCredentials):
         name = None
     source = resolve_node_source(env)
+    assert not source.reason.startswith("naming the node identity failed"), source.reason  # a defect
     assert (source.fingerprint is None) == (name is None)
     if source.no_credentials:  # only when no role came: a whole 200 answer with a body is a role list
         assert not any(listing == _ok(body) for body in (listing.partition(b"\r\n\r\n")[2],) if body)
@@ -639,3 +641,14 @@ def test_only_a_plain_metadata_endpoint_is_followed(endpoint: str, plain: bool) 
     from ecr_kubelet.node_source import _plain_endpoint
 
     assert _plain_endpoint(endpoint) is plain
+
+
+def test_metadata_that_never_answers_ends_at_the_timeout_as_no_credentials() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections are queued, never answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        source = resolve_node_source({"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "",
+                                      "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": url,
+                                      "AWS_METADATA_SERVICE_TIMEOUT": "1"})
+    assert source.fingerprint is None and source.no_credentials
