@@ -153,10 +153,10 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
         raise translate_error(exc, "resolving node credentials") from None
     redact.register(frozen.secret_key, frozen.token)
     predicted = identity.node.method if identity.node is not None else None
-    as_keyed = getattr(creds, "method", None) == predicted
-    if not as_keyed:
+    as_keyed = predicted is not None and getattr(creds, "method", None) == predicted
+    if predicted is not None and not as_keyed:  # (an unnamed identity was reported when it was planned)
         log.info("node credentials came from %s, not %s as predicted: the token is not cached",
-                 getattr(creds, "method", "an unknown source"), predicted or "an unknown source")
+                 getattr(creds, "method", "an unknown source"), predicted)
     if identity.mode == "node":
         return frozen, as_keyed
     result = call_with_retries(
