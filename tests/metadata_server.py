@@ -3,7 +3,8 @@
 botocore reaches it through ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` and
 ``AWS_CONTAINER_CREDENTIALS_FULL_URI``; it listens on 127.0.0.1 only. The role it serves (and the
 access key id of the credentials for that role) can be switched while it runs, which is how the
-tests change "the instance role behind instance metadata" or "the container-credentials role".
+tests change "the instance role behind instance metadata" (and the account of its instance
+profile) or "the container-credentials role".
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 IMDS_ROLES = "/latest/meta-data/iam/security-credentials/"
+IMDS_INFO = "/latest/meta-data/iam/info"
 CONTAINER_PATH = "/container/credentials"
 
 
 class MetadataServer:
     def __init__(self) -> None:
         self.role = "node-role-a"
+        self.account = "111122223333"
         self.access_key_id = "ASIAMETADATAKEYA0001"
         self.container_role_arn: str | None = "arn:aws:iam::123456789012:role/task-a"
         self.requests: list[str] = []
@@ -32,9 +35,11 @@ class MetadataServer:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
-    def serve(self, role: str, access_key_id: str, container_role_arn: str | None = None) -> None:
+    def serve(self, role: str, access_key_id: str, container_role_arn: str | None = None,
+              account: str = "111122223333") -> None:
         with self._lock:
             self.role, self.access_key_id, self.container_role_arn = role, access_key_id, container_role_arn
+            self.account = account
 
     @property
     def url(self) -> str:
@@ -76,7 +81,7 @@ class MetadataServer:
             def do_GET(self) -> None:
                 outer.requests.append(f"GET {self.path}")
                 with outer._lock:
-                    role = outer.role
+                    role, account = outer.role, outer.account
                 if self.path == IMDS_ROLES:
                     if "botocore" in self.headers.get("User-Agent", "").lower():
                         outer.naming_fails = False
@@ -84,6 +89,11 @@ class MetadataServer:
                         self._send(500, b"")
                     else:
                         self._send(200, role.encode())
+                elif self.path == IMDS_INFO:
+                    self._send(200, json.dumps({
+                        "Code": "Success", "LastUpdated": "2026-12-01T00:00:00Z",
+                        "InstanceProfileArn": f"arn:aws:iam::{account}:instance-profile/{role}-profile",
+                        "InstanceProfileId": "AIPA" + account}).encode())
                 elif self.path == IMDS_ROLES + role:
                     self._send(200, json.dumps({k: v for k, v in outer._credentials().items()
                                                 if k != "RoleArn"}).encode())

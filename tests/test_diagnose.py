@@ -224,3 +224,10 @@ def test_a_hung_endpoint_ends_at_the_deadline_with_the_diagnosis(diagnose: Diagn
     assert outcome.startswith(("FAILED (exit 4): gave up after 2s: AWS did not answer in time",
                                "FAILED (exit 4): gave up after 2s: no time left to call AWS")), outcome
     assert any(h.startswith("endpoint unreachable") for h in lines(result, "hint"))
+
+
+def test_an_uncacheable_node_identity_is_given_its_own_reason(diagnose: Diagnose, stub: StubClient) -> None:
+    result = diagnose(f"{HOST}/team/app", env={"AWS_SECRET_ACCESS_KEY": ""})
+    [cache] = lines(result, "cache")
+    assert cache.startswith("not cacheable (the node identity cannot be named: AWS_ACCESS_KEY_ID is set without")
+    assert "service-account" not in cache

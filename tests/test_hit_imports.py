@@ -62,7 +62,8 @@ def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(
         hit = imported_modules([str(script)], request, env)
     finally:
         metadata.stop()
-    assert len(stub.calls()) == 1 and len(metadata.requests) - before == 2  # token, then the role
+    # the session token, the role, then the instance profile (its account is part of the identity)
+    assert len(stub.calls()) == 1 and len(metadata.requests) - before == 3
     assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT | {"http", "socket", "urllib", "email", "ssl"}} == set()
 
 

@@ -96,3 +96,23 @@ def test_a_token_with_a_deeply_nested_payload_is_just_not_a_jwt() -> None:
     token = f"eyJhbGciOiJub25lIn0.{payload}.sig"
     assert jwt_claims(token) is None
     assert plan_identity(token, ANNOTATION, Options()).fingerprint() is None
+
+
+def test_claim_sets_that_read_alike_when_joined_get_different_fingerprints() -> None:
+    def fingerprint(claims: dict[str, str]) -> str | None:
+        return Identity(mode="service-account", role_arn=ROLE, web_identity_token="t", claims=claims).fingerprint()
+
+    one = fingerprint({"iss": "https://oidc", "sub": "system:serviceaccount:ns:a;aud=x", "aud": "y"})
+    two = fingerprint({"iss": "https://oidc", "sub": "system:serviceaccount:ns:a", "aud": "x;aud=y"})
+    assert one is not None and two is not None and one != two
+
+
+def test_an_audience_list_never_reads_as_one_audience() -> None:
+    def claims(aud: object) -> dict[str, str] | None:
+        return jwt_claims(make_jwt("system:serviceaccount:ns:a", aud=aud))  # type: ignore[arg-type]
+
+    listed, joined, bracketed = claims(["a", "b"]), claims("a,b"), claims('["a","b"]')
+    assert listed is not None and joined is not None and bracketed is not None
+    assert len({listed["aud"], joined["aud"], bracketed["aud"]}) == 3
+    assert claims(["a"]) == claims("a")  # one audience, either way
+    assert claims(7) is None and claims(["a", 7]) is None  # not what a service-account token carries

@@ -7,15 +7,20 @@ identity.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import botocore.session
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ecr_kubelet.node_source import resolve_node_source
+from ecr_kubelet.node_source import NodeSource, resolve_node_source
 from helpers import make_jwt
 from metadata_server import CONTAINER_PATH, MetadataServer
 
@@ -118,7 +123,7 @@ def test_predicted_source_is_the_one_botocore_uses(
     setup, method = CASES[case]
     env = _environment(monkeypatch, tmp_path, setup(tmp_path, metadata))
     source = resolve_node_source(env)
-    assert source is not None and source.method == method
+    assert source.fingerprint is not None and source.method == method
     credentials = botocore.session.Session().get_credentials()
     assert credentials is not None and credentials.method == method
 
@@ -127,18 +132,21 @@ def test_no_source_when_metadata_is_disabled_and_nothing_else_is_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = _environment(monkeypatch, tmp_path, {"AWS_EC2_METADATA_DISABLED": "true"})
-    assert resolve_node_source(env) is None
+    source = resolve_node_source(env)
+    assert source.fingerprint is None and source.no_credentials
     assert botocore.session.Session().get_credentials() is None
 
 
 def test_metadata_unreachable_means_no_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _environment(monkeypatch, tmp_path, {})  # the endpoint is a closed port on 127.0.0.1
-    assert resolve_node_source(env) is None
+    source = resolve_node_source(env)
+    assert source.fingerprint is None and source.no_credentials
 
 
 def test_an_unparsable_config_file_is_never_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _environment(monkeypatch, tmp_path, {"AWS_CONFIG_FILE": _file(tmp_path / "config", "no section\n")})
-    assert resolve_node_source(env) is None
+    source = resolve_node_source(env)
+    assert source.fingerprint is None and not source.no_credentials and "cannot be parsed" in source.reason
 
 
 def test_fingerprints_change_with_what_identifies_the_signer(
@@ -146,7 +154,7 @@ def test_fingerprints_change_with_what_identifies_the_signer(
 ) -> None:
     def fingerprint(extra: dict[str, str]) -> str:
         source = resolve_node_source(_environment(monkeypatch, tmp_path, extra))
-        assert source is not None
+        assert source.fingerprint is not None
         return source.fingerprint
 
     a = fingerprint({"AWS_ACCESS_KEY_ID": "AKIAONE", "AWS_SECRET_ACCESS_KEY": "s"})
@@ -163,12 +171,28 @@ def test_fingerprints_change_with_what_identifies_the_signer(
     assert fingerprint(instance_metadata(tmp_path, metadata)) != imds
 
 
+def test_the_same_instance_role_name_in_two_accounts_is_two_identities(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecr_kubelet.models import Identity
+
+    def fingerprint() -> str | None:
+        source = resolve_node_source(_environment(monkeypatch, tmp_path, instance_metadata(tmp_path, metadata)))
+        return Identity(mode="node", node=source).fingerprint()
+
+    metadata.serve("eks-node-role", "ASIAKEY1", account="111111111111")
+    first = fingerprint()
+    metadata.serve("eks-node-role", "ASIAKEY1", account="222222222222")
+    second = fingerprint()
+    assert first is not None and second is not None and first != second
+
+
 def test_container_credentials_over_plain_http_go_only_to_local_hosts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = _environment(monkeypatch, tmp_path, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://example.com/creds",
                                                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "secret-token"})
-    assert resolve_node_source(env) is None  # the token is never sent there (botocore refuses too)
+    assert resolve_node_source(env).fingerprint is None  # the token is never sent there (botocore refuses too)
 
 
 @pytest.mark.parametrize("variable", ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
@@ -185,7 +209,7 @@ def test_a_fifo_as_a_config_file_neither_blocks_nor_names_an_identity(
     if worker.is_alive():
         os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))  # unblock the reader so the thread ends
         pytest.fail(f"a FIFO as {variable} blocked")
-    assert result == [None]
+    assert len(result) == 1 and getattr(result[0], "fingerprint", "") is None
 
 
 # ---- the metadata HTTP exchange: the plain-socket path against http.client ---------------------------
@@ -297,3 +321,334 @@ def test_plain_http_takes_only_ip_literal_http_endpoints() -> None:
                 "http://127.0.0.1:9/\u00e9", "http://127.0.0.1:9/a b"):
         assert node_source._plain_http("GET", url, {}, 0.5) is node_source._UNSURE, url
     assert node_source._plain_http("GET", "http://127.0.0.1:9/x", {}, 0.5) is None  # nothing listens there
+
+
+# ---- the prediction against botocore's own chain, over generated environments and files ----------------
+
+_UNSET = None
+_PROFILE_KINDS = ("static", "static-no-secret", "role-source-a", "role-source-self", "role-source-missing",
+                  "role-both-sources", "role-env", "role-imds", "role-container", "process", "sso", "sso-partial",
+                  "web", "empty", "sso-session", "login", "bad-timeout", "ipv6-mode")
+_CREDS_KINDS = ("static", "static-no-secret", "empty", "role-source-b")
+_PROFILE_NAMES = ("default", "a", "b")
+# Unset most often: a value for both profile variables is mostly a profile missing from the files.
+_PROFILE_VALUES = (_UNSET, _UNSET, _UNSET, _UNSET, "", "default", "a", "b", "missing")
+
+
+class World:
+    """One generated set of files and two metadata servers (the same role name in two accounts)."""
+
+    def __init__(self, root: Path, imds: tuple[MetadataServer, MetadataServer], config: dict[str, str] | None,
+                 creds: dict[str, str] | None, profile_default_section: bool, boto: bool) -> None:
+        self.root, self.imds = root, imds
+        (root / ".aws").mkdir()
+        for sub in ("one", "two"):
+            _file(root / f"token-{sub}", make_jwt(f"system:serviceaccount:ns:{sub}"))
+        if config is not None:
+            sections = []
+            for name, kind in config.items():
+                header = f"profile {name}" if name != "default" or profile_default_section else "default"
+                sections.append(f"[{header}]\n{self._body(name, kind)}")
+            sections.append("[sso-session s]\nsso_start_url = https://example.awsapps.com/start\n"
+                            "sso_region = us-east-1\n")
+            _file(root / ".aws" / "config", "\n".join(sections))
+        if creds is not None:
+            _file(root / ".aws" / "credentials",
+                  "\n".join(f"[{name}]\n{self._body(name, kind)}" for name, kind in creds.items()))
+        _file(root / "boto", "[Credentials]\naws_access_key_id = AKIABOTO\naws_secret_access_key = s\n"
+              if boto else "[Boto]\ndebug = 0\n")
+
+    def _body(self, name: str, kind: str) -> str:
+        role = f"role_arn = arn:aws:iam::123456789012:role/r-{name}\n"
+        static = f"aws_access_key_id = AKIAFILE{name.upper()}\naws_secret_access_key = s\n"
+        if kind == "process":
+            script = self.root / f"process-{name}.sh"
+            script.write_text("#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIAPROC" + name.upper()
+                              + "\", \"SecretAccessKey\": \"s\"}'\n")
+            script.chmod(0o700)
+        return {
+            "static": static,
+            "static-no-secret": f"aws_access_key_id = AKIAHALF{name.upper()}\n",
+            "role-source-a": role + "source_profile = a\n",
+            "role-source-b": role + "source_profile = b\n",
+            "role-source-self": role + f"source_profile = {name}\n" + static,
+            "role-source-missing": role + "source_profile = nowhere\n",
+            "role-both-sources": role + "source_profile = a\ncredential_source = Environment\n",
+            "role-env": role + "credential_source = Environment\n",
+            "role-imds": role + "credential_source = Ec2InstanceMetadata\n",
+            "role-container": role + "credential_source = EcsContainer\n",
+            "process": f"credential_process = {self.root}/process-{name}.sh\n",
+            "sso": "sso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\n"
+                   f"sso_account_id = 123456789012\nsso_role_name = r-{name}\n",
+            "sso-partial": "sso_account_id = 123456789012\n",
+            "web": role + f"web_identity_token_file = {self.root}/token-one\n",
+            "empty": "region = us-east-1\n",
+            "sso-session": f"sso_session = s\nsso_account_id = 123456789012\nsso_role_name = r-{name}\n",
+            "login": "login_session = arn:aws:iam::123456789012:user/u\n",
+            "bad-timeout": "metadata_service_timeout = soon\n" + static,
+            "ipv6-mode": "ec2_metadata_service_endpoint_mode = ipv6\n",
+        }[kind]
+
+    def environment(self, choices: dict[str, str | None]) -> dict[str, str]:
+        """The process environment for one generated set of choices (placeholders become paths)."""
+        root = str(self.root)
+        places = {"@config": f"{root}/.aws/config", "@credentials": f"{root}/.aws/credentials",
+                  "@missing": f"{root}/missing", "@token-one": f"{root}/token-one", "@token-two": f"{root}/token-two",
+                  "@imds-a": self.imds[0].url, "@imds-b": self.imds[1].url, "@closed": "http://127.0.0.1:9",
+                  "@imds-a/": self.imds[0].url + "/",
+                  "@container-a": self.imds[0].url + CONTAINER_PATH, "@container-b": self.imds[1].url + CONTAINER_PATH,
+                  "@boto": f"{root}/boto"}
+        env = {"HOME": root, "PATH": os.environ.get("PATH", ""), "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "1"}
+        for name, value in choices.items():
+            if value is not None:
+                env[name] = places.get(value, value)
+        return env
+
+
+def _choice(*values: str | None) -> st.SearchStrategy[str | None]:
+    return st.sampled_from(values)
+
+
+_ENVIRONMENTS = st.fixed_dictionaries({
+    "AWS_PROFILE": st.sampled_from(_PROFILE_VALUES),
+    "AWS_DEFAULT_PROFILE": st.sampled_from(_PROFILE_VALUES),
+    "AWS_ACCESS_KEY_ID": _choice(_UNSET, _UNSET, _UNSET, "", "AKIAENVONE", "AKIAENVTWO"),
+    "AWS_SECRET_ACCESS_KEY": _choice(_UNSET, "", "s", "s"),
+    "AWS_SESSION_TOKEN": _choice(_UNSET, "session"),
+    "AWS_CONFIG_FILE": _choice(_UNSET, "@config", "", "@missing"),
+    "AWS_SHARED_CREDENTIALS_FILE": _choice(_UNSET, "@credentials", "", "@missing"),
+    "AWS_WEB_IDENTITY_TOKEN_FILE": _choice(_UNSET, _UNSET, _UNSET, "", "@token-one", "@token-two", "@missing"),
+    "AWS_ROLE_ARN": _choice(_UNSET, "", "arn:aws:iam::123456789012:role/web-1", "arn:aws:iam::123456789012:role/web-2"),
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": _choice(_UNSET, _UNSET, "@container-a", "@container-b", ""),
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN": _choice(_UNSET, "token", "bad\nheader"),
+    "AWS_EC2_METADATA_DISABLED": _choice(_UNSET, "true", "TRUE", "false", ""),
+    # never unset or empty: botocore would ask the real 169.254.169.254
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": _choice("@imds-a", "@imds-b", "@imds-a/", "@closed", "not a url"),
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": _choice(_UNSET, _UNSET, _UNSET, "ipv4", "IPv6", "bogus"),
+    "AWS_IMDS_USE_IPV6": _choice(_UNSET, "true"),
+    "AWS_METADATA_SERVICE_TIMEOUT": _choice("1", "1", "1", "1.5", "", "x"),
+    "BOTO_CONFIG": _choice("@missing", "@boto"),
+})
+_FILES = st.fixed_dictionaries({
+    "config": st.none() | st.dictionaries(st.sampled_from(_PROFILE_NAMES), st.sampled_from(_PROFILE_KINDS)),
+    "creds": st.none() | st.dictionaries(st.sampled_from(_PROFILE_NAMES), st.sampled_from(_CREDS_KINDS)),
+    "profile_default_section": st.booleans(),
+    "boto": st.booleans(),
+})
+
+
+def _what_botocore_resolves(credentials: Any) -> tuple[object, ...]:
+    """What identifies the credentials botocore's chain resolved, without calling AWS: the access key
+    of resolved credentials, or for deferred ones (assumed roles, web identity, SSO) what they will be
+    fetched with (botocore's own fetcher)."""
+    from botocore.credentials import DeferredRefreshableCredentials
+
+    method = getattr(credentials, "method", None)
+    if isinstance(credentials, DeferredRefreshableCredentials):
+        refresh = getattr(credentials, "_refresh_using", None)
+        fetcher: Any = getattr(refresh, "__self__", None)
+        if method == "assume-role":
+            return (method, fetcher._role_arn, _what_botocore_resolves(fetcher._source_credentials))
+        if method == "assume-role-with-web-identity":
+            token_path = fetcher._web_identity_token_loader._web_identity_token_path
+            token = Path(token_path).read_text() if Path(token_path).is_file() else None
+            return (method, fetcher._role_arn, token)
+        if method == "sso":
+            return (method, fetcher._start_url, fetcher._account_id, fetcher._role_name)
+        return (method, "unknown deferred")
+    return (method, credentials.get_frozen_credentials().access_key)
+
+
+def _botocore_resolves(env: dict[str, str]) -> tuple[object, ...]:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        try:
+            credentials = botocore.session.Session().get_credentials()
+        except Exception as exc:
+            return ("error", type(exc).__name__)
+        if credentials is None:
+            return ("none",)
+        try:
+            return _what_botocore_resolves(credentials)
+        except Exception as exc:
+            return ("error", type(exc).__name__)
+
+
+def _predict(env: dict[str, str]) -> NodeSource:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):  # `~` is the generated HOME
+        return resolve_node_source(env)
+
+
+@pytest.fixture(scope="module")
+def two_accounts() -> Iterator[tuple[MetadataServer, MetadataServer]]:
+    a, b = MetadataServer().start(), MetadataServer().start()
+    a.serve("node-role", "ASIAACCOUNTA", "arn:aws:iam::111111111111:role/task", account="111111111111")
+    b.serve("node-role", "ASIAACCOUNTB", "arn:aws:iam::222222222222:role/task", account="222222222222")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=_FILES, choices=st.lists(_ENVIRONMENTS, min_size=2, max_size=3))
+def test_a_named_identity_is_exactly_what_botocore_resolves(
+    two_accounts: tuple[MetadataServer, MetadataServer], files: dict[str, Any], choices: list[dict[str, str | None]]
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        world = World(Path(root), two_accounts, **files)
+        seen: dict[str, tuple[dict[str, str], object]] = {}
+        for env in (world.environment(choice) for choice in choices):
+            source, resolved = _predict(env), _botocore_resolves(env)
+            assert not source.reason.startswith("naming the node identity failed"), source.reason  # a defect
+            if source.no_credentials:
+                assert resolved == ("none",), (env, source)
+            if source.fingerprint is None:
+                continue
+            assert isinstance(resolved, tuple) and resolved[0] == source.method, (env, source, resolved)
+            if source.fingerprint in seen:
+                other_env, other = seen[source.fingerprint]
+                assert other == resolved, (other_env, env, source)  # one name, one identity
+            seen[source.fingerprint] = (env, resolved)
+
+
+@pytest.mark.parametrize("default_profile", ["b", ""])
+def test_aws_default_profile_wins_over_aws_profile_as_in_botocore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_profile: str
+) -> None:
+    credentials = _file(tmp_path / "credentials", "".join(
+        f"[{name}]\naws_access_key_id = AKIA{name.upper()}\naws_secret_access_key = s\n"
+        for name in ("default", "a", "b")))
+    as_a = _environment(monkeypatch, tmp_path, {"AWS_SHARED_CREDENTIALS_FILE": credentials, "AWS_PROFILE": "a"})
+    a = resolve_node_source(as_a)
+    both = _environment(monkeypatch, tmp_path, {"AWS_SHARED_CREDENTIALS_FILE": credentials, "AWS_PROFILE": "a",
+                                                "AWS_DEFAULT_PROFILE": default_profile})
+    signer = botocore.session.Session()
+    resolved = _botocore_resolves(both)
+    mixed = resolve_node_source(both)
+    assert a.fingerprint is not None and mixed.fingerprint != a.fingerprint  # never a's cache entry
+    if default_profile:
+        assert resolved == ("shared-credentials-file", "AKIAB") and mixed.method == "shared-credentials-file"
+        assert signer.get_config_variable("profile") == "b"
+    else:  # set but empty counts as set: a profile named "" does not exist
+        assert resolved[0] == "error" and mixed.fingerprint is None and "''" in mixed.reason
+
+
+# ---- odd instance metadata: the naming ends in a name, "not cacheable" or "no credentials", never an error -------
+
+class PathServer:
+    """Instance metadata whose every answer is raw bytes chosen per path (or nothing: the connection closes)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.answers: dict[str, bytes] = {}
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                path = data.split(b" ", 2)[1].decode() if data.count(b" ") >= 2 else ""
+                with contextlib.suppress(OSError):
+                    connection.sendall(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+_BODIES = st.one_of(
+    st.sampled_from([b"", b"   ", b"\n", b" \r\n\t", b"node-role", b"node-role\n", b"a\nb", b"r\xe9le", b"\xff\xfe",
+                     b"x" * 65, b"x" * 100_000, b"{}", b'{"InstanceProfileArn": 7}',
+                     b'{"InstanceProfileArn": "arn:aws:iam::111111111111:instance-profile/p"}']),
+    st.binary(max_size=300),
+    st.text(max_size=80).map(str.encode),
+)
+_ANSWERS = st.one_of(
+    _BODIES.map(_ok),
+    st.binary(max_size=200),  # not HTTP at all
+    st.sampled_from([b"", b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort",
+                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]),
+)
+
+
+@pytest.fixture(scope="module")
+def path_server() -> Iterator[PathServer]:
+    server = PathServer()
+    yield server
+    server.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(token=_ANSWERS, listing=_ANSWERS, info=_ANSWERS)
+def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
+    path_server: PathServer, token: bytes, listing: bytes, info: bytes
+) -> None:
+    from ecr_kubelet import node_source
+
+    path_server.answers = {"/latest/api/token": token, "/latest/meta-data/iam/security-credentials/": listing,
+                           "/latest/meta-data/iam/info": info}
+    env = {"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "", "BOTO_CONFIG": "",
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url, "AWS_METADATA_SERVICE_TIMEOUT": "2"}
+    # the naming itself: a name, "no credentials" or "not cacheable", never an exception
+    chain = node_source._Chain(env)
+    try:
+        name: str | None = chain._instance_metadata()
+    except (node_source._Unnamed, node_source._NoCredentials):
+        name = None
+    source = resolve_node_source(env)
+    assert not source.reason.startswith("naming the node identity failed"), source.reason  # a defect
+    assert (source.fingerprint is None) == (name is None)
+    if source.no_credentials:  # only when no role came: a whole 200 answer with a body is a role list
+        assert not any(listing == _ok(body) for body in (listing.partition(b"\r\n\r\n")[2],) if body)
+    elif source.fingerprint is not None:
+        assert source.method == "iam-role"
+
+
+def test_white_space_for_the_role_list_is_not_cacheable(path_server: PathServer) -> None:
+    path_server.answers = {"/latest/meta-data/iam/security-credentials/": _ok(b"  \n")}
+    source = resolve_node_source({"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "",
+                                  "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url})
+    assert source.fingerprint is None and not source.no_credentials and "role name" in source.reason
+
+
+@pytest.mark.parametrize(("endpoint", "plain"), [
+    ("http://127.0.0.1:9", True), ("http://127.0.0.1:9/", True), ("http://[fd00:ec2::254]", True),
+    ("https://imds.example:443", True), ("not a url", False), ("http://", False), ("http://x/y", False),
+    ("http://x?y", False), ("ftp://x", False), ("http://u@x", False), ("http://x:0", False),
+    ("http://x:99999", False), ("http://[::1", False), ("http://[::1]x", False), ("http://\u00e9", False),
+])
+def test_only_a_plain_metadata_endpoint_is_followed(endpoint: str, plain: bool) -> None:
+    from ecr_kubelet.node_source import _plain_endpoint
+
+    assert _plain_endpoint(endpoint) is plain
+
+
+def test_metadata_that_never_answers_ends_at_the_timeout_as_no_credentials() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections are queued, never answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        source = resolve_node_source({"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "",
+                                      "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": url,
+                                      "AWS_METADATA_SERVICE_TIMEOUT": "1"})
+    assert source.fingerprint is None and source.no_credentials

@@ -267,7 +267,8 @@ def _explain_cache(registry: Registry, identity: Identity, options: Options) -> 
 
     key = cache_key(registry, identity, options.endpoints)
     if key is None:
-        say("cache", "not cacheable (a service-account token that is not a JWT): every run asks STS")
+        asks = "STS" if identity.mode == "service-account" else "the credential chain and AWS"
+        say("cache", f"not cacheable ({identity.uncacheable_reason()}): every run asks {asks}")
         return None, "uncacheable"
     if options.cache_dir is None:
         say("cache", f"disabled (--no-cache); entry would be {key}")

@@ -54,6 +54,8 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
     from ecr_kubelet.node_source import resolve_node_source
 
     node = resolve_node_source(options.environ)
+    if node.fingerprint is None:
+        log.info("not cacheable: the node identity cannot be named: %s", node.reason)
     if options.role_arn:
         return Identity(mode="role", role_arn=options.role_arn, node=node)
     return Identity(mode="node", node=node)
@@ -67,13 +69,26 @@ def is_role_arn(value: str) -> bool:
 
 
 def jwt_claims(token: str) -> dict[str, str] | None:
-    """Issuer, subject and audience of a JWT, read without verifying it (STS verifies)."""
+    """Issuer, subject and audience of a JWT, read without verifying it (STS verifies); None unless
+    they are strings (the audience: a string or a list of them).
+
+    The audience is one string: itself, or for several (or one that starts with "[") the JSON list of
+    them, sorted, so that no two audiences read the same."""
     payload = jwt_payload(token)
-    if payload is None or not isinstance(payload.get("sub"), str):
+    if payload is None:
         return None
-    aud = payload.get("aud")
-    audience = ",".join(sorted(aud)) if isinstance(aud, list) else str(aud)
-    return {"iss": str(payload.get("iss")), "sub": str(payload["sub"]), "aud": audience}
+    iss, sub, aud = payload.get("iss"), payload.get("sub"), payload.get("aud")
+    if isinstance(aud, list) and len(aud) == 1:
+        aud = aud[0]
+    if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
+        audience = jsoncodec.dumps(sorted(set(aud)), compact=True)
+    elif isinstance(aud, str):
+        audience = jsoncodec.dumps([aud], compact=True) if aud.startswith("[") else aud
+    else:
+        return None
+    if not (isinstance(iss, str) and isinstance(sub, str)):
+        return None
+    return {"iss": iss, "sub": sub, "aud": audience}
 
 
 def jwt_payload(token: str) -> dict[str, object] | None:
@@ -138,10 +153,10 @@ def credentials_for(identity: Identity, registry: Registry, session: Session, de
         raise translate_error(exc, "resolving node credentials") from None
     redact.register(frozen.secret_key, frozen.token)
     predicted = identity.node.method if identity.node is not None else None
-    as_keyed = getattr(creds, "method", None) == predicted
-    if not as_keyed:
+    as_keyed = predicted is not None and getattr(creds, "method", None) == predicted
+    if predicted is not None and not as_keyed:  # (an unnamed identity was reported when it was planned)
         log.info("node credentials came from %s, not %s as predicted: the token is not cached",
-                 getattr(creds, "method", "an unknown source"), predicted or "an unknown source")
+                 getattr(creds, "method", "an unknown source"), predicted)
     if identity.mode == "node":
         return frozen, as_keyed
     result = call_with_retries(

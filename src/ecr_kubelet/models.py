@@ -179,12 +179,25 @@ class Identity(Value):
         if self.mode == "service-account":
             if self.claims is None:
                 return None  # not a JWT: let STS judge it every time
+            from ecr_kubelet import jsoncodec
+
+            # JSON, not joined text: no claim value can pass for another claim set's fields
             c = self.claims
-            return f"web-identity={self.role_arn};iss={c['iss']};sub={c['sub']};aud={c['aud']}"
-        if self.node is None:
+            return "web-identity=" + jsoncodec.dumps([self.role_arn, c["iss"], c["sub"], c["aud"]], compact=True)
+        if self.node is None or self.node.fingerprint is None:
             return None  # which credentials will sign is unknown: never share a token
         node = f"{self.node.fingerprint};uid={self.uid}"
         return node if self.mode == "node" else f"role={self.role_arn};caller={node}"
+
+    def uncacheable_reason(self) -> str | None:
+        """Why `fingerprint()` is None (for -v and diagnose); None when it is not."""
+        if self.fingerprint() is not None:
+            return None
+        if self.mode == "service-account":
+            return "a service-account token that is not a JWT"
+        if self.node is None:
+            return "the node identity was not named"
+        return f"the node identity cannot be named: {self.node.reason}"
 
     def describe(self) -> str:
         if self.registry_role is not None:
