@@ -35,6 +35,7 @@ PRIVATE_HOSTS = {
     f"{ACCT}.dkr-ecr.eu-west-1.on.aws": "eu-west-1",
     f"{ACCT}.dkr-ecr-fips.us-east-2.on.aws": "us-east-2",
     f"{ACCT}.dkr-ecr.cn-northwest-1.on.amazonwebservices.com.cn": "cn-northwest-1",
+    f"{ACCT}.dkr.ecr.xx-newland-1.amazonaws.com": "xx-newland-1",  # a region under a prefix not yet opened
 }
 
 
@@ -322,6 +323,27 @@ def test_public_ecr_outside_the_aws_partition_is_anonymous(
     body = ok_response(result)
     assert body["auth"] == {} and body["cacheDuration"] == "1h0m0s" and stub.calls() == []
     assert "aws-us-gov" in result.stderr
+
+
+@pytest.mark.parametrize(("region", "default_region", "anonymous"), [
+    ("us-gov-west-1", None, True),  # AWS_REGION alone counts (the README's air-gapped advice sets only it)
+    ("cn-north-1", "us-east-1", True),  # AWS_REGION wins over AWS_DEFAULT_REGION, as in AWS SDKs
+    ("us-east-1", "us-gov-west-1", False),
+    ("", "us-gov-west-1", True),  # an empty AWS_REGION is unset
+])
+def test_public_ecr_partition_follows_aws_region_first(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], region: str,
+    default_region: str | None, anonymous: bool,
+) -> None:
+    env = {key: value for key, value in provider_env.items() if key != "AWS_DEFAULT_REGION"}
+    env["AWS_REGION"] = region
+    if default_region is not None:
+        env["AWS_DEFAULT_REGION"] = default_region
+    body = ok_response(run_provider(make_request("public.ecr.aws/nginx/nginx"), env=env))
+    if anonymous:
+        assert body["auth"] == {} and body["cacheDuration"] == "1h0m0s" and stub.calls() == []
+    else:
+        assert list(body["auth"]) == ["public.ecr.aws"] and stub.calls("ecr-public")
 
 
 def test_public_ecr_access_denied_is_a_visible_failure(run_provider: RunProvider, stub: StubClient) -> None:

@@ -144,7 +144,7 @@ def fetch_token(registry: Registry, identity: Identity, options: Options, deadli
     if observer is not None:
         observer.attach(session)
     if registry.kind == "public":
-        partition = tokens.node_partition(session)
+        partition = tokens.node_partition(session, options.environ)
         if partition not in (None, "aws"):
             raise NoPublicCredentials(
                 f"public ECR authenticates only in the aws partition; this node is in {partition}"
