@@ -591,3 +591,25 @@ def test_a_bad_aws_max_attempts_is_a_usage_error(
 ) -> None:
     line = failed(run_provider(make_request("gcr.io/x"), env={**provider_env, "AWS_MAX_ATTEMPTS": value}), 2)
     assert "AWS_MAX_ATTEMPTS must be a whole number from 1 to 20" in line
+
+
+PROXY_PASSWORD = "Pr0xy@Passw/0rd"  # percent-encoded in the URLs below, as it must be
+
+
+@pytest.mark.parametrize(("name", "url"), [
+    ("HTTP_PROXY", "socks5://puller:Pr0xy%40Passw%2F0rd@127.0.0.1:1"),  # botocore's own masking misses socks5
+    ("http_proxy", "http://puller:Pr0xy%40Passw%2F0rd@127.0.0.1:1"),
+    ("HTTP_PROXY", "puller:Pr0xy%40Passw%2F0rd@127.0.0.1:1"),  # no scheme
+    ("HTTP_PROXY", "http://puller:Pr0xy%40Passw%2F0rd@127.0.0.1:99999"),  # a port botocore cannot parse
+])
+def test_a_failing_proxy_never_shows_its_password(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], name: str, url: str
+) -> None:
+    env = {**provider_env, name: url, "AWS_MAX_ATTEMPTS": "1"}
+    request = make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")
+    line = failed(run_provider(request, env=env), 4)
+    assert "127.0.0.1" in line or "proxy" in line.lower()
+    verbose = run_provider(request, "-vv", env=env)
+    assert verbose.returncode == 4 and verbose.stdout == ""
+    for text in (line, verbose.stderr):
+        assert "Pr0xy" not in text and "Passw" not in text, text

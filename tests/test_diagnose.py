@@ -169,6 +169,23 @@ def test_a_broken_proxy_is_named_without_its_password(diagnose: Diagnose, stub: 
     assert "Pr0xyPassw0rd" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("name", "proxy", "shown"), [
+    ("HTTP_PROXY", "puller:Pr0xyPassw0rd@127.0.0.1:1", "***@127.0.0.1:1"),  # no scheme
+    ("http_proxy", "socks5://puller:Pr0xy%40Passw0rd@127.0.0.1:1", "socks5://***@127.0.0.1:1"),
+    ("ALL_PROXY", "http://puller:Pr0xyPassw0rd@127.0.0.1:1", "http://***@127.0.0.1:1"),  # botocore ignores it
+    ("HTTP_PROXY", "http://puller:Pr0xyPassw0rd@127.0.0.1:99999", "http://***@127.0.0.1:99999"),  # port out of range
+])
+def test_a_proxy_of_any_form_is_shown_without_its_password_even_at_vv(
+    diagnose: Diagnose, stub: StubClient, name: str, proxy: str, shown: str
+) -> None:
+    result = diagnose(f"{HOST}/app", "-vv", env={name: proxy, "AWS_MAX_ATTEMPTS": "1"})
+    assert "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert lines(result, "proxy") == [f"{name}={shown}"]
+    assert (result.returncode == 0) == (name == "ALL_PROXY"), result.stdout
+    assert lines(result, "result")[0].startswith("OK" if name == "ALL_PROXY" else "FAILED")
+    assert "Pr0xy" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("args", [[], ["--registry-role", "nonsense", f"{HOST}/app"], ["--bogus", f"{HOST}/app"]])
 def test_bad_usage_is_one_line_and_exit_2(diagnose: Diagnose, stub: StubClient, args: list[str]) -> None:
     result = diagnose(*args)

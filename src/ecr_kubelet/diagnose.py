@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -29,7 +28,9 @@ if TYPE_CHECKING:
     from ecr_kubelet.models import Identity, Registry
     from ecr_kubelet.options import Options
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                   "no_proxy")
+_PROXY_URLS = PROXY_VARIABLES[:6]  # the variables that name a proxy (not NO_PROXY)
 
 
 def say(step: str, text: str) -> None:
@@ -253,13 +254,10 @@ def _explain_endpoints(session: Any, registry: Registry, identity: Identity, opt
 
 
 def _mask_proxy(value: str) -> str:
-    """A proxy URL without its user:password."""
-    parts = urllib.parse.urlsplit(value)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return value
+    """A proxy URL without its user:password, with or without a scheme; never parsed further (an odd
+    port is botocore's to refuse, not a reason to crash here)."""
+    userinfo = redact.proxy_userinfo(value)
+    return value.replace(userinfo + "@", "***@", 1) if userinfo else value
 
 
 def _explain_cache(registry: Registry, identity: Identity, options: Options) -> tuple[str | None, str]:
@@ -351,7 +349,7 @@ def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, r
 
 
 def _proxy_hint(env: Mapping[str, str], proxy_failed: bool = False) -> None:
-    proxy = next((env[n] for n in PROXY_VARIABLES[:4] if env.get(n)), None)
+    proxy = next((env[n] for n in _PROXY_URLS if env.get(n)), None)
     if proxy_failed:
         hint(f"proxy: the proxy {_mask_proxy(proxy or '?')} refused or dropped the connection")
     elif proxy:
