@@ -278,16 +278,20 @@ def test_malformed_token_is_a_clear_error(run_provider: RunProvider, stub: StubC
     assert "not valid base64" in line
 
 
-@pytest.mark.parametrize(
-    ("settings", "expected"),
-    [({"omit_expires_at": True}, "0s"), ({"token_lifetime_seconds": 120}, "0s")],
-)
-def test_cache_duration_when_expiry_is_missing_past_or_close(
-    run_provider: RunProvider, stub: StubClient, settings: dict[str, Any], expected: str
-) -> None:
-    stub.configure(**settings)
+def test_a_token_without_expiry_is_handed_out_for_0s(run_provider: RunProvider, stub: StubClient) -> None:
+    stub.configure(omit_expires_at=True)
     body = ok_response(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")))
-    assert body["cacheDuration"] == expected and body["auth"]
+    assert body["cacheDuration"] == "0s" and body["auth"]
+
+
+def test_a_token_within_the_expiry_margin_is_never_handed_out(run_provider: RunProvider, stub: StubClient) -> None:
+    # --expiry-margin's promise (5 min by default): a token living 2 minutes is refused, not answered for 0s.
+    stub.configure(token_lifetime_seconds=120)
+    line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")), 1)
+    assert "--expiry-margin 5m0s" in line and "not handed out" in line
+    body = ok_response(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--expiry-margin",
+                                    "1m"))
+    assert body["auth"] and 0 < duration_seconds(body["cacheDuration"]) <= 60
 
 
 @pytest.mark.parametrize(
