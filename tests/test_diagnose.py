@@ -3,6 +3,7 @@ reads for a working, a denied and a foreign image, and for the common failures."
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -191,6 +192,26 @@ def test_bad_usage_is_one_line_and_exit_2(diagnose: Diagnose, stub: StubClient, 
     result = diagnose(*args)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert stub.calls() == []
+
+
+@pytest.mark.parametrize("kind", ["not utf-8", "fifo", "endless", "directory", "missing"])
+def test_an_unusable_token_file_is_one_line_and_exit_2(
+    diagnose: Diagnose, stub: StubClient, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "token"
+    if kind == "not utf-8":
+        path.write_bytes(b"eyJ\xff\xfe.not-text")
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody writes it: opening or reading it must not hang
+    elif kind == "endless":
+        path = Path("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    result = diagnose(f"{HOST}/app", "--service-account-token-file", str(path))
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ecr-credential-provider diagnose: error: --service-account-token-file")
     assert stub.calls() == []
 
 

@@ -64,8 +64,9 @@ def test_shared_case(c: dict[str, Any], command: Path, tmp_path: Path) -> None:
 
 def test_no_path_is_a_usage_error(command: Path) -> None:
     usage = run(command=command)
-    assert usage.returncode == 2 and "usage: ecr-credential-provider validate-config" in usage.stderr
-    assert usage.stdout == ""
+    assert usage.returncode == 2 and usage.stdout == ""
+    assert usage.stderr.startswith("ecr-credential-provider validate-config: error: usage: ")
+    assert len(usage.stderr.splitlines()) == 1
 
 
 def write_config(path: Path, **provider: object) -> Path:
@@ -220,3 +221,26 @@ def test_an_image_parse_image_refuses_is_a_warning(tmp_path: Path) -> None:
     result = run(str(write_config(tmp_path / "c.json")), "--image", "https://public.ecr.aws/nginx")
     assert result.returncode == 0
     assert "warning: image 'https://public.ecr.aws/nginx': image must not contain a URL scheme" in result.stderr
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_a_report_that_cannot_be_written_is_one_error_line(tmp_path: Path, stdout: str) -> None:
+    config = str(write_config(tmp_path / "c.json"))
+    cmd = [str(CONSOLE_SCRIPT), "validate-config", config]
+    if stdout == "full":
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    else:
+        result = subprocess.run(["sh", "-c", 'exec 1>&-; exec "$@"', "sh", *cmd], stderr=subprocess.PIPE,
+                                text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ecr-credential-provider validate-config: error: cannot write")
+
+
+@pytest.mark.parametrize("args", [(), ("--bogus", "x.json"), ("a.json", "b.json")])
+def test_a_usage_error_is_one_line_exit_2(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ecr-credential-provider validate-config: error: usage: ")

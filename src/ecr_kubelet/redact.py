@@ -1,8 +1,9 @@
 """Keep secrets out of everything we print.
 
 Every secret the run handles (ECR token and password, AWS secret keys and session tokens, the pod's
-service-account token, a proxy's user:password) is registered here; log records (logs.RedactingFilter) and the final error
-line are scrubbed of them. This is defence in depth: our messages never interpolate secrets in the first place.
+service-account token, a proxy's user:password) is registered here; log records (logs.RedactingFilter)
+and the final error line are scrubbed of them. This is defence in depth: our messages never interpolate
+secrets in the first place.
 """
 
 from __future__ import annotations
