@@ -42,7 +42,9 @@ HELPER_SUBCOMMAND = "docker-credential"  # `ecr-credential-provider docker-crede
 log = logs.get("ecr_kubelet")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: Mapping[str, str] | None = None, *, help_exits: bool = True) -> argparse.ArgumentParser:
+    """The plugin's flags, their defaults from `env` (ours by default). `help_exits=False` (checking a
+    config's args) makes -h/--help a flag to report rather than text to print."""
     import argparse
 
     class Parser(argparse.ArgumentParser):
@@ -50,12 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
             raise BadInputError(f"usage: {message} (see --help)")
 
     parser = Parser(
+        add_help=help_exits,
         prog=PROG,
         description="Kubelet image credential provider for Amazon ECR. Reads a CredentialProviderRequest "
         "on stdin and writes a CredentialProviderResponse on stdout. "
         "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig; `diagnose IMAGE [flags]` "
         "explains, for a person, what the plugin does for an image and why it fails.",
     )
+    if not help_exits:
+        parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
     parser.add_argument("-v", "--verbose", action="count",
                         help="more detail on stderr (-v info, -vv debug); secrets are never printed")
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", metavar="DURATION",
                         help="deadline for the whole run, from process start (Go duration, default "
                         f"{format_go_duration(DEFAULT_TIMEOUT)}, at most {MAX_TIMEOUT:g}s)")
-    parser.set_defaults(**flag_defaults(os.environ))
+    parser.set_defaults(**flag_defaults(os.environ if env is None else env))
     return parser
 
 
@@ -104,6 +109,20 @@ def parse_options(argv: list[str], env: Mapping[str, str], *, helper: bool = Fal
     if args["version"]:
         return None
     return options_from_args(args, env)
+
+
+SUBCOMMANDS = (HELPER_SUBCOMMAND, "validate-config", "diagnose")
+
+
+def check_plugin_settings(argv: list[str], env: Mapping[str, str]) -> None:
+    """BadInputError if a kubelet run with these arguments and environment would not answer: the plugin's
+    own parsing (validate-config checks each provider's `args` and `env` with it)."""
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        raise BadInputError(f"args start with the subcommand {argv[0]!r}: the plugin would run it, not answer")
+    args = vars(build_parser(env, help_exits=False).parse_args(argv))
+    if args.pop("help") or args["version"]:
+        raise BadInputError("--help and --version print text instead of an answer, which the kubelet cannot read")
+    options_from_args(args, env)
 
 
 def main(argv: list[str] | None = None) -> int:
