@@ -217,9 +217,12 @@ def test_runtime_dir_must_be_an_absolute_path(binary: Path, launcher: Bundle, tm
 
 def test_stdin_that_is_a_directory_is_one_line_exit_2(binary: Path, launcher: Bundle, tmp_path: Path) -> None:
     # CPython itself cannot start with it (a multi-line fatal error): the launcher says so first.
-    with open(tmp_path, "rb") as directory:
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         proc = subprocess.run([str(binary)], stdin=directory, capture_output=True, env=launcher_env(tmp_path),
                               timeout=120, check=False)
+    finally:
+        os.close(directory)
     assert proc.returncode == 2 and proc.stdout == b""
     assert proc.stderr == b"ecr-credential-provider: error: stdin is a directory, not a request\n"
 
