@@ -1238,6 +1238,10 @@ static int want_verbose(int argc, char **argv)
 int main(int argc, char **argv)
 {
     struct bundle b;
+    struct stat in;
+    /* CPython refuses to start with stdin a directory, in several lines of fatal error: say it in one. */
+    if (fstat(0, &in) == 0 && S_ISDIR(in.st_mode))
+        die_code(2, "stdin is a directory, not a request");
     verbose = want_verbose(argc, argv);
     read_trailer(&b);
     if (argc > 0 && argv[0] && setenv("ECR_KUBELET_ARGV0", argv[0], 1) != 0)

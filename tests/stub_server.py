@@ -76,6 +76,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "clock_skew": False,  # every ECR/ECR Public call: 403 InvalidSignatureException "Signature expired"
     "deny_web_identity": False,  # AssumeRoleWithWebIdentity: 403 AccessDenied
     "deny_assume_role": [],  # AssumeRole of these role ARNs ("*": every role): 403 AccessDenied
+    "credentials_expire_at": None,  # absolute epoch seconds of every issued STS credential; may be in the past
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
     "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
     "password": None,  # a string: every token carries this password (a real registry's htpasswd knows it)
@@ -519,6 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise StubError(400, "ValidationError", "RoleSessionName must be 2-64 chars of [\\w+=,.@-]")
         account, role_name = match.group(1), match.group(2)
         lifetime = int(params.get("DurationSeconds") or DEFAULT_STS_LIFETIME_SECONDS)
+        expires_at = self._state.config()["credentials_expire_at"]
         access_key_id = _random_id("ASIA")
         role_id = _random_id("AROA")
         assumed_arn = f"arn:aws:sts::{account}:assumed-role/{role_name}/{session}"
@@ -529,7 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"<AccessKeyId>{access_key_id}</AccessKeyId>"
             f"<SecretAccessKey>{secrets.token_urlsafe(30)}</SecretAccessKey>"
             f"<SessionToken>stubsession-{secrets.token_urlsafe(48)}</SessionToken>"
-            f"<Expiration>{_iso8601(time.time() + lifetime)}</Expiration>"
+            f"<Expiration>{_iso8601(time.time() + lifetime if expires_at is None else expires_at)}</Expiration>"
             "</Credentials>"
             f"<AssumedRoleUser><AssumedRoleId>{escape(role_id)}:{escape(session)}</AssumedRoleId>"
             f"<Arn>{escape(assumed_arn)}</Arn></AssumedRoleUser>"

@@ -35,6 +35,7 @@ PRIVATE_HOSTS = {
     f"{ACCT}.dkr-ecr.eu-west-1.on.aws": "eu-west-1",
     f"{ACCT}.dkr-ecr-fips.us-east-2.on.aws": "us-east-2",
     f"{ACCT}.dkr-ecr.cn-northwest-1.on.amazonwebservices.com.cn": "cn-northwest-1",
+    f"{ACCT}.dkr.ecr.xx-newland-1.amazonaws.com": "xx-newland-1",  # a region under a prefix not yet opened
 }
 
 
@@ -277,16 +278,20 @@ def test_malformed_token_is_a_clear_error(run_provider: RunProvider, stub: StubC
     assert "not valid base64" in line
 
 
-@pytest.mark.parametrize(
-    ("settings", "expected"),
-    [({"omit_expires_at": True}, "0s"), ({"token_lifetime_seconds": 120}, "0s")],
-)
-def test_cache_duration_when_expiry_is_missing_past_or_close(
-    run_provider: RunProvider, stub: StubClient, settings: dict[str, Any], expected: str
-) -> None:
-    stub.configure(**settings)
+def test_a_token_without_expiry_is_handed_out_for_0s(run_provider: RunProvider, stub: StubClient) -> None:
+    stub.configure(omit_expires_at=True)
     body = ok_response(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")))
-    assert body["cacheDuration"] == expected and body["auth"]
+    assert body["cacheDuration"] == "0s" and body["auth"]
+
+
+def test_a_token_within_the_expiry_margin_is_never_handed_out(run_provider: RunProvider, stub: StubClient) -> None:
+    # --expiry-margin's promise (5 min by default): a token living 2 minutes is refused, not answered for 0s.
+    stub.configure(token_lifetime_seconds=120)
+    line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")), 1)
+    assert "--expiry-margin 5m0s" in line and "not handed out" in line
+    body = ok_response(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--expiry-margin",
+                                    "1m"))
+    assert body["auth"] and 0 < duration_seconds(body["cacheDuration"]) <= 60
 
 
 @pytest.mark.parametrize(
@@ -322,6 +327,27 @@ def test_public_ecr_outside_the_aws_partition_is_anonymous(
     body = ok_response(result)
     assert body["auth"] == {} and body["cacheDuration"] == "1h0m0s" and stub.calls() == []
     assert "aws-us-gov" in result.stderr
+
+
+@pytest.mark.parametrize(("region", "default_region", "anonymous"), [
+    ("us-gov-west-1", None, True),  # AWS_REGION alone counts (the README's air-gapped advice sets only it)
+    ("cn-north-1", "us-east-1", True),  # AWS_REGION wins over AWS_DEFAULT_REGION, as in AWS SDKs
+    ("us-east-1", "us-gov-west-1", False),
+    ("", "us-gov-west-1", True),  # an empty AWS_REGION is unset
+])
+def test_public_ecr_partition_follows_aws_region_first(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], region: str,
+    default_region: str | None, anonymous: bool,
+) -> None:
+    env = {key: value for key, value in provider_env.items() if key != "AWS_DEFAULT_REGION"}
+    env["AWS_REGION"] = region
+    if default_region is not None:
+        env["AWS_DEFAULT_REGION"] = default_region
+    body = ok_response(run_provider(make_request("public.ecr.aws/nginx/nginx"), env=env))
+    if anonymous:
+        assert body["auth"] == {} and body["cacheDuration"] == "1h0m0s" and stub.calls() == []
+    else:
+        assert list(body["auth"]) == ["public.ecr.aws"] and stub.calls("ecr-public")
 
 
 def test_public_ecr_access_denied_is_a_visible_failure(run_provider: RunProvider, stub: StubClient) -> None:
@@ -569,3 +595,25 @@ def test_a_bad_aws_max_attempts_is_a_usage_error(
 ) -> None:
     line = failed(run_provider(make_request("gcr.io/x"), env={**provider_env, "AWS_MAX_ATTEMPTS": value}), 2)
     assert "AWS_MAX_ATTEMPTS must be a whole number from 1 to 20" in line
+
+
+PROXY_PASSWORD = "Pr0xy@Passw/0rd"  # percent-encoded in the URLs below, as it must be
+
+
+@pytest.mark.parametrize(("name", "url"), [
+    ("HTTP_PROXY", "socks5://puller:Pr0xy%40Passw%2F0rd@127.0.0.1:1"),  # botocore's own masking misses socks5
+    ("http_proxy", "http://puller:Pr0xy%40Passw%2F0rd@127.0.0.1:1"),
+    ("HTTP_PROXY", "puller:Pr0xy%40Passw%2F0rd@127.0.0.1:1"),  # no scheme
+    ("HTTP_PROXY", "http://puller:Pr0xy%40Passw%2F0rd@127.0.0.1:99999"),  # a port botocore cannot parse
+])
+def test_a_failing_proxy_never_shows_its_password(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], name: str, url: str
+) -> None:
+    env = {**provider_env, name: url, "AWS_MAX_ATTEMPTS": "1"}
+    request = make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app")
+    line = failed(run_provider(request, env=env), 4)
+    assert "127.0.0.1" in line or "proxy" in line.lower()
+    verbose = run_provider(request, "-vv", env=env)
+    assert verbose.returncode == 4 and verbose.stdout == ""
+    for text in (line, verbose.stderr):
+        assert "Pr0xy" not in text and "Passw" not in text, text

@@ -3,6 +3,7 @@ reads for a working, a denied and a foreign image, and for the common failures."
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -169,11 +170,48 @@ def test_a_broken_proxy_is_named_without_its_password(diagnose: Diagnose, stub: 
     assert "Pr0xyPassw0rd" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("name", "proxy", "shown"), [
+    ("HTTP_PROXY", "puller:Pr0xyPassw0rd@127.0.0.1:1", "***@127.0.0.1:1"),  # no scheme
+    ("http_proxy", "socks5://puller:Pr0xy%40Passw0rd@127.0.0.1:1", "socks5://***@127.0.0.1:1"),
+    ("ALL_PROXY", "http://puller:Pr0xyPassw0rd@127.0.0.1:1", "http://***@127.0.0.1:1"),  # botocore ignores it
+    ("HTTP_PROXY", "http://puller:Pr0xyPassw0rd@127.0.0.1:99999", "http://***@127.0.0.1:99999"),  # port out of range
+])
+def test_a_proxy_of_any_form_is_shown_without_its_password_even_at_vv(
+    diagnose: Diagnose, stub: StubClient, name: str, proxy: str, shown: str
+) -> None:
+    result = diagnose(f"{HOST}/app", "-vv", env={name: proxy, "AWS_MAX_ATTEMPTS": "1"})
+    assert "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert lines(result, "proxy") == [f"{name}={shown}"]
+    assert (result.returncode == 0) == (name == "ALL_PROXY"), result.stdout
+    assert lines(result, "result")[0].startswith("OK" if name == "ALL_PROXY" else "FAILED")
+    assert "Pr0xy" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("args", [[], ["--registry-role", "nonsense", f"{HOST}/app"], ["--bogus", f"{HOST}/app"]])
 def test_bad_usage_is_one_line_and_exit_2(diagnose: Diagnose, stub: StubClient, args: list[str]) -> None:
     result = diagnose(*args)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert stub.calls() == []
+
+
+@pytest.mark.parametrize("kind", ["not utf-8", "fifo", "endless", "directory", "missing"])
+def test_an_unusable_token_file_is_one_line_and_exit_2(
+    diagnose: Diagnose, stub: StubClient, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "token"
+    if kind == "not utf-8":
+        path.write_bytes(b"eyJ\xff\xfe.not-text")
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody writes it: opening or reading it must not hang
+    elif kind == "endless":
+        path = Path("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    result = diagnose(f"{HOST}/app", "--service-account-token-file", str(path))
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ecr-credential-provider diagnose: error: --service-account-token-file")
     assert stub.calls() == []
 
 

@@ -215,6 +215,18 @@ def test_runtime_dir_must_be_an_absolute_path(binary: Path, launcher: Bundle, tm
                             proc.stderr), proc.stderr
 
 
+def test_stdin_that_is_a_directory_is_one_line_exit_2(binary: Path, launcher: Bundle, tmp_path: Path) -> None:
+    # CPython itself cannot start with it (a multi-line fatal error): the launcher says so first.
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        proc = subprocess.run([str(binary)], stdin=directory, capture_output=True, env=launcher_env(tmp_path),
+                              timeout=120, check=False)
+    finally:
+        os.close(directory)
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr == b"ecr-credential-provider: error: stdin is a directory, not a request\n"
+
+
 def test_default_runtime_dir_for_a_user_is_under_home(binary: Path, launcher: Bundle) -> None:
     """As a non-root user (setpriv to nobody), the bundle goes to $HOME/.cache, checked the same way."""
     top = Path(tempfile.mkdtemp(prefix="ecr-launcher-user-"))

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.registry import (
+    DUALSTACK_SUFFIXES,
+    IPV4_SUFFIXES,
     PARTITION_REGIONS,
     ImageRef,
     classify_host,
@@ -41,6 +43,13 @@ POSITIVE = {
     f"{ACCOUNT}.dkr-ecr.us-gov-west-1.on.aws": ("private", "aws-us-gov", "us-gov-west-1", False, True),
     f"{ACCOUNT}.dkr-ecr-fips.us-west-2.on.aws": ("private", "aws", "us-west-2", True, True),
     f"{ACCOUNT}.dkr-ecr.cn-north-1.on.amazonwebservices.com.cn": ("private", "aws-cn", "cn-north-1", False, True),
+    # Regions under a prefix AWS has not opened yet: the suffix's first partition, no rebuild needed.
+    f"{ACCOUNT}.dkr.ecr.xx-east-1.amazonaws.com": ("private", "aws", "xx-east-1", False, False),
+    f"{ACCOUNT}.dkr.ecr-fips.xx-central-2.amazonaws.com": ("private", "aws", "xx-central-2", True, False),
+    f"{ACCOUNT}.dkr-ecr.nz-north-1.on.aws": ("private", "aws", "nz-north-1", False, True),
+    f"{ACCOUNT}.dkr.ecr.cn-new-prefix-east-1.amazonaws.com.cn": ("private", "aws-cn", "cn-new-prefix-east-1", False,
+                                                                 False),
+    f"{ACCOUNT}.dkr.ecr.us-isoz-east-1.c2s.ic.gov": ("private", "aws-iso", "us-isoz-east-1", False, False),
     "public.ecr.aws": ("public", "aws", "us-east-1", False, False),
     "ecr-public.aws.com": ("public", "aws", "us-east-1", False, True),
 }
@@ -62,7 +71,13 @@ NEGATIVE = [
     f"{ACCOUNT}.dkr.ecr.us-gov-west-1.amazonaws.com.cn",
     f"{ACCOUNT}.dkr.ecr.useast1.amazonaws.com",
     f"{ACCOUNT}.dkr.ecr.us-east.amazonaws.com",
-    f"{ACCOUNT}.dkr.ecr.xx-east-1.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr.1x-east-1.amazonaws.com",  # a prefix starts with a letter
+    f"{ACCOUNT}.dkr.ecr.us-isob-east-1.amazonaws.com",  # a known prefix of another partition
+    f"{ACCOUNT}.dkr.ecr.eusc-de-east-1.amazonaws.com",
+    f"{ACCOUNT}.dkr.ecr.us-gov-west-1.c2s.ic.gov",
+    f"{ACCOUNT}.dkr.ecr.xx-east-1.amazonaws.co",
+    f"{ACCOUNT}.dkr.ecr.xx-east-1.amazonaws.com.evil.example",
+    f"{ACCOUNT}.dkr.ecr.xx-east-1.evilamazonaws.com",
     f"{ACCOUNT}.dkr.ecr-fips.cn-north-1.amazonaws.com.cn",  # no FIPS registries in China
     f"{ACCOUNT}.dkr.ecr-fips.us-iso-east-1.c2s.ic.gov",
     f"{ACCOUNT}.dkr-ecr.us-east-1.amazonaws.com",  # dual-stack label with the IPv4 suffix
@@ -114,9 +129,10 @@ def test_partition_table_agrees_with_botocore() -> None:
             # Every real region belongs to exactly one partition in our table.
             assert [p for p, rx in PARTITION_REGIONS.items() if rx.match(region)] == [pid]
             assert theirs.match(region), (pid, region)  # botocore's own grammar accepts it too
-    # every region we classify in the tests is one botocore's regex accepts for that partition
+    # every region of a known prefix we classify in the tests is one botocore's regex accepts for that partition
     for _kind, partition, region, _fips, _dual in POSITIVE.values():
-        assert re.match(botocore_partitions[partition]["regionRegex"], region), (partition, region)
+        if PARTITION_REGIONS[partition].match(region):
+            assert re.match(botocore_partitions[partition]["regionRegex"], region), (partition, region)
 
 
 @given(st.from_regex(r"\A[a-z]{2,5}(-[a-z]{2,8}){1,2}-[0-9]{1,2}\Z"))
@@ -125,6 +141,48 @@ def test_our_region_patterns_never_accept_what_botocore_rejects(region: str) -> 
     for partition in data["partitions"]:
         if partition["id"] in PARTITION_REGIONS and PARTITION_REGIONS[partition["id"]].match(region):
             assert re.match(partition["regionRegex"], region)
+
+
+# A well-formed region label: PREFIX (one or more parts, the first starting with a letter), NAME, NUMBER.
+WELL_FORMED_REGIONS = st.from_regex(r"\A[a-z][a-z0-9]{1,4}(-[a-z0-9]{1,6}){0,2}-[a-z0-9]{1,10}-[0-9]{1,3}\Z")
+_SUFFIXES = {**{s: ("dkr.ecr", p) for s, p in IPV4_SUFFIXES.items()},
+             **{s: ("dkr-ecr", p) for s, p in DUALSTACK_SUFFIXES.items()}}
+_KNOWN_PREFIX = {prefix: pid for pid, grammar in PARTITION_REGIONS.items() for prefix in grammar.prefixes}
+
+
+@given(WELL_FORMED_REGIONS, st.sampled_from(sorted(_SUFFIXES)))
+def test_any_well_formed_region_under_an_ecr_suffix_is_ecr(region: str, suffix: str) -> None:
+    label, partitions = _SUFFIXES[suffix]
+    registry = classify_host(f"{ACCOUNT}.{label}.{region}.{suffix}")
+    known = _KNOWN_PREFIX.get(region.rsplit("-", 2)[0])
+    if known is not None and known not in partitions:
+        assert registry is None  # a region of another partition under this suffix: a look-alike
+        return
+    assert registry is not None and registry.region == region
+    assert registry.partition == (known or partitions[0])
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.A", min_size=1, max_size=30),
+       st.sampled_from(sorted(_SUFFIXES)))
+def test_a_malformed_region_label_is_never_ecr(region: str, suffix: str) -> None:
+    parts = region.split("-")
+    well_formed = (len(parts) >= 3 and parts[0][:1].isalpha() and parts[-1].isdigit()
+                   and all(re.fullmatch(r"[a-z0-9]+", part) for part in parts))
+    if well_formed:
+        return
+    label = _SUFFIXES[suffix][0]
+    assert classify_host(f"{ACCOUNT}.{label}.{region}.{suffix}") is None
+
+
+@given(WELL_FORMED_REGIONS, st.sampled_from(sorted(_SUFFIXES)),
+       st.sampled_from(["{s}.evil.example", "evil{s}", "{s}x", "x{s}", "{s}.", "{h}"]))
+def test_a_look_alike_suffix_is_never_ecr(region: str, suffix: str, shape: str) -> None:
+    label = _SUFFIXES[suffix][0]
+    host = shape.format(s=suffix, h=suffix.replace(".", "-"))
+    if host == suffix + ".":
+        return  # a trailing dot is the same host (tested above)
+    assert host not in _SUFFIXES
+    assert classify_host(f"{ACCOUNT}.{label}.{region}.{host}") is None
 
 
 @pytest.mark.parametrize(

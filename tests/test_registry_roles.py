@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,49 @@ def test_cache_duration_respects_the_assumed_credentials_shorter_life(
     assert 55 * 60 - 30 <= cache_seconds(whole) <= 55 * 60  # 1 h minus the 5 min margin
     node = run_provider(make_request(f"{NODE_HOST}/app"), *MAPPING)
     assert cache_seconds(node) >= 6 * 3600 - 30
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("expires_in", [-60, 0, 120, 299])
+def test_a_token_capped_by_credentials_expired_or_within_the_margin_is_never_handed_out(
+    run_provider: RunProvider, stub: StubClient, expires_in: int
+) -> None:
+    # STS hands out credentials that are already expired, or expire inside the 5 minute margin: the
+    # token dies with them, so the answer would be a dead (or nearly dead) password.
+    stub.configure(credentials_expire_at=time.time() + expires_in)
+    line = one_line_failure(run_provider(make_request(f"{PROD_HOST}/app"), *MAPPING), 1)
+    assert "--expiry-margin 5m0s" in line and "not handed out" in line
+    assert len(stub.calls("ecr")) == 1
+    # Nothing was cached: the next run asks again (and, with credentials that live, answers).
+    stub.configure(credentials_expire_at=None)
+    password(run_provider(make_request(f"{PROD_HOST}/app"), *MAPPING), PROD_HOST)
+    assert len(stub.calls("ecr")) == 2
+
+
+def test_the_expiry_margin_flag_decides_what_is_too_close(run_provider: RunProvider, stub: StubClient) -> None:
+    stub.configure(credentials_expire_at=time.time() + 600)
+    one_line_failure(run_provider(make_request(f"{PROD_HOST}/app"), "--expiry-margin", "15m", *MAPPING), 1)
+    answered = run_provider(make_request(f"{PROD_HOST}/app"), "--expiry-margin", "1m", *MAPPING)
+    password(answered, PROD_HOST)
+    assert 0 < cache_seconds(answered) <= 300  # half of the 10 minutes left
+
+
+def test_the_docker_helper_never_hands_out_an_expired_token_either(
+    provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient, tmp_path: Path
+) -> None:
+    helper = install_docker_helper(provider_cmd, tmp_path / "bin")
+    stub.configure(credentials_expire_at=time.time() - 60)
+    env = {**provider_env, "ECR_KUBELET_REGISTRY_ROLES": f"{PROD}={PROD_ROLE}"}
+    result = subprocess.run([str(helper), "get"], input=PROD_HOST, env=env, capture_output=True, text=True,
+                            timeout=70, check=False)
+    assert result.returncode == 1 and result.stdout.count("\n") == 1 and "not handed out" in result.stdout
 
 
 def test_with_role_arn_the_registry_role_is_assumed_from_it(run_provider: RunProvider, stub: StubClient) -> None:

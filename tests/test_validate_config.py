@@ -64,8 +64,9 @@ def test_shared_case(c: dict[str, Any], command: Path, tmp_path: Path) -> None:
 
 def test_no_path_is_a_usage_error(command: Path) -> None:
     usage = run(command=command)
-    assert usage.returncode == 2 and "usage: ecr-credential-provider validate-config" in usage.stderr
-    assert usage.stdout == ""
+    assert usage.returncode == 2 and usage.stdout == ""
+    assert usage.stderr.startswith("ecr-credential-provider validate-config: error: usage: ")
+    assert len(usage.stderr.splitlines()) == 1
 
 
 def write_config(path: Path, **provider: object) -> Path:
@@ -220,3 +221,48 @@ def test_an_image_parse_image_refuses_is_a_warning(tmp_path: Path) -> None:
     result = run(str(write_config(tmp_path / "c.json")), "--image", "https://public.ecr.aws/nginx")
     assert result.returncode == 0
     assert "warning: image 'https://public.ecr.aws/nginx': image must not contain a URL scheme" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "fifo in a directory", "too large"])
+def test_only_regular_files_of_a_bounded_size_are_read(tmp_path: Path, kind: str) -> None:
+    # The kubelet would hang on a FIFO and read /dev/zero until memory runs out: refused, never read.
+    if kind == "/dev/zero":
+        path = Path("/dev/zero")
+    elif kind == "too large":
+        path = tmp_path / "config.json"
+        path.write_bytes(b" " * (4 * 1024 * 1024 + 1))
+    else:
+        directory = tmp_path / "config.d" if kind == "fifo in a directory" else tmp_path
+        directory.mkdir(exist_ok=True)
+        path = directory / "10-config.json"
+        os.mkfifo(path)  # nobody ever writes it
+        if kind == "fifo in a directory":
+            write_config(directory / "20-ok.json")
+            path = directory
+    result = run(str(path))
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "refused, not read" in errors[0] and "INVALID" in result.stdout
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_a_report_that_cannot_be_written_is_one_error_line(tmp_path: Path, stdout: str) -> None:
+    config = str(write_config(tmp_path / "c.json"))
+    cmd = [str(CONSOLE_SCRIPT), "validate-config", config]
+    if stdout == "full":
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    else:
+        result = subprocess.run(["sh", "-c", 'exec 1>&-; exec "$@"', "sh", *cmd], stderr=subprocess.PIPE,
+                                text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ecr-credential-provider validate-config: error: cannot write")
+
+
+@pytest.mark.parametrize("args", [(), ("--bogus", "x.json"), ("a.json", "b.json")])
+def test_a_usage_error_is_one_line_exit_2(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ecr-credential-provider validate-config: error: usage: ")

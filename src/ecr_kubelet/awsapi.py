@@ -67,6 +67,13 @@ _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     bx.TokenRetrievalError, bx.SSOError, bx.UnauthorizedSSOTokenError, bx.InvalidConfigError,
     bx.ProfileNotFound,
 )
+# A malformed local setting (a config file that does not parse, a metadata endpoint that is not a URL): bad
+# input, exit 2, not an internal error; fixed on the node, not in AWS.
+_LOCAL_CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    bx.ConfigParseError, bx.ConfigNotFound, bx.InvalidIMDSEndpointError, bx.InvalidIMDSEndpointModeError,
+    bx.InvalidRegionError, bx.InvalidSTSRegionalEndpointsConfigError, bx.InvalidEndpointConfigurationError,
+    bx.InvalidProxiesConfigError, bx.InvalidRetryConfigurationError,
+)
 _NETWORK_ERRORS: tuple[type[Exception], ...] = (
     bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
     bx.ConnectionClosedError, bx.ProxyConnectionError, bx.HTTPClientError,
@@ -230,6 +237,9 @@ def translate_error(exc: Exception, action: str) -> ProviderError:
         return AuthError(f"{action}: no usable AWS credentials: {provider} failed" + (f": {detail}" if detail else ""))
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return AuthError(f"{action}: no usable AWS credentials ({type(exc).__name__}: {first_line(str(exc))})")
+    if isinstance(exc, _LOCAL_CONFIG_ERRORS):
+        detail = f"{type(exc).__name__}: {first_line(str(exc))}"
+        return BadInputError(f"{action}: invalid local AWS configuration ({detail})")
     if isinstance(exc, _NETWORK_ERRORS):
         return UnavailableError(f"{action}: AWS unreachable ({type(exc).__name__}: {first_line(str(exc))})")
     if isinstance(exc, bx.ParamValidationError):

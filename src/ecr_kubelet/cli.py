@@ -1,7 +1,8 @@
 """Command line: `ecr-credential-provider [flags]` answers one kubelet request on stdin.
 
-Exit codes: 0 answered (possibly with no credentials), 1 internal or unexpected AWS error,
-2 bad request or flags, 3 no AWS credentials or access denied, 4 AWS throttling / unavailable / timeout.
+Exit codes: 0 answered (possibly with no credentials), 1 internal or unexpected AWS error (or stdout not
+writable), 2 bad request, flags or local configuration, 3 no AWS credentials or access denied, 4 AWS
+throttling / unavailable / timeout. Every subcommand ends through command.Command (one error line).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import os
 import sys
 
 from ecr_kubelet import __version__, logs, redact
+from ecr_kubelet.command import Command, StdoutError, verbosity_in, write_stdout
 from ecr_kubelet.durations import format_go_duration
-from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.errors import EXIT_UNAVAILABLE, BadInputError
 from ecr_kubelet.observe import Observer
 from ecr_kubelet.options import (
     DEFAULT_EXPIRY_MARGIN,
@@ -34,12 +36,15 @@ if TYPE_CHECKING:
     from ecr_kubelet.deadline import Deadline
 
 PROG = logs.PROG
+STDIN_FD = 0  # the request is read from the descriptor, never through sys.stdin (None when stdin is closed)
 HELPER_PROG = "docker-credential-ecr-login"  # invoked under this name, we speak Docker's credential-helper protocol
 HELPER_SUBCOMMAND = "docker-credential"  # `ecr-credential-provider docker-credential <verb>` does the same
 log = logs.get("ecr_kubelet")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: Mapping[str, str] | None = None, *, help_exits: bool = True) -> argparse.ArgumentParser:
+    """The plugin's flags, their defaults from `env` (ours by default). `help_exits=False` (checking a
+    config's args) makes -h/--help a flag to report rather than text to print."""
     import argparse
 
     class Parser(argparse.ArgumentParser):
@@ -47,12 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
             raise BadInputError(f"usage: {message} (see --help)")
 
     parser = Parser(
+        add_help=help_exits,
         prog=PROG,
         description="Kubelet image credential provider for Amazon ECR. Reads a CredentialProviderRequest "
         "on stdin and writes a CredentialProviderResponse on stdout. "
         "Also: `validate-config PATH` checks a kubelet CredentialProviderConfig; `diagnose IMAGE [flags]` "
         "explains, for a person, what the plugin does for an image and why it fails.",
     )
+    if not help_exits:
+        parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--version", action="store_true", help="print version and build commit, then exit")
     parser.add_argument("-v", "--verbose", action="count",
                         help="more detail on stderr (-v info, -vv debug); secrets are never printed")
@@ -90,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", metavar="DURATION",
                         help="deadline for the whole run, from process start (Go duration, default "
                         f"{format_go_duration(DEFAULT_TIMEOUT)}, at most {MAX_TIMEOUT:g}s)")
-    parser.set_defaults(**flag_defaults(os.environ))
+    parser.set_defaults(**flag_defaults(os.environ if env is None else env))
     return parser
 
 
@@ -103,10 +111,18 @@ def parse_options(argv: list[str], env: Mapping[str, str], *, helper: bool = Fal
     return options_from_args(args, env)
 
 
-def print_error(message: str) -> None:
-    line = " ".join(redact.scrub(message).split())  # one line, whatever the message held
-    sys.stderr.write(f"{PROG}: error: {line}\n")
-    sys.stderr.flush()
+SUBCOMMANDS = (HELPER_SUBCOMMAND, "validate-config", "diagnose")
+
+
+def check_plugin_settings(argv: list[str], env: Mapping[str, str]) -> None:
+    """BadInputError if a kubelet run with these arguments and environment would not answer: the plugin's
+    own parsing (validate-config checks each provider's `args` and `env` with it)."""
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        raise BadInputError(f"args start with the subcommand {argv[0]!r}: the plugin would run it, not answer")
+    args = vars(build_parser(env, help_exits=False).parse_args(argv))
+    if args.pop("help") or args["version"]:
+        raise BadInputError("--help and --version print text instead of an answer, which the kubelet cannot read")
+    options_from_args(args, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,33 +143,30 @@ def main(argv: list[str] | None = None) -> int:
         from ecr_kubelet.diagnose import main as diagnose_main
 
         return diagnose_main(argv[1:])
+    return kubelet_main(argv)
+
+
+def kubelet_main(argv: list[str]) -> int:
+    """The kubelet mode: one request on stdin, one response on stdout, or one line on stderr (command.py)."""
     env = os.environ  # read here once: into the options, and for the secrets it may hold
     redact.register_environment(env)
-    verbose = any(a in ("-v", "--verbose") or a.startswith(("-vv", "--v=")) for a in argv)
-    options: Options | None = None
+    command = Command(PROG, verbosity_in(argv))
     observer = Observer()
-    try:
+
+    def body() -> int:
         options = parse_options(argv, env)
         if options is None:
-            print(f"{PROG} {__version__} (commit {build_commit()})")
+            write_stdout(f"{PROG} {__version__} (commit {build_commit()})\n".encode())
             return 0
-        logs.configure(options.verbosity)
+        command.verbosity = options.verbosity
+        command.before_exit = lambda code: record_metrics(options, observer, "kubelet", code)
+        logs.configure(options.verbosity, hold=True)
         from ecr_kubelet.provider import handle
 
-        output = handle(sys.stdin.fileno(), options, observer, expire_action(options, observer))
-    except ProviderError as exc:
-        print_error(str(exc))
-        record_metrics(options, observer, "kubelet", exc.exit_code)
-        return exc.exit_code
-    except Exception as exc:  # a bug: say what, not where, unless asked
-        if verbose:
-            log.exception("internal error")
-        print_error(f"internal error: {type(exc).__name__}: {exc}")
-        record_metrics(options, observer, "kubelet", EXIT_INTERNAL)
-        return EXIT_INTERNAL
-    _write_stdout(output)
-    record_metrics(options, observer, "kubelet", 0)
-    return 0
+        write_stdout(handle(STDIN_FD, options, observer, expire_action(options, observer, command)))
+        return 0
+
+    return command.run(body)
 
 
 def record_metrics(options: Options | None, observer: Observer, mode: str, exit_code: int) -> None:
@@ -164,27 +177,28 @@ def record_metrics(options: Options | None, observer: Observer, mode: str, exit_
         metrics.record(options.metrics_file, observer, mode, exit_code)
 
 
-def expire_action(options: Options, observer: Observer) -> Callable[[Deadline], NoReturn]:
+def expire_action(options: Options, observer: Observer, command: Command) -> Callable[[Deadline], NoReturn]:
     """What ends a kubelet run whose deadline passed during something that ignores it (Deadline.backstop):
     the cached token if the run has one, else the one-line failure; counted in the metrics first."""
     def expire(deadline: Deadline) -> NoReturn:
         if deadline.fallback is not None:
             observer.credentials, observer.stale = True, True
+            command.before_exit = None
             record_metrics(options, observer, "kubelet", 0)
-            sys.stderr.write(f"{PROG}: warning: deadline reached; answering with the cached token, still valid\n")
-            _write_stdout(deadline.fallback)
+            logs.release_held()
+            try:  # noqa: SIM105 (contextlib is not loaded on a hit)
+                sys.stderr.write(f"{PROG}: warning: deadline reached; answering with the cached token, still valid\n")
+            except (OSError, ValueError, AttributeError):
+                pass  # stderr gone: the answer matters more
+            try:
+                write_stdout(deadline.fallback)
+            except StdoutError as exc:
+                os._exit(command.fail(str(exc), exc.exit_code))
             os._exit(0)
-        record_metrics(options, observer, "kubelet", EXIT_UNAVAILABLE)
-        print_error(f"gave up after {deadline.timeout:g}s: the AWS credential source or API did not answer in "
-                    "time (--timeout)")
-        os._exit(EXIT_UNAVAILABLE)
+        os._exit(command.fail(f"gave up after {deadline.timeout:g}s: the AWS credential source or API did not answer "
+                              "in time (--timeout)", EXIT_UNAVAILABLE))
 
     return expire
-
-
-def _write_stdout(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
 
 
 def build_commit() -> str:

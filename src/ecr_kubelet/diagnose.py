@@ -11,14 +11,14 @@ token, the password and every key are left out, and every line is scrubbed of re
 from __future__ import annotations
 
 import os
-import sys
+import stat
 import time
-import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ecr_kubelet import logs, redact
 from ecr_kubelet.cli import PROG, build_parser
+from ecr_kubelet.command import Command, StdoutError, verbosity_in, write_stdout
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import EXIT_AUTH, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.observe import AwsCall, Observer, is_clock_skew
@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     from ecr_kubelet.models import Identity, Registry
     from ecr_kubelet.options import Options
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                   "no_proxy")
+_PROXY_URLS = PROXY_VARIABLES[:6]  # the variables that name a proxy (not NO_PROXY)
 
 
 def say(step: str, text: str) -> None:
-    sys.stdout.write(redact.scrub(f"{step + ':':<10} {text}") + "\n")
-    sys.stdout.flush()
+    write_stdout((redact.scrub(f"{step + ':':<10} {text}") + "\n").encode())
 
 
 def hint(text: str) -> None:
@@ -42,22 +43,28 @@ def hint(text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Every failure of diagnose itself (its flags, an unreadable file, stdout) is one line on stderr
+    (command.py); what the plugin would do, failures included, is the report on stdout."""
     from ecr_kubelet.options import options_from_args
 
     redact.register_environment(os.environ)
-    try:
+    command = Command(f"{PROG} diagnose", verbosity_in(argv))
+
+    def body() -> int:
         args = _parser().parse_args(argv)
         options = options_from_args(vars(args), os.environ)
         token, annotations = _service_account(args)
-    except BadInputError as exc:
-        sys.stderr.write(f"{PROG} diagnose: error: {redact.scrub(str(exc))}\n")
-        return exc.exit_code
-    logs.configure(options.verbosity)
-    try:
-        return diagnose(args.image, options, token, annotations)
-    except ProviderError as exc:
-        say("result", f"FAILED (exit {exc.exit_code}): {exc}")
-        return exc.exit_code
+        command.verbosity = options.verbosity
+        logs.configure(options.verbosity, hold=True)
+        try:
+            return diagnose(args.image, options, token, annotations)
+        except StdoutError:
+            raise  # the report itself is lost: diagnose's own failure, one line on stderr
+        except ProviderError as exc:
+            say("result", f"FAILED (exit {exc.exit_code}): {exc}")
+            return exc.exit_code
+
+    return command.run(body)
 
 
 def _parser() -> Any:
@@ -83,12 +90,33 @@ def _service_account(args: Any) -> tuple[str | None, dict[str, str]]:
         annotations[key] = value
     if args.service_account_token_file is None:
         return None, annotations
-    try:
-        token = args.service_account_token_file.read_text().strip()
-    except OSError as exc:
-        raise BadInputError(f"--service-account-token-file: cannot read it: {exc.strerror}") from None
+    token = _read_token_file(args.service_account_token_file)
     redact.register(token)
     return token, annotations
+
+
+MAX_TOKEN_FILE = 64 * 1024  # far above any service-account token; /dev/zero must not fill memory
+
+
+def _read_token_file(path: Path) -> str:
+    """The projected token: a bounded read of a regular file, UTF-8 text; BadInputError otherwise."""
+    name = "--service-account-token-file"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BadInputError(f"{name}: {str(path)!r} is not a regular file")
+            data = os.read(fd, MAX_TOKEN_FILE + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise BadInputError(f"{name}: cannot read it: {exc.strerror}") from None
+    if len(data) > MAX_TOKEN_FILE:
+        raise BadInputError(f"{name}: larger than {MAX_TOKEN_FILE} bytes: not a service-account token")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadInputError(f"{name}: not UTF-8 text: not a service-account token") from None
 
 
 def diagnose(image: str, options: Options, sa_token: str | None, annotations: dict[str, str]) -> int:
@@ -126,6 +154,7 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         hint("endpoint unreachable or hanging: check DNS and routes to the endpoints above (VPC endpoints, "
              "security groups), the instance metadata service, and the proxy settings")
         _proxy_hint(options.environ)
+        logs.release_held()
         os._exit(EXIT_UNAVAILABLE)
 
     # Resolving credentials may hang too (instance metadata, a credential_process): all under the deadline.
@@ -253,13 +282,10 @@ def _explain_endpoints(session: Any, registry: Registry, identity: Identity, opt
 
 
 def _mask_proxy(value: str) -> str:
-    """A proxy URL without its user:password."""
-    parts = urllib.parse.urlsplit(value)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return value
+    """A proxy URL without its user:password, with or without a scheme; never parsed further (an odd
+    port is botocore's to refuse, not a reason to crash here)."""
+    userinfo = redact.proxy_userinfo(value)
+    return value.replace(userinfo + "@", "***@", 1) if userinfo else value
 
 
 def _explain_cache(registry: Registry, identity: Identity, options: Options) -> tuple[str | None, str]:
@@ -352,7 +378,7 @@ def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, r
 
 
 def _proxy_hint(env: Mapping[str, str], proxy_failed: bool = False) -> None:
-    proxy = next((env[n] for n in PROXY_VARIABLES[:4] if env.get(n)), None)
+    proxy = next((env[n] for n in _PROXY_URLS if env.get(n)), None)
     if proxy_failed:
         hint(f"proxy: the proxy {_mask_proxy(proxy or '?')} refused or dropped the connection")
     elif proxy:

@@ -9,10 +9,17 @@ refresh point, so the kubelet asks again when we would refresh anyway.
 from __future__ import annotations
 
 from ecr_kubelet.durations import format_go_duration
+from ecr_kubelet.errors import ProviderError
+from ecr_kubelet.logs import when
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ecr_kubelet.models import Token
+
+
+class TooCloseToExpiry(ProviderError):
+    """A token (say, one capped by assumed-role credentials that were already expired) whose expiry is
+    past or within the expiry margin: never handed out. An unexpected answer from AWS: exit 1."""
 
 
 class Freshness:
@@ -38,6 +45,16 @@ class Freshness:
 
     def is_usable(self, token: Token, now: float) -> bool:
         return now < self.usable_until(token)
+
+    def check_answerable(self, token: Token, now: float) -> None:
+        """The final check of every answer, whatever its source (cache hit, stale fallback, fetch): a token
+        is handed out only before expiry minus the margin; one without a known expiry is handed out with a
+        cacheDuration of 0s (never cached, by us or the kubelet)."""
+        if token.expires_at is not None and not self.is_usable(token, now):
+            raise TooCloseToExpiry(
+                f"the token expires at {when(token.expires_at)}, less than --expiry-margin "
+                f"{format_go_duration(self.expiry_margin)} from now: not handed out"
+            )
 
     def cache_duration(self, token: Token, now: float, *, stale: bool) -> str:
         """How long the kubelet may reuse the token: until our refresh point, never past expiry - margin;

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -405,6 +406,22 @@ def _flag_values(args: list[str], flag: str) -> Iterator[tuple[int, str | None]]
             yield i, arg[len(flag) + 1 :]
 
 
+def plugin_settings_error(lp: LoadedProvider, err: Callable[[LoadedProvider, str, str], None]) -> None:
+    """What the plugin itself refuses in a provider's `args` and `env` (its own option parsing, cli.py),
+    which fails every pull with exit 2; the kubelet never looks at them. The `env` is checked alone: the
+    kubelet's own environment, which comes first, is not known here."""
+    from ecr_kubelet.cli import check_plugin_settings
+
+    args = list(lp.provider.args or [])
+    env = {e.name: e.value for e in lp.provider.env or [] if e.name}  # the kubelet appends them: the last wins
+    for where, environment in (("args", {}), ("env", env)):
+        try:
+            check_plugin_settings(args, environment)
+        except BadInputError as exc:
+            err(lp, where, f"{exc}: every pull would fail")
+            return
+
+
 def validate_providers(
     providers: list[LoadedProvider],
     *,
@@ -508,6 +525,7 @@ def validate_providers(
         from ecr_kubelet import roles
         from ecr_kubelet.options import REGISTRY_ROLES_VARIABLE
 
+        flagged = len(issues)
         for arg_index, spec in _flag_values(p.args or [], "--registry-role"):
             try:
                 if spec is None:
@@ -539,6 +557,9 @@ def validate_providers(
                     f"mirror host {host!r} is not covered by matchImages: the kubelet never asks this provider for it",
                     "warning",
                 )
+
+        if not any(issue.severity == "error" for issue in issues[flagged:]):
+            plugin_settings_error(lp, err)
 
         ta = p.token_attributes
         if ta is None:
@@ -607,6 +628,33 @@ def config_files(directory: str | os.PathLike[str]) -> list[str]:
     return sorted(found)
 
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # far above any real config; /dev/zero must not fill memory
+
+
+class ConfigFileError(Exception):
+    """A config path that is not a regular file of a sane size."""
+
+
+def read_config_file(path: str) -> bytes:
+    """A config file's bytes: a regular file (through symlinks, as the kubelet reads it) of at most
+    MAX_CONFIG_BYTES. A FIFO or device is refused, never read: the kubelet would hang on it or read forever
+    (a FIFO is opened without blocking, so a missing writer cannot hang us either)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigFileError("not a regular file (a FIFO, device or socket): refused, not read")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1024 * 1024):
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigFileError(f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB: refused, not read")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load_config(
     path: str | os.PathLike[str],
     *,
@@ -638,9 +686,12 @@ def load_config(
     for file in result.files:
         shown = os.path.basename(file) if result.directory else file
         try:
-            data = Path(file).read_bytes()
+            data = read_config_file(file)
         except OSError as exc:
             result.issues.append(ConfigIssue("", f"unable to read file: {exc.strerror}", shown))
+            continue
+        except ConfigFileError as exc:
+            result.issues.append(ConfigIssue("", str(exc), shown))
             continue
         doc = decode_config(data, shown)
         issues = doc.issues

@@ -6,6 +6,10 @@ traceback, string, weakref), and a hit without -v prints nothing. So every modul
 (it is with -v, on a cache miss, where botocore loads it, and under pytest), warnings always are.
 `configure(verbosity)`, called once by a command, says how records are printed; until a record is
 printed, nothing is set up. Library use without `configure` (the tests) leaves logging as it is.
+
+Without -v, a command that ends through command.py holds warnings rather than printing them, so that a
+failing run prints exactly one line: they are folded into its error line, or printed as they were when the
+run succeeds.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ DEBUG, INFO, WARNING = 10, 20, 30
 
 # The command's verbosity, once `configure` was called and until logging is set up for it.
 _pending: list[int] = []
+# Without -v: the warnings logged so far, scrubbed, until the command prints them or folds them.
+_held: list[tuple[str, str]] = []  # (level name, message)
+_holding: list[bool] = []
 
 
 class Log:
@@ -60,11 +67,33 @@ def get(name: str) -> Log:
     return Log(name)
 
 
-def configure(verbosity: int) -> None:
-    """How this command prints: -v info, -vv debug, else warnings only; with -v, set up now."""
+def configure(verbosity: int, *, hold: bool = False) -> None:
+    """How this command prints: -v info, -vv debug, else warnings only (`hold`: held until the command
+    ends, for a command that ends through command.py); with -v, set up now."""
     _pending[:] = [verbosity]
+    _holding[:] = [hold and verbosity <= 0]
     if verbosity > 0:
         set_up()
+
+
+def take_held() -> list[str]:
+    """The warnings held so far (each one line), no longer held."""
+    taken = [message for _, message in _held]
+    _held.clear()
+    return taken
+
+
+def release_held() -> None:
+    """Print the held warnings as they would have been printed; later ones are printed at once."""
+    _holding[:] = [False]
+    held = list(_held)
+    _held.clear()
+    for level, message in held:
+        try:
+            sys.stderr.write(f"{PROG}: {level}: {message}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):
+            return
 
 
 def set_up() -> None:
@@ -75,7 +104,16 @@ def set_up() -> None:
     verbosity = _pending.pop()
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
+    class Handler(logging.StreamHandler):  # type: ignore[type-arg]
+        """stderr, or the held list while the command holds warnings."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if _holding and _holding[0]:
+                _held.append((record.levelname, " ".join(record.getMessage().split())))  # scrubbed already
+            else:
+                super().emit(record)
+
+    handler = Handler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()

@@ -103,6 +103,16 @@ def choose_identity(registry: Registry, sa_token: str | None, annotations: dict[
 def obtain_token(registry: Registry, identity: Identity, options: Options, deadline: Deadline,
                  stale_answer: Callable[[Token], bytes],
                  observer: Observer | None = None) -> tuple[Token, str]:
+    """The token every mode answers with (`_cached_or_fetched`), checked here, once for all of them, to be
+    still usable: past or within the expiry margin, it is never handed out (freshness.check_answerable)."""
+    token, outcome = _cached_or_fetched(registry, identity, options, deadline, stale_answer, observer)
+    options.freshness.check_answerable(token, time.time())
+    return token, outcome
+
+
+def _cached_or_fetched(registry: Registry, identity: Identity, options: Options, deadline: Deadline,
+                       stale_answer: Callable[[Token], bytes],
+                       observer: Observer | None = None) -> tuple[Token, str]:
     """The token from the shared cache, or fetched once for every process that waits for it (every
     mode: the kubelet's, the Docker helper's, diagnose). `stale_answer` makes the answer of last
     resort from a still-valid cached token, should the deadline pass during a refresh; `observer`
@@ -177,7 +187,7 @@ def fetch_token(registry: Registry, identity: Identity, options: Options, deadli
     if observer is not None:
         observer.attach(session)
     if registry.kind == "public":
-        partition = tokens.node_partition(session)
+        partition = tokens.node_partition(session, options.environ)
         if partition not in (None, "aws"):
             raise NoPublicCredentials(
                 f"public ECR authenticates only in the aws partition; this node is in {partition}"

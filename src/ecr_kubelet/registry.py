@@ -25,12 +25,30 @@ class RegionGrammar:
         self.prefixes = frozenset(prefixes)
 
     def match(self, region: str) -> bool:
-        head, _, number = region.rpartition("-")
-        prefix, _, name = head.rpartition("-")
-        return (prefix in self.prefixes and _is_digits(number)
-                and name.isascii() and name.isalnum() and name == name.lower())
+        return is_region_label(region) and region_prefix(region) in self.prefixes
 
 
+def region_prefix(region: str) -> str:
+    """PREFIX of `PREFIX-NAME-NUMBER` (`us-gov` of `us-gov-west-1`)."""
+    return region.rsplit("-", 2)[0]
+
+
+def is_region_label(region: str) -> bool:
+    """Any well-formed region name, known or not: `PREFIX-NAME-NUMBER`, PREFIX one or more hyphenated
+    parts of lower-case letters and digits, the first starting with a letter; NAME lower-case letters and
+    digits; NUMBER ASCII digits. AWS opens regions under new prefixes (il, mx): those must get credentials
+    without a rebuild, as the official provider's any-label pattern gives them."""
+    parts = region.split("-")
+    if len(parts) < 3 or len(region) > _MAX_REGION or not _is_digits(parts[-1]):
+        return False
+    return parts[0][:1].isalpha() and all(
+        part.isascii() and part.isalnum() and part == part.lower() for part in parts[:-1]
+    )
+
+
+# Known region prefixes of each partition. A region under a known prefix belongs to that partition and
+# nowhere else (a China region under the commercial suffix is a look-alike); one under an unknown prefix
+# belongs to its suffix's first partition (below).
 PARTITION_REGIONS: dict[str, RegionGrammar] = {
     "aws": RegionGrammar("us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"),
     "aws-cn": RegionGrammar("cn"),
@@ -41,8 +59,10 @@ PARTITION_REGIONS: dict[str, RegionGrammar] = {
     "aws-iso-e": RegionGrammar("eu-isoe"),
     "aws-iso-f": RegionGrammar("us-isof"),
 }
+_PREFIX_PARTITION = {prefix: pid for pid, grammar in PARTITION_REGIONS.items() for prefix in grammar.prefixes}
 
-# Registry DNS suffix -> the partitions whose registries live under it.
+# Registry DNS suffix -> the partitions whose registries live under it; a region of a prefix not yet known
+# is taken to be in the first.
 IPV4_SUFFIXES: dict[str, tuple[str, ...]] = {
     "amazonaws.com": ("aws", "aws-us-gov"),
     "amazonaws.com.cn": ("aws-cn",),
@@ -137,6 +157,17 @@ def _is_digits(text: str) -> bool:
     return text != "" and text.isascii() and text.isdigit()
 
 
+def region_partition(region: str, partitions: tuple[str, ...]) -> str | None:
+    """The partition of `region` under a suffix serving `partitions` (none: not an ECR suffix); None for a
+    malformed region or one whose known prefix belongs to another partition."""
+    if not partitions or not is_region_label(region):
+        return None
+    known = _PREFIX_PARTITION.get(region_prefix(region))
+    if known is None:
+        return partitions[0]
+    return known if known in partitions else None
+
+
 def classify_host(host: str) -> Registry | None:
     """Return the ECR registry behind `host` (any case, optional trailing dot), or None if it is not ECR."""
     name = normalize_host(host)
@@ -157,7 +188,7 @@ def classify_host(host: str) -> Registry | None:
     if not region or not 0 < len(region[0]) <= _MAX_REGION:
         return None
     partitions = (DUALSTACK_SUFFIXES if dualstack else IPV4_SUFFIXES).get(suffix, ())
-    partition = next((p for p in partitions if PARTITION_REGIONS[p].match(region[0])), None)
+    partition = region_partition(region[0], partitions)
     if partition is None:
         return None
     if fips and (partition not in FIPS_PARTITIONS or suffix not in FIPS_SUFFIXES):

@@ -13,6 +13,7 @@ from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from botocore.credentials import ReadOnlyCredentials
@@ -111,9 +112,16 @@ def _epoch(value: object) -> float | None:
     return None
 
 
-def node_partition(session: Session) -> str | None:
+def node_region(session: Session, env: Mapping[str, str]) -> str | None:
+    """The node's configured region as AWS SDKs read it: AWS_REGION first, then what botocore's own
+    region setting reads (AWS_DEFAULT_REGION, then the profile's `region`; botocore ignores AWS_REGION)."""
+    region = (env.get("AWS_REGION") or "").strip()
+    return region or session.get_config_variable("region") or None
+
+
+def node_partition(session: Session, env: Mapping[str, str]) -> str | None:
     """The partition of the node's configured region, or None when no region is configured."""
-    region = session.get_config_variable("region")
+    region = node_region(session, env)
     if not region:
         return None
     try:

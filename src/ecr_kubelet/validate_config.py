@@ -11,8 +11,9 @@ import argparse
 import os
 import stat
 import sys
-from typing import TextIO
+from typing import NoReturn, Protocol
 
+from ecr_kubelet.command import Command, verbosity_in, write_stdout
 from ecr_kubelet.durations import format_go_duration
 from ecr_kubelet.errors import BadInputError
 from ecr_kubelet.image_match import MatchPatternError, parse_match_pattern, urls_match
@@ -29,8 +30,13 @@ def _path(value: str) -> str:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise BadInputError(f"usage: {message} (see --help)")  # one line, exit 2 (command.py)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Validate a kubelet CredentialProviderConfig (file or 1.34+ directory) with the "
         "kubelet's rules; optionally check the plugin binaries and show which provider serves an image.",
@@ -107,7 +113,23 @@ def _first_match(lp: LoadedProvider, image: str) -> str | None:
     return None
 
 
-def _report_config(config: LoadedConfig, out: TextIO) -> None:
+class Writer(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+
+class _Lines:
+    """The report on stdout, each line written through command.write_stdout (a closed or full stdout is
+    one error line, not a traceback)."""
+
+    def write(self, text: str) -> int:
+        write_stdout(text.encode())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _report_config(config: LoadedConfig, out: Writer) -> None:
     if config.directory:
         print(f"config directory {config.path}: {len(config.files)} file(s), read in this order:", file=out)
         for file in config.files:
@@ -131,7 +153,7 @@ def _report_config(config: LoadedConfig, out: TextIO) -> None:
         )
 
 
-def _report_images(config: LoadedConfig, images: list[str], out: TextIO, err: TextIO) -> None:
+def _report_images(config: LoadedConfig, images: list[str], out: Writer, err: Writer) -> None:
     for given in images:
         try:
             image = normalize_image(given)
@@ -163,9 +185,15 @@ def _report_images(config: LoadedConfig, images: list[str], out: TextIO, err: Te
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the validator; returns the exit status."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    out, err = sys.stdout, sys.stderr
+    """Run the validator; returns the exit status. A failure of the validator itself (its arguments,
+    stdout) is one line on stderr with its exit code (command.py)."""
+    arguments = sys.argv[1:] if argv is None else argv
+    return Command(PROG, verbosity_in(arguments)).run(lambda: _validate(arguments))
+
+
+def _validate(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    out, err = _Lines(), sys.stderr
     config = load_config(args.path, service_account_tokens_enabled=not args.disable_sa_token_gate)
     problems: list[str] = [str(issue) for issue in config.errors]
     if args.bin_dir is not None and config.providers:

@@ -50,7 +50,11 @@ def read_request_fd(fd: int, deadline: Deadline) -> bytes:
     size = 0
     while True:
         left = deadline.remaining()
-        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        try:
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            chunk = os.read(fd, 64 * 1024) if ready else b""
+        except OSError as exc:  # closed (EBADF), a directory (EISDIR), ...: no request to read
+            raise BadInputError(f"cannot read the request from stdin: {exc.strerror or exc}") from None
         if not ready:
             if left > 0:
                 continue
@@ -58,7 +62,6 @@ def read_request_fd(fd: int, deadline: Deadline) -> bytes:
                 f"stdin was not read to its end within {deadline.timeout:g}s (--timeout): "
                 "the request was never completed or stdin never closed"
             )
-        chunk = os.read(fd, 64 * 1024)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
