@@ -4,6 +4,7 @@ reads for a working, a denied and a foreign image, and for the common failures."
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -218,9 +219,12 @@ def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
 
 def test_a_hung_endpoint_ends_at_the_deadline_with_the_diagnosis(diagnose: Diagnose, stub: StubClient) -> None:
     stub.configure(delay_seconds=8)
+    started = time.monotonic()
     result = diagnose(f"{HOST}/app", "--timeout", "2s")
     assert result.returncode == 4, result.stdout
+    assert time.monotonic() - started < 8  # the deadline ended it, not the stub's answer
+    # The outcome, not its wording: that depends on where the deadline fell (during the call, before
+    # it on a slow start, or in something that ignores it), and each says so correctly.
     [outcome] = lines(result, "result")
-    assert outcome.startswith(("FAILED (exit 4): gave up after 2s: AWS did not answer in time",
-                               "FAILED (exit 4): gave up after 2s: no time left to call AWS")), outcome
+    assert outcome.startswith("FAILED (exit 4): gave up after 2s: "), outcome
     assert any(h.startswith("endpoint unreachable") for h in lines(result, "hint"))
