@@ -1,23 +1,12 @@
-"""SHA-256 for cache keys and identity names, without loading OpenSSL on a cache hit.
+"""SHA-256 for cache keys and identity names: hashlib's.
 
-`hashlib.sha256` is OpenSSL's: importing hashlib loads libcrypto (about 2 ms of a 25 ms hit). The
-interpreter also has SHA-256 built in (`_sha256` up to Python 3.11, `_sha2` since 3.12; built into
-the binary's interpreter), which computes the same digest; hashlib is the fallback wherever neither
-is built in. tests/test_hashing.py checks the digests agree.
+The interpreter's built-in `_sha2` / `_sha256` used to stand in for it on a cache hit, to skip
+loading OpenSSL; that saved under 4 ms of CPU per hit (bench/README.md, "Tricks"), not enough for a
+private module.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from hashlib import sha256
-else:
-    try:
-        from _sha2 import sha256
-    except ImportError:
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
+from hashlib import sha256
 
 __all__ = ["sha256"]
