@@ -47,6 +47,8 @@ def variants(table_dir: str, empty_dir: str) -> dict[str, str]:
         "without compiled_re": gc_off + prelude(versions, meipass=empty_dir) + MAIN,
         "without stand_ins": gc_off + prelude({**versions, "botocore": "-", "urllib3": "-"}, meipass=table_dir) + MAIN,
         "without jsoncodec's scanner": on + "import ecr_kubelet.jsoncodec as j\nj.HAVE_C_CODEC = False\n" + MAIN,
+        "without hashing's built-in SHA-256":
+            on + "import hashlib, ecr_kubelet.hashing as h\nh.sha256 = hashlib.sha256\n" + MAIN,
         "none (as a pip install)": gc_off + MAIN,
     }
 

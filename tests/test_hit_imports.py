@@ -1,7 +1,7 @@
 """A cache hit loads only what it needs: the start-up time of every kubelet call is mostly imports.
 
 A kubelet hit loads none of the packages that cost milliseconds and do nothing for it (measured in
-the binary: logging 5 ms, re with enum 6 ms, dataclasses 4 ms, ...); a helper
+the binary: logging 5 ms, re with enum 6 ms, dataclasses 4 ms, hashlib's OpenSSL 2 ms, ...); a helper
 `get` served from the cache loads nothing a kubelet hit does not. Listed with `PYTHONPROFILEIMPORTTIME`,
 which prints every import, on the installed console script and as the frozen binary runs (tests/frozen.py):
 only there is JSON read without the json package (ecr_kubelet/jsoncodec.py, ecr_kubelet/pinned.py).
@@ -31,10 +31,10 @@ def imported_modules(cmd: list[str], stdin: str, env: dict[str, str]) -> set[str
 
 # Each is imported on a miss (botocore brings most of them) or for an unusual request, never on a hit.
 NOT_ON_A_HIT = {"botocore", "pydantic", "urllib3", "logging", "re", "enum", "json", "dataclasses",
-                "typing", "inspect", "pathlib", "signal", "argparse", "contextlib", "datetime", "base64",
-                "tempfile", "threading", "yaml"}
-# A pip install reads JSON with the json package, which brings re and enum.
-JSON_PACKAGE = {"json", "re", "enum"}
+                "typing", "inspect", "pathlib", "hashlib", "_hashlib", "signal", "argparse", "contextlib",
+                "datetime", "base64", "tempfile", "threading", "yaml"}
+# A pip install reads JSON with the json package, which brings re and enum, and hashes with hashlib.
+JSON_PACKAGE = {"json", "re", "enum", "hashlib", "_hashlib"}
 SCRIPT = Path(sys.executable).parent / "ecr-credential-provider"
 
 

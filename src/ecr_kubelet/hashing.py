@@ -1,12 +1,26 @@
-"""SHA-256 for cache keys and identity names: hashlib's.
+"""SHA-256 for cache keys and identity names; in the binary without loading OpenSSL on a cache hit.
 
-The interpreter's built-in `_sha2` / `_sha256` used to stand in for it on a cache hit, to skip
-loading OpenSSL; that saved under 4 ms of CPU per hit (bench/README.md, "Tricks"), not enough for a
-private module.
+`hashlib.sha256` is OpenSSL's: importing hashlib loads libcrypto (3-4 ms of CPU and 3.6 MB of RSS on
+a hit, bench/README.md "Tricks"). The interpreter also has SHA-256 built in (`_sha256` up to Python
+3.11, `_sha2` since 3.12), which computes the same digest. Those modules are private, so they are
+used only by the interpreter the binary was built with (ecr_kubelet/pinned.py); anywhere else, and
+wherever neither is built in, this is hashlib's. tests/test_hashing.py checks the digests agree.
 """
 
 from __future__ import annotations
 
-from hashlib import sha256
+from ecr_kubelet import pinned
+
+TYPE_CHECKING = False
+if TYPE_CHECKING or not pinned.python():
+    from hashlib import sha256
+else:
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
 
 __all__ = ["sha256"]
