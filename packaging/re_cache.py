@@ -15,10 +15,9 @@ import re
 import sys
 from typing import Any
 
-from ecr_kubelet import compiled_re
+from ecr_kubelet import compiled_re, stand_ins
 
-_compiler: Any = importlib.import_module("re._compiler")
-_sre: Any = importlib.import_module("_sre")
+_compiler, _sre = compiled_re.engine()
 
 
 def record(services: list[str]) -> compiled_re.Table:
@@ -45,6 +44,7 @@ def record(services: list[str]) -> compiled_re.Table:
         return compiled
 
     _compiler.compile = recording
+    stand_ins.install(None)  # as in the binary: what the stand-ins keep out compiles nothing
     try:
         import ecr_kubelet
 

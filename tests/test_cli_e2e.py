@@ -264,12 +264,14 @@ def test_outage_without_cache_is_unavailable(run_provider: RunProvider, stub: St
 
 def test_deadline_bounds_the_run(run_provider: RunProvider, stub: StubClient) -> None:
     stub.configure(delay_seconds=8)
+    started = time.monotonic()
     line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--timeout", "2s"), 4)
-    # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
-    assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
+    assert time.monotonic() - started < 8  # the deadline ended it, not the stub's answer
+    # The outcome, not its wording: that depends on where the deadline fell (during the call, before
+    # it on a slow start, or in something that ignores it), and each says so correctly.
+    assert ": gave up after 2s: " in line, line
     # the one attempt ended at the deadline: it was not retried after its read timeout
-    if "did not answer in time" in line:
-        assert "1 attempt)" in line
+    assert len(stub.calls("ecr")) <= 1
 
 
 def test_malformed_token_is_a_clear_error(run_provider: RunProvider, stub: StubClient) -> None:
@@ -524,7 +526,8 @@ def test_hanging_aws_with_a_still_valid_cached_token_answers_with_it(
     took = time.time() - started
     body = ok_response(result)
     assert body["auth"][f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com"]["password"] == cached
-    assert "serving the cached token, still valid, because refreshing failed" in result.stderr
+    # Said whichever way the deadline fell (the refresh failed in time, or the backstop answered).
+    assert "the cached token, still valid" in result.stderr
     # the kubelet may keep it until expiry minus the margin: 5 h less 5 min, less the run
     assert 5 * 3600 - 300 - took - 60 <= duration_seconds(body["cacheDuration"]) <= 5 * 3600 - 300
     assert len(stub.calls("ecr")) == 1  # only the first run's call completed
@@ -547,8 +550,8 @@ def test_throttling_with_a_still_valid_cached_token_answers_from_it_after_a_few_
 def test_hanging_aws_without_a_cached_token_is_unavailable(run_provider: RunProvider, stub: StubClient) -> None:
     stub.configure(delay_seconds=30)
     line = failed(run_provider(make_request(f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com/app"), "--timeout", "3s"), 4)
-    # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
-    assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
+    # The outcome, not where the deadline fell (see test_deadline_bounds_the_run).
+    assert ": gave up after 3s: " in line, line
 
 
 def test_a_hung_credential_process_is_ended_by_the_deadline_with_or_without_a_cached_token(
@@ -569,8 +572,8 @@ def test_a_hung_credential_process_is_ended_by_the_deadline_with_or_without_a_ca
     body = ok_response(run_provider(image, "--timeout", "3s", env=env))
     assert body["auth"][f"{ACCT}.dkr.ecr.us-east-1.amazonaws.com"] == cached
     line = failed(run_provider(image, "--timeout", "3s", env={**env, "ECR_KUBELET_DISABLE_CACHE": "1"}), 4)
-    # Either the call ran out of time, or (a slow start, as under emulation) no time was left to make it.
-    assert "gave up after " in line and ("did not answer in time" in line or "no time left to call AWS" in line)
+    # The outcome, not where the deadline fell (see test_deadline_bounds_the_run).
+    assert ": gave up after 3s: " in line, line
     assert len(stub.calls("ecr")) == 1
 
 

@@ -2,8 +2,9 @@
 
 A kubelet hit loads none of the packages that cost milliseconds and do nothing for it (measured in
 the binary: logging 5 ms, re with enum 6 ms, dataclasses 4 ms, hashlib's OpenSSL 2 ms, ...); a helper
-`get` served from the cache loads nothing a kubelet hit does not. Listed on the installed console
-script with `PYTHONPROFILEIMPORTTIME`, which prints every import.
+`get` served from the cache loads nothing a kubelet hit does not. Listed with `PYTHONPROFILEIMPORTTIME`,
+which prints every import, on the installed console script and as the frozen binary runs (tests/frozen.py):
+only there is JSON read without the json package (ecr_kubelet/jsoncodec.py, ecr_kubelet/pinned.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from frozen import prelude
 from helpers import StubClient, make_request
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -29,23 +33,36 @@ def imported_modules(cmd: list[str], stdin: str, env: dict[str, str]) -> set[str
 NOT_ON_A_HIT = {"botocore", "pydantic", "urllib3", "logging", "re", "enum", "json", "dataclasses",
                 "typing", "inspect", "pathlib", "hashlib", "_hashlib", "signal", "argparse", "contextlib",
                 "datetime", "base64", "tempfile", "threading", "yaml"}
+# A pip install reads JSON with the json package, which brings re and enum, and hashes with hashlib.
+JSON_PACKAGE = {"json", "re", "enum", "hashlib", "_hashlib"}
+SCRIPT = Path(sys.executable).parent / "ecr-credential-provider"
+
+
+@pytest.fixture(params=["binary", "pip install"])
+def install(request: pytest.FixtureRequest) -> tuple[list[str], set[str]]:
+    """The command that runs the plugin, and what a cache hit must not load there."""
+    if request.param == "binary":
+        return [sys.executable, "-c", prelude() + "from ecr_kubelet.cli import main\nraise SystemExit(main())"], \
+            NOT_ON_A_HIT
+    return [str(SCRIPT)], NOT_ON_A_HIT - JSON_PACKAGE
 
 
 def test_a_kubelet_cache_hit_loads_none_of_the_expensive_modules(
-    provider_env: dict[str, str], stub: StubClient
+    provider_env: dict[str, str], stub: StubClient, install: tuple[list[str], set[str]]
 ) -> None:
-    script = Path(sys.executable).parent / "ecr-credential-provider"
+    command, not_on_a_hit = install
     request = json.dumps(make_request(f"{HOST}/team/app")) + "\n"
-    imported_modules([str(script)], request, provider_env)  # fills the shared cache
-    hit = imported_modules([str(script)], request, provider_env)
+    imported_modules(command, request, provider_env)  # fills the shared cache
+    hit = imported_modules(command, request, provider_env)
     assert len(stub.calls()) == 1
     assert {"ecr_kubelet.provider", "ecr_kubelet.cache"} <= hit
-    assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT} == set()
+    assert {m for m in hit if m.split(".")[0] in not_on_a_hit} == set()
 
 
 def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(
-    provider_env: dict[str, str], stub: StubClient
+    provider_env: dict[str, str], stub: StubClient, install: tuple[list[str], set[str]]
 ) -> None:
+    command, not_on_a_hit = install
     # The default chain's last source, the usual one on EKS nodes: the role is read from instance
     # metadata on every run (the cache key names it), over a plain socket (node_source._plain_http).
     from metadata_server import MetadataServer
@@ -55,16 +72,15 @@ def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(
         env = {k: v for k, v in provider_env.items()
                if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED")}
         env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = metadata.url
-        script = Path(sys.executable).parent / "ecr-credential-provider"
         request = json.dumps(make_request(f"{HOST}/team/app")) + "\n"
-        imported_modules([str(script)], request, env)  # fills the shared cache
+        imported_modules(command, request, env)  # fills the shared cache
         before = len(metadata.requests)
-        hit = imported_modules([str(script)], request, env)
+        hit = imported_modules(command, request, env)
     finally:
         metadata.stop()
     # the session token, the role, then the instance profile (its account is part of the identity)
     assert len(stub.calls()) == 1 and len(metadata.requests) - before == 3
-    assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT | {"http", "socket", "urllib", "email", "ssl"}} == set()
+    assert {m for m in hit if m.split(".")[0] in not_on_a_hit | {"http", "socket", "urllib", "email", "ssl"}} == set()
 
 
 def test_cached_helper_get_imports_nothing_a_kubelet_hit_does_not(

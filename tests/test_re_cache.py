@@ -3,7 +3,6 @@ packaging/re_cache.py) are exactly what re compiles from their source."""
 
 from __future__ import annotations
 
-import importlib
 import marshal
 import os
 import subprocess
@@ -15,11 +14,11 @@ from typing import Any
 import pytest
 
 from ecr_kubelet import compiled_re
+from frozen import prelude
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "packaging" / "re_cache.py"
-_compiler: Any = importlib.import_module("re._compiler")
-_sre: Any = importlib.import_module("_sre")
+_compiler, _sre = compiled_re.engine()
 
 
 def _record(out: Path, *services: str) -> tuple[Any, dict[tuple[str | bytes, int], Any]]:
@@ -61,7 +60,8 @@ INSTALLED = """
     re.purge()  # nothing from re's own cache
     def parse(*args):
         raise RuntimeError("compiled from source")
-    re._compiler._parser.parse = parse
+    compiler, _sre = compiled_re.engine()
+    (compiler._parser if hasattr(compiler, "_parser") else compiler.sre_parse).parse = parse
     for pattern in {patterns!r}:
         try:
             print(re.compile(pattern).pattern == pattern)
@@ -98,23 +98,43 @@ def test_a_table_from_another_python_is_ignored(recorded: Path, tmp_path: Path) 
     assert _installed(tmp_path / "missing", [known]) == ["False", "compiled from source"]
 
 
-def test_in_the_binary_a_cache_miss_compiles_no_pattern_from_source(recorded: Path, tmp_path: Path) -> None:
-    """As frozen by PyInstaller (sys.frozen, the table in sys._MEIPASS): awsapi installs the table
-    before botocore, so creating the clients the table was recorded for parses no pattern."""
-    (tmp_path / compiled_re.FILE).write_bytes(recorded.read_bytes())
-    code = textwrap.dedent(f"""
-        import re, sys
-        sys.frozen, sys._MEIPASS = True, {str(tmp_path)!r}
-        parsed = []
-        parse = re._compiler._parser.parse
-        re._compiler._parser.parse = lambda p, *args: parsed.append(p) or parse(p, *args)
-        from ecr_kubelet.awsapi import new_session
-        for service in ("ecr", "sts"):
-            new_session().create_client(service, region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
-                                        aws_secret_access_key="not-a-secret")
-        print(len(parsed), parsed[:5])
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+PARSED = """
+    from ecr_kubelet import compiled_re
+    compiler, _sre = compiled_re.engine()
+    parser = compiler._parser if hasattr(compiler, "_parser") else compiler.sre_parse
+    parsed = []
+    parse = parser.parse
+    parser.parse = lambda p, *args: parsed.append(p) or parse(p, *args)
+    from ecr_kubelet.awsapi import new_session
+    for service in ("ecr", "sts"):
+        new_session().create_client(service, region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+                                    aws_secret_access_key="not-a-secret")
+    print(len(parsed), parsed[:5])
+"""
+
+
+def _parsed_by_a_miss(code: str) -> int:
+    """How many patterns a cache miss's clients compile from source, in a fresh interpreter running `code` first."""
+    proc = subprocess.run([sys.executable, "-c", code + textwrap.dedent(PARSED)], capture_output=True, text=True,
+                          timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "AWS_CONFIG_FILE": os.devnull})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split(" ", 1)[0] == "0", proc.stdout
+    return int(proc.stdout.split(" ", 1)[0])
+
+
+def test_in_the_binary_a_cache_miss_compiles_no_pattern_from_source(recorded: Path, tmp_path: Path) -> None:
+    """As frozen by PyInstaller (sys.frozen, the table in sys._MEIPASS, the interpreter the build
+    recorded): awsapi installs the table before botocore, so creating the clients the table was
+    recorded for parses no pattern."""
+    (tmp_path / compiled_re.FILE).write_bytes(recorded.read_bytes())
+    assert _parsed_by_a_miss(prelude(meipass=str(tmp_path))) == 0
+
+
+def test_on_another_interpreter_than_the_recorded_one_or_outside_the_binary_re_compiles_as_usual(
+    recorded: Path, tmp_path: Path
+) -> None:
+    (tmp_path / compiled_re.FILE).write_bytes(recorded.read_bytes())
+    other = {"python": sys.version + " (another build)", "botocore": "0", "urllib3": "0"}
+    assert _parsed_by_a_miss(prelude(other, meipass=str(tmp_path))) > 50
+    assert _parsed_by_a_miss(f"import sys\nsys._MEIPASS = {str(tmp_path)!r}\n") > 50  # a pip install
+

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ecr_kubelet import pinned
 from ecr_kubelet.stand_ins import STAND_INS
+from frozen import prelude
 from helpers import StubClient, make_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +108,7 @@ def test_every_other_name_of_the_real_modules_loads_them_through_the_stand_in() 
     # Not dunders: the import system asks stand-ins for __path__ and the like (see _from_real).
     names = {module: sorted(n for n in _defined(module) - set(STAND_INS[module]) if not n.startswith("__"))
              for module in STAND_INS}
-    out = _python(f"""
+    out = _python(prelude() + textwrap.dedent(f"""
         import importlib, json, sys
         import ecr_kubelet.awsapi
         found = {{}}
@@ -115,20 +117,21 @@ def test_every_other_name_of_the_real_modules_loads_them_through_the_stand_in() 
             assert stand_in.__spec__.loader.__module__ == "ecr_kubelet.stand_ins", module
             found[module] = [name for name in names if hasattr(stand_in, name)]
         print(json.dumps(found))
-    """)
+    """))
     assert json.loads(out) == names
     assert names["botocore.docs"] and names["botocore.docs.docstring"]  # the check checks something
 
 
 @pytest.mark.skipif(importlib.util.find_spec("boto3") is None, reason="boto3 is not installed")
 def test_boto3_works_beside_the_stand_ins() -> None:
-    out = _python("""
-        import ecr_kubelet.awsapi
+    out = _python(prelude() + textwrap.dedent("""
+        import ecr_kubelet.awsapi, sys
+        assert sys.meta_path[0].__module__ == "ecr_kubelet.stand_ins"
         import boto3
         session = boto3.session.Session(region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
                                         aws_secret_access_key="not-a-secret")
         print(session.client("ecr").meta.endpoint_url)
-    """)
+    """))
     assert out.strip() == "https://api.ecr.eu-west-1.amazonaws.com"
 
 
@@ -153,7 +156,8 @@ CLIENT_DOCS = """
 
 
 def test_a_client_made_with_the_stand_ins_loads_none_of_them_and_documents_itself_as_botocore_does() -> None:
-    ours = json.loads(_python(CLIENT_DOCS.format(setup="import ecr_kubelet.awsapi", heavy=HEAVY)))
+    ours = json.loads(_python(prelude() + textwrap.dedent(CLIENT_DOCS.format(setup="import ecr_kubelet.awsapi",
+                                                                          heavy=HEAVY))))
     botocore = json.loads(_python(CLIENT_DOCS.format(setup="", heavy=HEAVY)))
     assert ours["type"] == "ecr_kubelet.stand_ins" and botocore["type"] == "botocore.docs.docstring"
     assert ours["loaded"] == []
@@ -163,7 +167,7 @@ def test_a_client_made_with_the_stand_ins_loads_none_of_them_and_documents_itsel
 
 
 def test_urllib3_http2_functions_are_the_real_ones() -> None:
-    out = _python("""
+    out = _python(prelude() + textwrap.dedent("""
         import ecr_kubelet.awsapi, sys, urllib3.http2
         assert urllib3.http2.__spec__.loader.__module__ == "ecr_kubelet.stand_ins"
         assert "importlib.metadata" not in sys.modules
@@ -175,7 +179,7 @@ def test_urllib3_http2_functions_are_the_real_ones() -> None:
             urllib3.http2.extract_from_urllib3()
             print("injected")
         print(urllib3.http2.probe.__file__)
-    """)
+    """))
     outcome, probe = out.splitlines()
     # Without h2 installed the real function fails looking it up; with it, it injects.
     h2 = importlib.util.find_spec("h2") is not None
@@ -192,10 +196,34 @@ def test_a_cache_miss_loads_none_of_what_the_stand_ins_keep_out(stub: StubClient
         from ecr_kubelet.cli import main
         sys.exit(main())
     """
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60,
-                          input=json.dumps(make_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/app")),
+    request = json.dumps(make_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/app"))
+    proc = subprocess.run([sys.executable, "-c", prelude() + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, input=request,
                           env={**provider_env, "PYTHONPATH": str(ROOT / "src")}, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["auth"]
     assert len(stub.calls(action="GetAuthorizationToken")) == 1
     assert proc.stderr.splitlines()[-1] == "[]"
+
+
+LOADERS = """
+    import json, sys
+    import ecr_kubelet.awsapi
+    import botocore.client, botocore.docs.docstring, urllib3.http2
+    print(json.dumps({name: sys.modules[name].__spec__.loader.__module__ == "ecr_kubelet.stand_ins"
+                      for name in ("botocore.docs", "botocore.docs.docstring", "urllib3.http2")}))
+"""
+
+
+@pytest.mark.parametrize("package", pinned.PACKAGES)
+def test_in_the_binary_a_package_of_another_version_than_the_recorded_one_loads_its_real_modules(package: str) -> None:
+    recorded = {**pinned.versions(), package: "0.0.0"}
+    stand_ins = json.loads(_python(prelude(recorded) + textwrap.dedent(LOADERS)))
+    assert stand_ins == {name: not name.startswith(package) for name in stand_ins}
+
+
+def test_outside_the_binary_there_are_no_stand_ins() -> None:
+    """A pip install, with whatever botocore and urllib3: their own modules, and no finder of ours."""
+    code = LOADERS.replace("print(", "assert all(f.__module__ != 'ecr_kubelet.stand_ins' for f in sys.meta_path)\n"
+                                     "    print(")
+    assert set(json.loads(_python(textwrap.dedent(code))).values()) == {False}

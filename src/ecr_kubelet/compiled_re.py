@@ -7,21 +7,22 @@ with the bundle's own Python, what ``re`` hands ``_sre.compile`` for each patter
 the binary carries that table as ``re-cache.marshal``. Importing this module (awsapi does, before
 botocore; a cache hit compiles no pattern) makes ``re`` pass the recorded code for those patterns
 straight to ``_sre.compile``. Any other pattern compiles as usual, a table written by another
-Python (version, ``_sre.MAGIC``, ``_sre.CODESIZE``) is ignored, and outside the binary there is
-no table. ``re``'s own per-process cache still sits in front of both.
+Python (version, ``_sre.MAGIC``, ``_sre.CODESIZE``) is ignored. ``re``'s own per-process cache
+still sits in front of both.
+
+This reaches into ``re``'s private compiler, so it loads only in the frozen binary running the
+interpreter it was built with (ecr_kubelet/pinned.py); anywhere else, or on any error, ``re`` is
+left as it is.
 """
 
 from __future__ import annotations
 
-import importlib
 import marshal
 import os
 import sys
 from typing import Any
 
-# re's compiler and its C engine (no type stubs for either).
-_compiler: Any = importlib.import_module("re._compiler")
-_sre: Any = importlib.import_module("_sre")
+from ecr_kubelet import pinned
 
 FILE = "re-cache.marshal"
 # marshal format 2 has no back-references, whose use depends on reference counts: the bytes
@@ -34,9 +35,18 @@ Entry = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]
 Table = dict[tuple[str | bytes, int], Entry]
 
 
+def engine() -> tuple[Any, Any]:
+    """re's compiler module (``re._compiler``; ``sre_compile`` before 3.11) and its C engine ``_sre``."""
+    name = "re._compiler" if sys.version_info >= (3, 11) else "sre_compile"
+    __import__(name)
+    __import__("_sre")
+    return sys.modules[name], sys.modules["_sre"]
+
+
 def stamp() -> tuple[str, int, int]:
     """What a table is valid for: this Python and its regular expression engine."""
-    return (sys.version, _sre.MAGIC, _sre.CODESIZE)
+    _compiler, sre = engine()
+    return (sys.version, sre.MAGIC, sre.CODESIZE)
 
 
 def dumps(table: Table) -> bytes:
@@ -49,22 +59,28 @@ def install(path: str) -> bool:
         with open(path, "rb") as fh:
             data = fh.read()  # in one piece: marshal.load(fh) would read it in many small calls
         recorded, table = marshal.loads(data)  # noqa: S302  (the bundle's own file, made by dumps())
-    except (OSError, EOFError, ValueError, TypeError):
+        if tuple(recorded) != stamp() or not isinstance(table, dict):
+            return False
+        compiler, sre = engine()
+    except Exception:  # no table, a damaged one, or an engine unlike the one it was made for
         return False
-    if tuple(recorded) != stamp():
-        return False
-    compile_source, sre_compile = _compiler.compile, _sre.compile
+    compile_source, sre_compile = compiler.compile, sre.compile
 
     def compile_from_table(p: Any, flags: int = 0) -> Any:
         entry: Entry | None = table.get((p, flags)) if type(p) in (str, bytes) else None
         if entry is None:
             return compile_source(p, flags)
         final_flags, code, groups, groupindex, indexgroup = entry
-        return sre_compile(p, final_flags, code, groups, groupindex, indexgroup)
+        try:
+            return sre_compile(p, final_flags, code, groups, groupindex, indexgroup)
+        except Exception:  # an engine that no longer takes what was recorded: compile as re would
+            return compile_source(p, flags)
 
-    _compiler.compile = compile_from_table
+    compiler.compile = compile_from_table
     return True
 
 
-if getattr(sys, "frozen", False):  # PyInstaller's bootloader sets sys.frozen and sys._MEIPASS
-    install(os.path.join(getattr(sys, "_MEIPASS", ""), FILE))
+# The frozen binary, on its own interpreter: the table is in the bundle, PyInstaller's sys._MEIPASS.
+_BUNDLE = getattr(sys, "_MEIPASS", None)
+if isinstance(_BUNDLE, str) and os.path.isabs(_BUNDLE) and pinned.python():
+    install(os.path.join(_BUNDLE, FILE))

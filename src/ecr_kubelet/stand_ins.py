@@ -1,7 +1,9 @@
 """Stand-ins for two packages botocore's import chain loads for names a credential provider never uses.
 
-Importing this module puts a finder first on ``sys.meta_path`` (awsapi imports it before
-botocore) that gives the importer a stand-in for each of these modules. A stand-in holds the
+In the frozen binary, importing this module puts a finder first on ``sys.meta_path`` (awsapi
+imports it before botocore) that gives the importer a stand-in for each of these modules, when the
+package it belongs to is the version the binary was built with (ecr_kubelet/pinned.py). Anywhere
+else (a pip install, another botocore or urllib3) and on any error, the real modules load. A stand-in holds the
 names botocore and urllib3 import from it, which load the real module the first time they are
 really used; any other name of the real module (boto3's ``from botocore.docs import
 DEPRECATED_SERVICE_NAMES``, say) loads it at once. So behaviour is unchanged:
@@ -24,9 +26,11 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
+
+from ecr_kubelet import pinned
 
 _real: dict[str, ModuleType] = {}
 
@@ -138,21 +142,39 @@ class StandInLoader:
 
 
 class StandInFinder:
-    """A meta path finder: a stand-in where the real module exists (as a package if it is one)."""
+    """A meta path finder: a stand-in where the real module exists (as a package if it is one).
 
-    @staticmethod
-    def find_spec(fullname: str, path: Sequence[str] | None = None,
+    With `versions`, only while the stand-in's top-level package is the version named there.
+    """
+
+    def __init__(self, versions: Mapping[str, str] | None) -> None:
+        self.versions = versions
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in STAND_INS:
             return None
-        found = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if found is None:
+        try:
+            if self.versions is not None:
+                top = sys.modules.get(fullname.partition(".")[0])
+                if top is None or self.versions.get(top.__name__) != getattr(top, "__version__", None):
+                    return None
+            found = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if found is None:
+                return None
+            spec = importlib.machinery.ModuleSpec(fullname, StandInLoader)  # type: ignore[arg-type]
+            if found.submodule_search_locations is not None:
+                spec.submodule_search_locations = list(found.submodule_search_locations)
+        except Exception:  # anything unexpected: the real module
             return None
-        spec = importlib.machinery.ModuleSpec(fullname, StandInLoader)  # type: ignore[arg-type]
-        if found.submodule_search_locations is not None:
-            spec.submodule_search_locations = list(found.submodule_search_locations)
         return spec
 
 
-if StandInFinder not in sys.meta_path:
-    sys.meta_path.insert(0, StandInFinder)
+def install(versions: Mapping[str, str] | None) -> None:
+    """Put the stand-ins' finder first (once); `versions`: only for these package versions (None: any)."""
+    if not any(isinstance(finder, StandInFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, StandInFinder(versions))
+
+
+if pinned.recorded():  # the frozen binary: its botocore and urllib3 are checked against the record
+    install(pinned.recorded())
