@@ -338,6 +338,8 @@ def _note_host(registry: Registry, identity: Identity, options: Options) -> None
         return
     if not os.path.exists(os.path.join(directory, key + ".json")):
         return  # not cached (the cache is off): nothing `list` could answer from
+    if os.path.exists(os.path.join(directory, key + HOST_NOTE)):
+        return  # noted at an earlier fetch: a key names one registry host
     try:
         TokenCache(directory, options.freshness)._write_file(key, HOST_NOTE, registry.host.encode())
     except OSError as exc:
