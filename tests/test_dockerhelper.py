@@ -397,6 +397,38 @@ def test_the_deadline_covers_reading_stdin(helper_path: Path, provider_env: dict
     assert stub.calls() == []
 
 
+def test_parallel_jobs_under_sustained_throttling_end_at_the_helpers_own_deadline(
+    helper_path: Path, provider_env: dict[str, str], stub: StubClient
+) -> None:
+    """A CI runner's 10 parallel jobs while ECR throttles: each ends by the helper's 20 s default (not the
+    kubelet mode's 57 s), with one line; the bound leaves room for a busy machine."""
+    import time
+
+    stub.configure(throttle_next=100000)
+    env = {k: v for k, v in provider_env.items() if k != "ECR_KUBELET_TIMEOUT"}
+    started = time.monotonic()
+    procs = [subprocess.Popen([str(helper_path), "get"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(10)]
+    try:
+        for proc in procs:  # every job's request first, as parallel jobs send theirs
+            assert proc.stdin is not None
+            proc.stdin.write(HOST)
+            proc.stdin.close()
+        for proc in procs:
+            proc.wait(timeout=45)
+        results = [(proc.stdout.read(), proc.stderr.read()) for proc in procs if proc.stdout and proc.stderr]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    elapsed = time.monotonic() - started
+    assert elapsed < 40, elapsed
+    for proc, (stdout, _) in zip(procs, results, strict=True):
+        assert proc.returncode == 4 and stdout.count("\n") == 1, (proc.returncode, stdout)
+        assert stdout.startswith("docker-credential-ecr-login: ")
+
+
 def test_the_helpers_default_deadline_is_its_own_and_the_variable_overrides_it(
     provider_env: dict[str, str]
 ) -> None:
