@@ -49,9 +49,10 @@ MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 class RegistryServer:
     """`start()` runs the registry; `port`, `ca_file`, `digest` describe it; `stop()` ends it."""
 
-    def __init__(self, password: str, names: list[str]) -> None:
+    def __init__(self, password: str, names: list[str], *, anonymous: bool = False) -> None:
         self.password = password
         self.names = names
+        self.anonymous = anonymous  # no auth at all, as public ECR serves pulls without credentials
         self.port = 0
         self.digest = ""
         self._dir = Path(tempfile.mkdtemp(prefix="ecr-kubelet-registry-"))
@@ -110,14 +111,15 @@ class RegistryServer:
         (self._dir / "htpasswd").write_text(f"{USERNAME}:{hashed}\n")
 
     def _write_config(self) -> Path:
-        config = {  # JSON is YAML
+        config: dict[str, Any] = {  # JSON is YAML
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(self._dir / "data")}, "delete": {"enabled": True}},
             "http": {"addr": f"127.0.0.1:{self.port}", "secret": secrets.token_hex(16),
                      "tls": {"certificate": str(self._dir / "server.pem"), "key": str(self._dir / "server.key")}},
-            "auth": {"htpasswd": {"realm": "ecr-kubelet-test", "path": str(self._dir / "htpasswd")}},
         }
+        if not self.anonymous:
+            config["auth"] = {"htpasswd": {"realm": "ecr-kubelet-test", "path": str(self._dir / "htpasswd")}}
         path = self._dir / "config.yml"
         path.write_text(json.dumps(config))
         return path
@@ -135,7 +137,7 @@ class RegistryServer:
                 conn.request("GET", "/v2/")
                 status = conn.getresponse().status
                 conn.close()
-                if status == 401:  # up, and asking for credentials
+                if status == (200 if self.anonymous else 401):  # up, and asking for credentials unless anonymous
                     return True
             except OSError:
                 pass

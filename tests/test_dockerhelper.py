@@ -264,10 +264,9 @@ def test_a_hung_aws_call_ends_at_the_deadline_with_one_line(
 ) -> None:
     stub.configure(delay_seconds=8)
     message = failure(helper(HOST, env={**provider_env, "ECR_KUBELET_TIMEOUT": "2s"}), 4)
-    # The outcome, not its wording: that depends on where the deadline fell (during the call, before
-    # it on a slow start, or in something that ignores it), and each says so correctly.
-    assert message.startswith("docker-credential-ecr-login: gave up after 2s: "), message
-    assert "--timeout" not in message  # the helper's knob is ECR_KUBELET_TIMEOUT
+    # Where the deadline fell (during the call, before it, or in something that ignores it) decides the
+    # wording; the outcome is the same.
+    assert message.startswith("docker-credential-ecr-login: gave up after 2s: ") and "--timeout" not in message
 
 
 def test_a_hung_refresh_answers_with_the_still_valid_cached_token(
@@ -282,8 +281,7 @@ def test_a_hung_refresh_answers_with_the_still_valid_cached_token(
     stub.configure(delay_seconds=8)
     result = helper(HOST, env={**provider_env, "ECR_KUBELET_TIMEOUT": "2s"})
     assert credentials(result, HOST) == secret
-    # Said whichever way the deadline fell (the refresh failed in time, or the backstop answered).
-    assert "the cached token, still valid" in result.stderr
+    assert "cached token, still valid" in result.stderr  # from the retry loop or at the deadline itself
     assert secret not in result.stderr
 
 
@@ -319,6 +317,255 @@ def test_no_secret_reaches_stderr_or_the_error_at_any_verbosity(
         assert value not in denied.stdout + denied.stderr
 
 
+# ---- public ECR falls back to anonymous pulls ---------------------------------------------------------
+
+
+def without_aws_credentials(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+
+PUBLIC_FAILURES: dict[str, tuple[dict[str, Any], Callable[[dict[str, str]], dict[str, str]] | None, str]] = {
+    "no-credentials": ({}, without_aws_credentials, "no AWS credentials"),
+    "denied": ({"deny": True}, None, "AccessDeniedException"),
+    "throttled": ({"throttle_next": 1000}, None, "Throttl"),
+    "outage": ({"fail_all": True}, None, "ServiceUnavailableException"),
+}
+
+
+@pytest.mark.parametrize("host", ["public.ecr.aws", "ecr-public.aws.com"])
+@pytest.mark.parametrize("case", sorted(PUBLIC_FAILURES))
+def test_public_ecr_without_a_token_is_not_found_so_the_client_pulls_anonymously(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str], host: str, case: str
+) -> None:
+    settings, change_env, reason = PUBLIC_FAILURES[case]
+    if settings:
+        stub.configure(**settings)
+    env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
+    if case == "throttled":  # retried until the deadline
+        env["ECR_KUBELET_TIMEOUT"] = "3s"
+    env = change_env(env) if change_env else env
+    result = helper(host, env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (1, NOT_FOUND, "")
+    # At -v it says which happened: AWS's answer, or (where the deadline fell first, as on a loaded machine)
+    # that it ran out of time.
+    verbose = helper(host, env={**env, "ECR_KUBELET_VERBOSE": "1"})
+    assert (verbose.returncode, verbose.stdout) == (1, NOT_FOUND)
+    said = verbose.stderr.lower()
+    assert "anonymously" in said and (reason.lower() in said or "gave up after" in said), verbose.stderr
+    assert FAKE_SECRET_ACCESS_KEY not in verbose.stderr
+
+
+@pytest.mark.parametrize("case", ["no-credentials", "denied", "outage"])
+def test_a_private_registry_keeps_the_clear_error(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str], case: str
+) -> None:
+    settings, change_env, _ = PUBLIC_FAILURES[case]
+    if settings:
+        stub.configure(**settings)
+    env = {**provider_env, "AWS_MAX_ATTEMPTS": "1"}
+    result = helper(HOST, env=change_env(env) if change_env else env)
+    assert result.returncode in (3, 4) and result.stdout != NOT_FOUND
+    failure(result, result.returncode)
+
+
+def test_a_hung_public_ecr_call_is_not_found_at_the_deadline(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    stub.configure(delay_seconds=8)
+    result = helper("public.ecr.aws", env={**provider_env, "ECR_KUBELET_TIMEOUT": "2s"})
+    assert (result.returncode, result.stdout) == (1, NOT_FOUND)
+
+
+# ---- the helper's own deadline: stdin, the lock and AWS ------------------------------------------------
+
+
+def test_the_deadline_covers_reading_stdin(helper_path: Path, provider_env: dict[str, str], stub: StubClient) -> None:
+    """A client that never closes stdin does not hang the helper past its deadline."""
+    proc = subprocess.Popen([str(helper_path), "get"], env={**provider_env, "ECR_KUBELET_TIMEOUT": "2s"},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(HOST)
+    proc.stdin.flush()  # ... and never closed
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the helper still waited for stdin after its deadline")
+    finally:
+        proc.stdin.close()
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 2 and stdout.count("\n") == 1 and "ECR_KUBELET_TIMEOUT" in stdout, (stdout, stderr)
+    assert stub.calls() == []
+
+
+def test_parallel_jobs_under_sustained_throttling_end_at_the_helpers_own_deadline(
+    helper_path: Path, provider_env: dict[str, str], stub: StubClient
+) -> None:
+    """A CI runner's 10 parallel jobs while ECR throttles: each ends by the helper's 20 s default (not the
+    kubelet mode's 57 s), with one line; the bound leaves room for a busy machine."""
+    import time
+
+    stub.configure(throttle_next=100000)
+    env = {k: v for k, v in provider_env.items() if k != "ECR_KUBELET_TIMEOUT"}
+    started = time.monotonic()
+    procs = [subprocess.Popen([str(helper_path), "get"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(10)]
+    try:
+        for proc in procs:  # every job's request first, as parallel jobs send theirs
+            assert proc.stdin is not None
+            proc.stdin.write(HOST)
+            proc.stdin.close()
+        for proc in procs:
+            proc.wait(timeout=45)
+        results = [(proc.stdout.read(), proc.stderr.read()) for proc in procs if proc.stdout and proc.stderr]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    elapsed = time.monotonic() - started
+    assert elapsed < 40, elapsed
+    for proc, (stdout, _) in zip(procs, results, strict=True):
+        assert proc.returncode == 4 and stdout.count("\n") == 1, (proc.returncode, stdout)
+        assert stdout.startswith("docker-credential-ecr-login: ")
+
+
+def test_the_helpers_default_deadline_is_its_own_and_the_variable_overrides_it(
+    provider_env: dict[str, str]
+) -> None:
+    from ecr_kubelet.cli import parse_options
+    from ecr_kubelet.options import DEFAULT_TIMEOUT
+
+    helper_options = parse_options([], provider_env, helper=True)
+    kubelet_options = parse_options([], provider_env)
+    assert helper_options is not None and kubelet_options is not None
+    assert helper_options.timeout == 20.0 and kubelet_options.timeout == DEFAULT_TIMEOUT
+    overridden = parse_options([], {**provider_env, "ECR_KUBELET_TIMEOUT": "45s"}, helper=True)
+    assert overridden is not None and overridden.timeout == 45.0
+
+
+# ---- AWS_ECR_CACHE_DIR as Amazon's helper takes it -----------------------------------------------------
+
+
+def test_an_empty_aws_ecr_cache_dir_is_amazons_default_with_a_warning(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in provider_env.items() if k != "ECR_KUBELET_CACHE_DIR"}
+    env["AWS_ECR_CACHE_DIR"] = ""
+    result = helper(HOST, env=env)
+    secret = credentials(result, HOST)
+    default = Path(env["HOME"]) / ".ecr"
+    assert "AWS_ECR_CACHE_DIR is empty" in result.stderr and str(default) in result.stderr
+    assert result.stderr.startswith("docker-credential-ecr-login: ")
+    assert list(default.glob("*.json")) and credentials(helper(HOST, env=env), HOST) == secret
+    assert len(token_calls(stub)) == 1
+
+
+def test_a_relative_aws_ecr_cache_dir_is_from_the_working_directory_with_a_warning(
+    helper_path: Path, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in provider_env.items() if k != "ECR_KUBELET_CACHE_DIR"}
+    env["AWS_ECR_CACHE_DIR"] = "ecr-cache"
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    results = [subprocess.run([str(helper_path), "get"], input=HOST, env=env, cwd=work, capture_output=True,
+                              text=True, timeout=70, check=False) for _ in range(2)]
+    assert credentials(results[0], HOST) == credentials(results[1], HOST)
+    assert "AWS_ECR_CACHE_DIR='ecr-cache' is relative" in results[0].stderr
+    assert list((work / "ecr-cache").glob("*.json")) and len(token_calls(stub)) == 1
+
+
+def test_a_relative_aws_ecr_cache_dir_in_a_directory_others_can_change_is_not_used(
+    helper_path: Path, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in provider_env.items() if k != "ECR_KUBELET_CACHE_DIR"}
+    env["AWS_ECR_CACHE_DIR"] = "ecr-cache"
+    work = tmp_path / "shared"
+    work.mkdir()
+    work.chmod(0o777)  # not sticky: anyone could swap the cache directory
+    result = subprocess.run([str(helper_path), "get"], input=HOST, env=env, cwd=work, capture_output=True,
+                            text=True, timeout=70, check=False)
+    credentials(result, HOST)
+    assert "token cache disabled" in result.stderr and not (work / "ecr-cache").exists()
+
+
+# ---- where helper users look: --help, the helper's name, the log ---------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_help_exits_0_with_usage(helper: Helper, stub: StubClient, flag: str) -> None:
+    result = helper("", flag)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: docker-credential-ecr-login <store|get")
+    assert "get" in result.stdout and result.stderr == "" and stub.calls() == []
+
+
+def test_a_cache_turned_off_is_said_under_the_helpers_name_and_in_its_log(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    cache = Path(provider_env["ECR_KUBELET_CACHE_DIR"])
+    cache.mkdir(mode=0o755)
+    cache.chmod(0o755)
+    (cache / "notes.txt").write_text("not a cache file\n")
+    env = {**provider_env, "AWS_SESSION_TOKEN": "session-token-do-not-leak-0123"}
+    result = helper(HOST, env=env)
+    secret = credentials(result, HOST)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("docker-credential-ecr-login: WARNING: token cache disabled")
+    log_file = cache / "log" / "ecr-login.log"
+    assert "token cache disabled" in log_file.read_text()
+    assert log_file.stat().st_mode & 0o777 == 0o600 and (cache / "log").stat().st_mode & 0o777 == 0o700
+    # Every run says it again, and nothing secret is ever written there, at any verbosity.
+    helper(HOST, env={**env, "ECR_KUBELET_VERBOSE": "2"})
+    text = log_file.read_text()
+    assert text.count("token cache disabled") == 2 and HOST in text
+    for value in (secret, FAKE_SECRET_ACCESS_KEY, "session-token-do-not-leak-0123"):
+        assert value not in text
+
+
+def test_a_run_with_nothing_to_say_writes_no_log(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    credentials(helper(HOST), HOST)
+    credentials(helper(HOST), HOST)
+    assert not (Path(provider_env["ECR_KUBELET_CACHE_DIR"]) / "log").exists()
+
+
+def test_the_log_is_rotated(helper: Helper, stub: StubClient, provider_env: dict[str, str]) -> None:
+    log_dir = Path(provider_env["ECR_KUBELET_CACHE_DIR"]) / "log"
+    log_dir.mkdir(parents=True, mode=0o700)
+    full = log_dir / "ecr-login.log"
+    full.write_text("old line\n" * (1024 * 1024 // 9 + 1))
+    full.chmod(0o600)
+    credentials(helper(HOST, env={**provider_env, "ECR_KUBELET_VERBOSE": "1"}), HOST)
+    assert (log_dir / "ecr-login.log.1").read_text().startswith("old line")
+    assert full.stat().st_size < 64 * 1024 and HOST in full.read_text()
+
+
+def test_a_log_file_that_is_a_link_or_not_ours_is_not_written(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    log_dir = Path(provider_env["ECR_KUBELET_CACHE_DIR"]) / "log"
+    log_dir.mkdir(parents=True, mode=0o700)
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (log_dir / "ecr-login.log").symlink_to(target)
+    result = helper(HOST, env={**provider_env, "ECR_KUBELET_VERBOSE": "1"})
+    credentials(result, HOST)
+    assert target.read_text() == "" and "not keeping a log" in result.stderr
+
+
+def test_an_amazon_log_file_left_readable_is_made_private(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    log_dir = Path(provider_env["ECR_KUBELET_CACHE_DIR"]) / "log"
+    log_dir.mkdir(parents=True, mode=0o700)
+    (log_dir / "ecr-login.log").write_text("time=... level=debug msg=\"Listing credentials\"\n")
+    (log_dir / "ecr-login.log").chmod(0o644)  # as Amazon's helper creates it
+    credentials(helper(HOST, env={**provider_env, "ECR_KUBELET_VERBOSE": "1"}), HOST)
+    assert (log_dir / "ecr-login.log").stat().st_mode & 0o777 == 0o600
+
+
 # ---- the other verbs, as docker-credential-ecr-login answers them ----------------------------------
 
 
@@ -340,10 +587,49 @@ def test_store_and_erase_succeed_when_told_to_ignore_them(
     assert "user-supplied-secret-x" not in result.stderr and stub.calls() == []
 
 
-def test_list_is_an_empty_object(helper: Helper, stub: StubClient) -> None:
+def test_list_before_any_get_is_an_empty_object(helper: Helper, stub: StubClient) -> None:
     result = helper("", "list")
     assert (result.returncode, result.stdout) == (0, "{}\n")
     assert stub.calls() == []
+
+
+def test_list_answers_the_registries_served_from_the_cache_and_no_secret(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    other = f"{OTHER}.dkr.ecr.eu-west-1.amazonaws.com"
+    secrets = [credentials(helper(f"https://{HOST}/v2/"), f"https://{HOST}/v2/"),
+               credentials(helper("public.ecr.aws"), "public.ecr.aws"), credentials(helper(other), other)]
+    calls = len(stub.calls())
+    result = helper("", "list")
+    assert result.returncode == 0 and result.stdout.count("\n") == 1
+    assert json.loads(result.stdout) == {f"https://{HOST}": "AWS", "https://public.ecr.aws": "AWS",
+                                         f"https://{other}": "AWS"}
+    assert len(stub.calls()) == calls  # answered from the cache directory: no AWS call
+    assert not any(secret in result.stdout + result.stderr for secret in secrets)
+    # A registry whose entry left the cache is no longer listed.
+    cache = Path(provider_env["ECR_KUBELET_CACHE_DIR"])
+    [note] = [n for n in cache.glob("*.host") if n.read_text() == other]
+    (cache / (note.stem + ".json")).unlink()
+    assert set(json.loads(helper("", "list").stdout)) == {f"https://{HOST}", "https://public.ecr.aws"}
+
+
+def test_list_is_bounded_and_lists_only_ecr_hosts(
+    helper: Helper, stub: StubClient, provider_env: dict[str, str]
+) -> None:
+    credentials(helper(HOST), HOST)
+    cache = Path(provider_env["ECR_KUBELET_CACHE_DIR"])
+    [note] = cache.glob("*.host")
+    entry = note.with_suffix(".json").read_bytes()
+    for i in range(150):  # planted notes: far more than the bound, one of them not an ECR host
+        key = f"{i:040x}"
+        host = "registry.example.com" if i == 0 else f"{100000000000 + i}.dkr.ecr.us-east-1.amazonaws.com"
+        for suffix, body in ((".host", host.encode()), (".json", entry)):
+            path = cache / (key + suffix)
+            path.write_bytes(body)
+            path.chmod(0o600)
+    listed = json.loads(helper("", "list").stdout)
+    assert len(listed) == 100 and "https://registry.example.com" not in listed
+    assert all(url.startswith("https://") and url.endswith(".amazonaws.com") for url in listed)
 
 
 @pytest.mark.parametrize("verb", ["version", "-v", "--version"])

@@ -207,6 +207,44 @@ def test_a_token_the_kubelet_mode_cached_serves_the_client(
     assert len(token_calls(stub)) == 1
 
 
+@pytest.fixture(scope="session")
+def public_registry() -> Iterator[tuple[RegistryServer, ConnectProxy]]:
+    """Public ECR as it is: a registry that serves pulls without credentials, under its own name."""
+    require_tool("docker-registry", REGISTRY_BINARY or None)
+    with RegistryServer(PASSWORD, [PUBLIC], anonymous=True) as server:
+        proxy = ConnectProxy({PUBLIC: server.port}).start()
+        yield server, proxy
+        proxy.stop()
+
+
+@pytest.mark.parametrize("client", ["crane", "skopeo"])
+@pytest.mark.parametrize("case", ["no-aws-credentials", "denied", "throttled"])
+def test_a_public_image_is_pulled_anonymously_when_aws_gives_no_token(
+    client: str, case: str, crane_binary: str, public_registry: tuple[RegistryServer, ConnectProxy],
+    client_env: Callable[[dict[str, Any] | None], dict[str, str]], stub: StubClient
+) -> None:
+    """A machine with `credsStore`/`credHelpers: ecr-login` and no (usable) AWS credentials still pulls
+    public images: the helper answers "not found" and the client goes on anonymously."""
+    server, proxy = public_registry
+    env = {**client_env(None), "SSL_CERT_FILE": str(server.ca_file), "HTTPS_PROXY": proxy.url,
+           "AWS_MAX_ATTEMPTS": "1", "ECR_KUBELET_TIMEOUT": "3s"}
+    if case == "no-aws-credentials":
+        env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    else:
+        stub.configure(**({"deny": True} if case == "denied" else {"throttle_next": 1000}))
+    reference = f"{PUBLIC}/{REPOSITORY}:{TAG}"
+    if client == "crane":
+        cmd = [crane_binary, "digest", reference]
+    else:
+        cmd = [require_tool("skopeo", shutil.which("skopeo")), "inspect", "--raw", f"docker://{reference}"]
+    result = subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    digest = result.stdout.decode().strip() if client == "crane" else \
+        "sha256:" + hashlib.sha256(result.stdout.strip()).hexdigest()
+    assert digest == server.digest
+    assert f"{PUBLIC}:443" in proxy.requested
+
+
 def test_access_denied_reaches_the_client_as_one_clean_line(pull: Pull, stub: StubClient) -> None:
     stub.configure(deny=True)
     code, _, stderr = pull(f"{HOST}/{REPOSITORY}:{TAG}")

@@ -516,7 +516,8 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-_CACHE_FILE = r"[0-9a-f]{40}\.(?:json|lock|attempts)|\.tmp-.*"
+# `.host` and `log`: the Docker helper's notes of the registries it served (for `list`) and its log.
+_CACHE_FILE = r"[0-9a-f]{40}\.(?:json|lock|attempts|host)|\.tmp-.*|log"
 
 
 def _foreign_entry(directory: str) -> str | None:

@@ -19,12 +19,14 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
 
 PROG = "ecr-credential-provider"
 DEBUG, INFO, WARNING = 10, 20, 30
 
-# The command's verbosity, once `configure` was called and until logging is set up for it.
-_pending: list[int] = []
+# The command's settings (verbosity, name, extra handler), once `configure` was called and until
+# logging is set up for them.
+_pending: list[tuple[int, str, Callable[[], logging.Handler | None] | None]] = []
 # Without -v: the warnings logged so far, scrubbed, until the command prints them or folds them.
 _held: list[tuple[str, str]] = []  # (level name, message)
 _holding: list[bool] = []
@@ -67,10 +69,15 @@ def get(name: str) -> Log:
     return Log(name)
 
 
-def configure(verbosity: int, *, hold: bool = False) -> None:
+def configure(verbosity: int, *, hold: bool = False, prog: str = PROG,
+              extra_handler: Callable[[], logging.Handler | None] | None = None) -> None:
     """How this command prints: -v info, -vv debug, else warnings only (`hold`: held until the command
-    ends, for a command that ends through command.py); with -v, set up now."""
-    _pending[:] = [verbosity]
+    ends, for a command that ends through command.py); with -v, set up now.
+
+    `prog` starts every line (the Docker helper's own name in that mode); `extra_handler` makes one
+    more destination for the same records (the Docker helper's log file), called only when a record
+    is first printed, so a run that prints nothing opens nothing."""
+    _pending[:] = [(verbosity, prog, extra_handler)]
     _holding[:] = [hold and verbosity <= 0]
     if verbosity > 0:
         set_up()
@@ -101,7 +108,7 @@ def set_up() -> None:
     is loaded, so that its own records are filtered the same way."""
     if not _pending:
         return
-    verbosity = _pending.pop()
+    verbosity, prog, extra_handler = _pending.pop()
     import logging
 
     class Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -114,10 +121,15 @@ def set_up() -> None:
                 super().emit(record)
 
     handler = Handler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
+    handlers: list[logging.Handler] = [handler]
+    extra = extra_handler() if extra_handler is not None else None
+    if extra is not None:
+        handlers.append(extra)
+    for each in handlers:
+        each.addFilter(RedactingFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(logging.WARNING)
     logging.getLogger("ecr_kubelet").setLevel(
         logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING

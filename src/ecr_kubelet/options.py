@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 DEFAULT_SA_ROLE_ANNOTATIONS = ("eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn")
 MAX_TIMEOUT = 58.0  # counted from process start; the kubelet kills us at 60 s
 DEFAULT_TIMEOUT = 57.0
+# The Docker helper's: registry clients wait for it without a timeout, and CI jobs would rather fail fast.
+DEFAULT_HELPER_TIMEOUT = 20.0
 DEFAULT_EXPIRY_MARGIN = 300.0
 DEFAULT_REFRESH_FRACTION = 0.5
 DEFAULT_MAX_ATTEMPTS = 3
@@ -86,7 +88,10 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
     if helper:
         timeout = env.get(FLAG_VARIABLES["--timeout"]) or None
         if cache_dir is None and env.get("AWS_ECR_CACHE_DIR") is not None:
-            cache_dir, cache_dir_variable = os.path.expanduser(env["AWS_ECR_CACHE_DIR"]), "AWS_ECR_CACHE_DIR"
+            # As docker-credential-ecr-login takes it: empty is its default ~/.ecr, relative is from the
+            # working directory (the helper warns of both; trust.py still decides whether it is used).
+            cache_dir = os.path.abspath(os.path.expanduser(env["AWS_ECR_CACHE_DIR"] or "~/.ecr"))
+            cache_dir_variable = "AWS_ECR_CACHE_DIR"
         no_cache = no_cache or bool(env.get("AWS_ECR_DISABLE_CACHE"))  # any value, as there
         level = env.get("ECR_KUBELET_VERBOSE", "").strip()
         verbose = int(level) if level.isdigit() else 1 if _truthy(level) else 0
@@ -100,6 +105,7 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
         "refresh_fraction": DEFAULT_REFRESH_FRACTION, "expiry_margin": None,
         "cache_dir": None if cache_dir is None else absolute_path(cache_dir, cache_dir_variable),
         "no_cache": no_cache, "timeout": timeout,
+        "default_timeout": DEFAULT_HELPER_TIMEOUT if helper else DEFAULT_TIMEOUT,  # a number: parsing costs `re`
     }
 
 
@@ -108,7 +114,7 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
     if not 0 < args["refresh_fraction"] <= 1:
         raise BadInputError("--refresh-fraction must be greater than 0 and at most 1")
     margin = _duration(args["expiry_margin"], DEFAULT_EXPIRY_MARGIN, "--expiry-margin")
-    timeout = _duration(args["timeout"], DEFAULT_TIMEOUT, "--timeout")
+    timeout = _duration(args["timeout"], args.get("default_timeout", DEFAULT_TIMEOUT), "--timeout")
     if margin < 0:
         raise BadInputError(f"--expiry-margin must not be negative, got {args['expiry_margin']!r}")
     if not 0 < timeout <= MAX_TIMEOUT:
