@@ -45,6 +45,10 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
                 raise BadInputError("serviceAccountToken must be printable ASCII without spaces (a JWT)")
             return Identity(mode="service-account", role_arn=role, web_identity_token=token,
                             claims=jwt_claims(token))
+        if options.eks_cluster_name is not None:
+            from ecr_kubelet import pod_identity
+
+            return pod_identity.plan(token, options)
         if options.sa_without_role == "fail":
             raise AuthError(
                 "the pod's service account has none of the role annotations "
