@@ -94,6 +94,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "pod_identity_lifetime_seconds": DEFAULT_STS_LIFETIME_SECONDS,  # life of the credentials eks-auth issues
     "throttle_eks_auth_next": 0,  # next N AssumeRoleForPodIdentity calls: 429 ThrottlingException
     "deny_pod_identity": False,  # AssumeRoleForPodIdentity: 400 AccessDeniedException (the node may not call it)
+    "eks_auth_delay_seconds": 0.0,  # sleep before answering AssumeRoleForPodIdentity
     # > 0: each ECR/ECR Public call waits until this many calls are in flight at once (a barrier,
     # 30 s at most, then 500): proves that callers really are served concurrently.
     "barrier_parties": 0,
@@ -500,6 +501,8 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(exp, (int, float)) and exp < time.time():
                 raise StubError(400, "ExpiredTokenException", "token expired")
             config = self._state.config()
+            if float(config["eks_auth_delay_seconds"] or 0) > 0:
+                time.sleep(float(config["eks_auth_delay_seconds"]))
             if config["deny_pod_identity"]:
                 raise StubError(400, "AccessDeniedException",
                                 "not authorized to perform eks-auth:AssumeRoleForPodIdentity")
