@@ -164,8 +164,10 @@ def test_the_flag_and_its_variable() -> None:
     assert parsed({"eks_cluster_name": "flag"}, {"ECR_KUBELET_EKS_CLUSTER_NAME": "prod"}).eks_cluster_name == "flag"
     with pytest.raises(BadInputError, match="must not be empty"):
         parsed({"eks_cluster_name": ""}, {})
-    with pytest.raises(BadInputError, match="ECR_KUBELET_EKS_CLUSTER_NAME|--eks-cluster-name"):
+    with pytest.raises(BadInputError, match=r"^ECR_KUBELET_EKS_CLUSTER_NAME 'bad name' is not"):
         parsed({}, {"ECR_KUBELET_EKS_CLUSTER_NAME": "bad name"})
+    with pytest.raises(BadInputError, match=r"^--eks-cluster-name 'bad\.name' is not"):
+        parsed({"eks_cluster_name": "bad.name"}, {"ECR_KUBELET_EKS_CLUSTER_NAME": "prod"})
 
 
 def test_the_eks_auth_endpoint_variable_is_read_with_the_others() -> None:

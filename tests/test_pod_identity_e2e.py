@@ -256,3 +256,15 @@ def test_sustained_throttling_is_one_flight_and_every_run_is_exit_4(
     for result in results:
         failed(result, 4)
     assert 1 <= len(stub.calls("eks-auth")) <= 8 and stub.calls("ecr") == []
+
+
+@pytest.mark.parametrize("args, variable, named", [
+    (("--eks-cluster-name", "prod.east"), CLUSTER, "--eks-cluster-name"),
+    (("--eks-cluster-name", ""), CLUSTER, "--eks-cluster-name"),
+    ((), "-prod", "ECR_KUBELET_EKS_CLUSTER_NAME"),
+])
+def test_a_bad_cluster_name_is_a_usage_error(run_provider: RunProvider, stub: StubClient, env: dict[str, str],
+                                             args: tuple[str, ...], variable: str, named: str) -> None:
+    line = failed(run_provider(pod_request(), *args, env={**env, "ECR_KUBELET_EKS_CLUSTER_NAME": variable}), 2)
+    assert named in line
+    assert stub.calls() == []

@@ -133,7 +133,8 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
     if cluster is not None:
         from ecr_kubelet.pod_identity import check_cluster_name
 
-        check_cluster_name(cluster)
+        from_env = cluster == env.get(EKS_CLUSTER_NAME_VARIABLE)
+        check_cluster_name(cluster, EKS_CLUSTER_NAME_VARIABLE if from_env else "--eks-cluster-name")
     klog = args["klog_verbosity"]
     return Options(
         role_arn=role_arn,

@@ -83,15 +83,15 @@ class PodIdentity(Value):
         return f"service account {sub} through EKS Pod Identity (cluster {self.cluster})"
 
 
-def check_cluster_name(name: str) -> str:
-    """--eks-cluster-name as eks-auth's model allows it; BadInputError (exit 2) otherwise. String methods,
-    not a pattern: this runs on every invocation with the option set, cache hits included."""
+def check_cluster_name(name: str, source: str = "--eks-cluster-name") -> str:
+    """A cluster name as eks-auth's model allows it; BadInputError (exit 2) naming `source` otherwise. String
+    methods, not a pattern: this runs on every invocation with the option set, cache hits included."""
     if not name:
-        raise BadInputError("--eks-cluster-name must not be empty")
+        raise BadInputError(f"{source} must not be empty")
     if (len(name) > CLUSTER_NAME_LENGTH or not set(name) <= _CLUSTER_NAME_CHARACTERS
             or not (name[0].isascii() and name[0].isalnum())):
         shown = name if len(name) <= 120 else name[:120] + "..."
-        raise BadInputError(f"--eks-cluster-name {shown!r} is not an EKS cluster name (1 to {CLUSTER_NAME_LENGTH} "
+        raise BadInputError(f"{source} {shown!r} is not an EKS cluster name (1 to {CLUSTER_NAME_LENGTH} "
                             "letters, digits, '-' and '_', starting with a letter or digit)")
     return name
 
