@@ -31,6 +31,7 @@ from ecr_kubelet.models import Identity, Value
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
@@ -117,6 +118,50 @@ def with_fallback(identity: Identity, fallback: Identity | None) -> Identity:
     """The identity with what a service account without an association gets (provider.choose_identity)."""
     assert identity.pod_identity is not None
     return identity.replace(pod_identity=identity.pod_identity.replace(fallback=fallback))
+
+
+def provider_config_issues(cluster_flags: list[tuple[int, str | None]], env: dict[str, str],
+                           token_attributes: Any) -> list[tuple[str, str, str]]:
+    """validate-config: what a provider that turns this mode on (flag or variable) needs from its config, as
+    (field path under the provider, message, "error" or "warning")."""
+    from ecr_kubelet.options import EKS_CLUSTER_NAME_VARIABLE
+
+    issues: list[tuple[str, str, str]] = []
+    cluster, where, source = env.get(EKS_CLUSTER_NAME_VARIABLE) or None, "env", EKS_CLUSTER_NAME_VARIABLE
+    for index, value in cluster_flags:  # the last flag wins, and a flag wins over the variable
+        cluster, where, source = value, f"args[{index}]", "--eks-cluster-name"
+        if value is None:
+            issues.append((where, "--eks-cluster-name needs a value NAME: every pull would fail (exit 2)", "error"))
+    if cluster is None:
+        return issues
+    try:
+        check_cluster_name(cluster, source)
+    except BadInputError as exc:
+        issues.append((where, f"{exc}: every pull would fail (exit 2)", "error"))
+    ta = token_attributes
+    if ta is None:
+        issues.append(("tokenAttributes", f"{source} is set but the kubelet passes no service-account token without "
+                       f"tokenAttributes (serviceAccountTokenAudience {AUDIENCE}, cacheType ServiceAccount): "
+                       "EKS Pod Identity never runs", "error"))
+        return issues
+    if ta.service_account_token_audience and ta.service_account_token_audience != AUDIENCE:
+        issues.append(("tokenAttributes.serviceAccountTokenAudience",
+                       f"{ta.service_account_token_audience!r}: EKS Pod Identity needs {AUDIENCE}; every pull with a "
+                       "service-account token and no role annotation would fail (exit 3)", "error"))
+    if ta.cache_type == "Token":
+        issues.append(("tokenAttributes.cacheType", "Token makes the kubelet run the plugin for every pod; the "
+                       "credentials of Pod Identity depend on the service account: use ServiceAccount", "warning"))
+    required = ta.required_service_account_annotation_keys or []
+    if required:
+        issues.append(("tokenAttributes.requiredServiceAccountAnnotationKeys",
+                       "the kubelet skips the plugin for service accounts without these annotations, and a Pod "
+                       "Identity service account has none: its pods pull without plugin credentials", "error"))
+    elif ta.optional_service_account_annotation_keys:
+        issues.append(("tokenAttributes.optionalServiceAccountAnnotationKeys",
+                       "a service account with one of these annotations uses IRSA (the annotation wins) with this "
+                       f"token, whose audience is {AUDIENCE}: its role's OIDC provider must list that audience as a "
+                       "client ID and its trust policy's aud condition must name it", "warning"))
+    return issues
 
 
 class Exchanged(Value):
