@@ -394,7 +394,8 @@ def test_iam_policies() -> None:
     }
     assert "eks-auth:AssumeRoleForPodIdentity" in _actions(node)  # Pod Identity mode's exchange
     pod_trust = json.loads((iam / "pod-identity-trust-policy.json").read_text())["Statement"]
-    assert pod_trust == [{"Sid": "EksPodIdentity", "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+    assert pod_trust == [{"Sid": "EksPodIdentity", "Effect": "Allow",
+                          "Principal": {"Service": "pods.eks.amazonaws.com"},
                           "Action": ["sts:AssumeRole", "sts:TagSession"]}]
     trust = json.loads((iam / "service-account-trust-policy.json").read_text())
     statement = trust["Statement"][0]
