@@ -10,6 +10,10 @@ One port serves:
 * ECR Public ``GetAuthorizationToken`` (JSON 1.1, ``X-Amz-Target: SpencerFrontendService.*``)
 * STS ``AssumeRole``, ``AssumeRoleWithWebIdentity``, ``GetCallerIdentity`` (AWS query protocol:
   form-encoded POST, XML answers; that is what botocore's STS model declares)
+* EKS Auth ``AssumeRoleForPodIdentity`` (REST-JSON: ``POST /clusters/{clusterName}/assume-role-for-pod-identity``
+  with ``{"token": ...}``, as botocore's eks-auth model declares), answering for the pod identity
+  associations set with ``pod_identity_associations``; the credentials it issues belong to the associated
+  role's account (so the stub's ECR attributes their tokens to it)
 * control endpoints under ``/_stub/``: ``GET /_stub/calls``, ``POST /_stub/reset``,
   ``POST /_stub/config``, ``GET /_stub/health``
 
@@ -57,6 +61,8 @@ DEFAULT_STS_LIFETIME_SECONDS = 3600
 #: The token returned when ``malformed_token`` is ``True``: not base64, and no ``user:password`` inside.
 MALFORMED_TOKEN = "%%not-base64%%"
 
+POD_IDENTITY_AUDIENCE = "pods.eks.amazonaws.com"
+EKS_AUTH_PATH_RE = re.compile(r"^/clusters/([^/]+)/assume-role-for-pod-identity$")
 ECR_TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 ECR_PUBLIC_TARGET_PREFIX = "SpencerFrontendService."
 STS_XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
@@ -83,6 +89,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # ECR's GetAuthorizationToken quota, per account and region: {"rate": calls/s, "burst": N}, a
     # token bucket; calls over it get 400 ThrottlingException and consume nothing. None: unlimited.
     "rate_limit": None,
+    # EKS Pod Identity: {cluster name: {"namespace/serviceaccount": role ARN}}. A cluster not listed, or a
+    # service account without an entry, gets 404 ResourceNotFoundException, as from eks-auth.
+    "pod_identity_associations": {},
+    "pod_identity_lifetime_seconds": DEFAULT_STS_LIFETIME_SECONDS,  # life of the credentials eks-auth issues
+    "throttle_eks_auth_next": 0,  # next N AssumeRoleForPodIdentity calls: 429 ThrottlingException
+    "deny_pod_identity": False,  # AssumeRoleForPodIdentity: 400 AccessDeniedException (the node may not call it)
+    "eks_auth_delay_seconds": 0.0,  # sleep before answering AssumeRoleForPodIdentity
     # > 0: each ECR/ECR Public call waits until this many calls are in flight at once (a barrier,
     # 30 s at most, then 500): proves that callers really are served concurrently.
     "barrier_parties": 0,
@@ -240,6 +253,14 @@ class StubState:
                 return StubError(500, "ServerException", "Internal server error (stub)")
             return None
 
+    def take_eks_auth_throttle(self, generation: int) -> bool:
+        """Whether this AssumeRoleForPodIdentity call is throttled (consumes one throttle_eks_auth_next)."""
+        with self._lock:
+            if generation != self._generation or int(self._config["throttle_eks_auth_next"]) <= 0:
+                return False
+            self._config["throttle_eks_auth_next"] = int(self._config["throttle_eks_auth_next"]) - 1
+            return True
+
     def record(self, call: dict[str, Any]) -> None:
         """Log a call, unless a reset happened while it was being answered (say, a delayed answer
         to a client that gave up): it must not show up in the next test's log."""
@@ -325,6 +346,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if path.startswith("/_stub/"):
             self._control(path, body)
+            return
+        eks_auth = EKS_AUTH_PATH_RE.match(path)
+        if eks_auth is not None:
+            self._eks_auth(urllib.parse.unquote(eks_auth.group(1)), body)
             return
         target = self.headers.get("X-Amz-Target", "")
         if target.startswith(ECR_TARGET_PREFIX):
@@ -429,6 +454,105 @@ class _Handler(BaseHTTPRequestHandler):
         ids = registry_ids or [self._state.identity(caller.access_key_id).account_id]
         data = [dict(entry, proxyEndpoint=f"https://{rid}.dkr.ecr.{region}.amazonaws.com") for rid in ids]
         return {"authorizationData": data}, password
+
+    # ---- EKS Auth (REST-JSON) -------------------------------------------------------------------
+
+    def _rest_json_error(self, err: StubError) -> None:
+        self._send(err.status, json.dumps({"message": err.message}).encode(), "application/json",
+                   {"x-amzn-ErrorType": err.code})
+
+    def _eks_auth(self, cluster: str, body: bytes) -> None:
+        caller = self._caller()
+        record: dict[str, Any] = {
+            "service": "eks-auth",
+            "action": "AssumeRoleForPodIdentity",
+            "region": caller.region,
+            "access_key_id": caller.access_key_id,
+            "registry_ids": [],
+            "cluster": cluster,
+            "role_arn": None,
+            "role_session_name": None,
+            "association_arn": None,
+            "web_identity": None,  # iss, sub and aud of the token; never the token
+            "status": 200,
+            "password": None,
+            "issued_access_key_id": None,
+            "time": time.time(),
+            "_generation": self._state.generation(),
+        }
+        try:
+            if caller.access_key_id is None or caller.service != "eks-auth":
+                raise StubError(403, "AccessDeniedException", "Missing or wrong Authentication Token (eks-auth SigV4)")
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                raise StubError(400, "InvalidRequestException", "request body is not JSON") from None
+            token = request.get("token") if isinstance(request, dict) else None
+            if not isinstance(token, str) or not token:
+                raise StubError(400, "InvalidParameterException", "token is required")
+            try:
+                claims = decode_jwt_claims(token)
+            except StubError:
+                raise StubError(400, "InvalidTokenException", "token is not a valid JWT") from None
+            record["web_identity"] = {k: claims.get(k) for k in ("iss", "sub", "aud")}
+            aud = claims.get("aud")
+            if POD_IDENTITY_AUDIENCE not in (aud if isinstance(aud, list) else [aud]):
+                raise StubError(400, "InvalidTokenException", f"token audience must be {POD_IDENTITY_AUDIENCE}")
+            exp = claims.get("exp")
+            if isinstance(exp, (int, float)) and exp < time.time():
+                raise StubError(400, "ExpiredTokenException", "token expired")
+            config = self._state.config()
+            if float(config["eks_auth_delay_seconds"] or 0) > 0:
+                time.sleep(float(config["eks_auth_delay_seconds"]))
+            if config["deny_pod_identity"]:
+                raise StubError(400, "AccessDeniedException",
+                                "not authorized to perform eks-auth:AssumeRoleForPodIdentity")
+            if self._state.take_eks_auth_throttle(record["_generation"]):
+                raise StubError(429, "ThrottlingException", "Rate exceeded")
+            sub = str(claims.get("sub", ""))
+            prefix, _, rest = sub.partition("system:serviceaccount:")
+            namespace, _, account_name = rest.partition(":")
+            if prefix or not namespace or not account_name:
+                raise StubError(400, "InvalidTokenException", "token subject is not a service account")
+            associations = config["pod_identity_associations"].get(cluster)
+            if associations is None:
+                raise StubError(404, "ResourceNotFoundException", f"No cluster found for name: {cluster}.")
+            role_arn = associations.get(f"{namespace}/{account_name}")
+            if role_arn is None:
+                raise StubError(404, "ResourceNotFoundException",
+                                f"No Pod Identity Association found for {namespace}/{account_name}.")
+            match = _ROLE_ARN_RE.match(role_arn)
+            if match is None:
+                raise StubError(500, "InternalServerException", f"stub association role {role_arn!r} is not a role ARN")
+            account, role_name = match.group(1), match.group(2)
+            region = caller.region or "us-east-1"
+            association_id = "a-" + secrets.token_hex(8)
+            association_arn = f"arn:aws:eks:{region}:{account}:podidentityassociation/{cluster}/{association_id}"
+            session = f"eks-{cluster}-{account_name}-{secrets.token_hex(4)}"[:64]
+            access_key_id = _random_id("ASIA")
+            role_id = _random_id("AROA")
+            assumed_arn = f"arn:aws:sts::{account}:assumed-role/{role_name}/{session}"
+            self._state.remember(access_key_id, IssuedIdentity(account, assumed_arn, f"{role_id}:{session}"))
+            record.update(role_arn=role_arn, association_arn=association_arn, issued_access_key_id=access_key_id)
+            payload = {
+                "subject": {"namespace": namespace, "serviceAccount": account_name},
+                "audience": POD_IDENTITY_AUDIENCE,
+                "podIdentityAssociation": {"associationArn": association_arn, "associationId": association_id},
+                "assumedRoleUser": {"arn": assumed_arn, "assumeRoleId": f"{role_id}:{session}"},
+                "credentials": {
+                    "sessionToken": f"stubsession-{secrets.token_urlsafe(48)}",
+                    "secretAccessKey": secrets.token_urlsafe(30),
+                    "accessKeyId": access_key_id,
+                    "expiration": int(time.time() + float(config["pod_identity_lifetime_seconds"])),
+                },
+            }
+        except StubError as err:
+            record["status"] = err.status
+            self._state.record(record)
+            self._rest_json_error(err)
+            return
+        self._state.record(record)
+        self._send_json(200, payload)
 
     # ---- STS (query protocol, XML) --------------------------------------------------------------
 
@@ -607,7 +731,7 @@ class StubServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Local AWS stub (ECR, ECR Public, STS) for tests")
+    parser = argparse.ArgumentParser(description="Local AWS stub (ECR, ECR Public, STS, EKS Auth) for tests")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")

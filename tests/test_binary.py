@@ -35,7 +35,7 @@ from carry_libc import check_closure, elf_info, glibc_version  # noqa: E402
 # line and the docs are changed with it.
 CARRIED_GLIBC = (2, 36)
 MAX_SIZE_BYTES = 20 * 1000 * 1000
-BOTOCORE_SERVICES = {"ecr", "ecr-public", "sts", "sso", "sso-oidc", "signin"}
+BOTOCORE_SERVICES = {"ecr", "ecr-public", "sts", "eks-auth", "sso", "sso-oidc", "signin"}
 
 
 # ---- what the binary needs from the node: nothing but the kernel --------------------------------

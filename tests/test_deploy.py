@@ -307,7 +307,8 @@ def test_kustomize_resources_validate() -> None:
         for doc in yaml.safe_load_all((K8S / name).read_text()):
             kv.validate(doc, KUBERNETES_VERSION, strict=True)
             kinds.append(doc["kind"])
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace"]
+    assert sorted(kinds) == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "DaemonSet",
+                             "Namespace"]
 
 
 def test_kustomize_config_is_valid() -> None:
@@ -335,7 +336,10 @@ def test_kustomize_build() -> None:
     built = subprocess.run([tool, "build", str(K8S)], capture_output=True, text=True, check=True).stdout
     docs = [d for d in yaml.safe_load_all(built) if d]
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace"]
+    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
+                     "DaemonSet", "Namespace"]
+    audiences = {rule["resources"][0] for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"]}
+    assert audiences == {"sts.amazonaws.com", "pods.eks.amazonaws.com"}  # service-account and Pod Identity modes
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
     assert ds["metadata"]["namespace"] == "ecr-credential-provider"
     init = ds["spec"]["template"]["spec"]["initContainers"][0]
@@ -388,6 +392,11 @@ def test_iam_policies() -> None:
         "ecr:GetDownloadUrlForLayer",
         "ecr:BatchCheckLayerAvailability",
     }
+    assert "eks-auth:AssumeRoleForPodIdentity" in _actions(node)  # Pod Identity mode's exchange
+    pod_trust = json.loads((iam / "pod-identity-trust-policy.json").read_text())["Statement"]
+    assert pod_trust == [{"Sid": "EksPodIdentity", "Effect": "Allow",
+                          "Principal": {"Service": "pods.eks.amazonaws.com"},
+                          "Action": ["sts:AssumeRole", "sts:TagSession"]}]
     trust = json.loads((iam / "service-account-trust-policy.json").read_text())
     statement = trust["Statement"][0]
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"

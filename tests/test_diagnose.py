@@ -276,3 +276,58 @@ def test_an_uncacheable_node_identity_is_given_its_own_reason(diagnose: Diagnose
     [cache] = lines(result, "cache")
     assert cache.startswith("not cacheable (the node identity cannot be named: AWS_ACCESS_KEY_ID is set without")
     assert "service-account" not in cache
+
+
+POD_ROLE = "arn:aws:iam::210987654321:role/team-pull"
+
+
+@pytest.fixture
+def pod_identity(stub: StubClient, provider_env: dict[str, str], tmp_path: Path) -> tuple[dict[str, str], Path, str]:
+    stub.configure(pod_identity_associations={"prod": {"team/puller": POD_ROLE}})
+    token = make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com")
+    (tmp_path / "token").write_text(token)
+    return {"AWS_ENDPOINT_URL_EKS_AUTH": stub.url}, tmp_path / "token", token
+
+
+def test_pod_identity_explains_the_exchange_without_printing_token_or_keys(
+    diagnose: Diagnose, stub: StubClient, pod_identity: tuple[dict[str, str], Path, str]
+) -> None:
+    env, token_file, token = pod_identity
+    result = diagnose(f"{OTHER_HOST}/app", "--eks-cluster-name", "prod", "--service-account-token-file",
+                      str(token_file), env=env)
+    assert result.returncode == 0, result.stdout
+    identity = lines(result, "identity")
+    assert identity[0].startswith("service account system:serviceaccount:team:puller: none of the role annotations")
+    assert "EKS Pod Identity (--eks-cluster-name prod)" in identity[0]
+    assert any("audience pods.eks.amazonaws.com" in line for line in identity)
+    assert any(line.startswith("eks-auth: ") for line in lines(result, "endpoint"))
+    assert lines(result, "aws")[:2] == ["eks-auth:AssumeRoleForPodIdentity: OK, HTTP 200",
+                                        "ecr:GetAuthorizationToken: OK, HTTP 200"]
+    [exchange] = lines(result, "exchange")
+    assert exchange.startswith("association arn:aws:eks:") and "maps team/puller to the role " in exchange
+    assert "assumed-role/team-pull/" in exchange
+    [issued] = [c["issued_access_key_id"] for c in stub.calls("eks-auth")]
+    no_secrets(result, stub, token, token.split(".")[1], token.split(".")[2], issued)
+
+
+def test_pod_identity_without_association_says_so(
+    diagnose: Diagnose, stub: StubClient, pod_identity: tuple[dict[str, str], Path, str]
+) -> None:
+    env, token_file, _ = pod_identity
+    stub.configure(pod_identity_associations={"prod": {}})  # the same service account, now without association
+    result = diagnose(f"{OTHER_HOST}/app", "--eks-cluster-name", "prod", "--service-account-token-file",
+                      str(token_file), "--sa-without-role", "fail", env=env)
+    assert result.returncode == 3, result.stdout
+    assert lines(result, "exchange")[0].startswith("no pod identity association")
+    assert any(line.startswith("without an association: fail") for line in lines(result, "identity"))
+
+
+def test_a_node_denied_by_eks_auth_gets_the_node_policy_hint(
+    diagnose: Diagnose, stub: StubClient, pod_identity: tuple[dict[str, str], Path, str]
+) -> None:
+    env, token_file, _ = pod_identity
+    stub.configure(deny_pod_identity=True)
+    result = diagnose(f"{OTHER_HOST}/app", "--eks-cluster-name", "prod", "--service-account-token-file",
+                      str(token_file), env=env)
+    assert result.returncode == 3, result.stdout
+    assert any("eks-auth:AssumeRoleForPodIdentity" in hint for hint in lines(result, "hint"))

@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "isolated.yaml": ([C2S, "1.dkr.ecr.us-isob-east-1.sc2s.sgov.gov/a"], [COMMERCIAL, PUBLIC]),
     "eu-sovereign.yaml": ([EUSC], [COMMERCIAL]),
     "service-account.yaml": ([COMMERCIAL, DUALSTACK], [PUBLIC, DOCKER]),
+    "pod-identity.yaml": ([COMMERCIAL, DUALSTACK, CHINA, GOV_FIPS, C2S, EUSC, PUBLIC], [DOCKER, LOOKALIKE]),
     "mirror.yaml": (
         [COMMERCIAL, "registry.internal.example:5000/team/app", "ecr-cache.internal.example/x"],
         ["registry.internal.example/team/app", DOCKER],
@@ -111,6 +112,28 @@ def test_service_account_example_matches_rbac() -> None:
     workload = list(yaml.safe_load_all((EXAMPLES / "rbac" / "example-workload.yaml").read_text()))
     sa = next(d for d in workload if d["kind"] == "ServiceAccount")
     assert "eks.amazonaws.com/ecr-role-arn" in sa["metadata"]["annotations"]
+
+
+def test_pod_identity_example_turns_the_mode_on_and_matches_its_rbac() -> None:
+    from ecr_kubelet.options import EKS_CLUSTER_NAME_VARIABLE
+    from ecr_kubelet.pod_identity import AUDIENCE
+
+    prov = load_config(EXAMPLES / "pod-identity.yaml").providers[0].provider
+    env = {e.name: e.value for e in prov.env or []}
+    assert env[EKS_CLUSTER_NAME_VARIABLE] == "my-cluster"
+    ta = prov.token_attributes
+    assert ta is not None and ta.service_account_token_audience == AUDIENCE and ta.cache_type == "ServiceAccount"
+    assert prov.match_images == load_config(EXAMPLES / "eks-default.json").providers[0].provider.match_images
+    for rbac in (EXAMPLES / "rbac" / "pod-identity-rbac.yaml", REPO / "deploy" / "kubernetes" /
+                 "rbac-pod-identity-audience.yaml"):
+        docs = list(yaml.safe_load_all(rbac.read_text()))
+        role = next(d for d in docs if d["kind"] == "ClusterRole")
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": [AUDIENCE], "verbs": ["request-serviceaccounts-token-audience"]}
+        ]
+        binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
+        assert binding["subjects"][0]["name"] == "system:nodes"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_airgapped_env() -> None:

@@ -98,3 +98,24 @@ def test_cached_helper_get_imports_nothing_a_kubelet_hit_does_not(
     heavy = {m for m in helper_hit if m.split(".")[0] in NOT_ON_A_HIT | {"boto3"}}
     assert heavy == set()
     assert helper_hit - kubelet_hit <= {"ecr_kubelet.dockerhelper"}
+
+
+def test_a_pod_identity_cache_hit_loads_no_aws_code(provider_env: dict[str, str], stub: StubClient) -> None:
+    # Pod-identity mode plans from the request's token alone (its claims name the cache entry): a hit makes no
+    # eks-auth call and needs no botocore; the JWT is decoded with binascii alone (base64 would load re).
+    from helpers import make_jwt
+
+    stub.configure(pod_identity_associations={"prod": {"team/puller": "arn:aws:iam::210987654321:role/pull"}})
+    env = {**provider_env, "ECR_KUBELET_EKS_CLUSTER_NAME": "prod", "AWS_ENDPOINT_URL_EKS_AUTH": stub.url}
+    script = Path(sys.executable).parent / "ecr-credential-provider"
+
+    def request() -> str:
+        token = make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com")
+        return json.dumps(make_request(f"{HOST}/team/app", serviceAccountToken=token,
+                                       serviceAccountAnnotations={})) + "\n"
+
+    imported_modules([str(script)], request(), env)  # fills the shared cache
+    hit = imported_modules([str(script)], request(), env)
+    assert [c["service"] for c in stub.calls()] == ["eks-auth", "ecr"]  # the second run was a hit
+    assert "ecr_kubelet.pod_identity" in hit
+    assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT} == set()

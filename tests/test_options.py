@@ -27,7 +27,7 @@ def test_default_cache_dir_as_root_or_user(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_configured_endpoints_per_service_then_global_unless_ignored() -> None:
     env = {"AWS_ENDPOINT_URL_ECR": "http://127.0.0.1:1", "AWS_ENDPOINT_URL": "http://127.0.0.1:2"}
     assert configured_endpoints(env) == {"ecr": "http://127.0.0.1:1", "ecr-public": "http://127.0.0.1:2",
-                                         "sts": "http://127.0.0.1:2"}
+                                         "sts": "http://127.0.0.1:2", "eks-auth": "http://127.0.0.1:2"}
     assert configured_endpoints({**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}) == {}
     assert configured_endpoints({}) == {}
 

@@ -160,6 +160,83 @@ def test_web_identity_errors(stub: StubClient) -> None:
     assert "not-a-jwt" not in json.dumps(stub.calls())
 
 
+POD_ROLE = "arn:aws:iam::210987654321:role/team-pull"
+
+
+def _conforms(value: Any, shape: Any, path: str = "") -> list[str]:
+    """Where a parsed answer departs from its botocore shape: missing required members, unknown members,
+    wrong types."""
+    problems: list[str] = []
+    if shape.type_name == "structure":
+        if not isinstance(value, dict):
+            return [f"{path}: not a structure"]
+        value = {k: v for k, v in value.items() if k != "ResponseMetadata"}
+        problems += [f"{path}.{m}: missing" for m in shape.required_members if m not in value]
+        for name, member in value.items():
+            if name not in shape.members:
+                problems.append(f"{path}.{name}: not in the model")
+            else:
+                problems += _conforms(member, shape.members[name], f"{path}.{name}")
+    elif shape.type_name == "string" and not isinstance(value, str):
+        problems.append(f"{path}: not a string")
+    elif shape.type_name == "timestamp" and not hasattr(value, "timestamp"):
+        problems.append(f"{path}: not a timestamp")
+    return problems
+
+
+def test_eks_auth_answers_the_models_shape_with_credentials_of_the_roles_account(stub: StubClient) -> None:
+    stub.configure(pod_identity_associations={"prod": {"team/puller": POD_ROLE}})
+    client = _client("eks-auth", stub.url, region="eu-west-1")
+    jwt = make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com")
+    before = time.time()
+    resp = client.assume_role_for_pod_identity(clusterName="prod", token=jwt)
+    operation = client.meta.service_model.operation_model("AssumeRoleForPodIdentity")
+    assert operation.http["requestUri"] == "/clusters/{clusterName}/assume-role-for-pod-identity"
+    assert _conforms(resp, operation.output_shape) == []
+    assert resp["subject"] == {"namespace": "team", "serviceAccount": "puller"}
+    assert resp["audience"] == "pods.eks.amazonaws.com"
+    assert resp["podIdentityAssociation"]["associationArn"].startswith("arn:aws:eks:eu-west-1:210987654321:")
+    creds = resp["credentials"]
+    assert before + 3600 - 1 <= creds["expiration"].timestamp() <= time.time() + 3600
+
+    (call,) = stub.calls(service="eks-auth")
+    assert (call["action"], call["cluster"], call["region"]) == ("AssumeRoleForPodIdentity", "prod", "eu-west-1")
+    assert call["access_key_id"] == "AKIAIOSFODNN7EXAMPLE" and call["role_arn"] == POD_ROLE
+    assert call["web_identity"]["sub"] == "system:serviceaccount:team:puller"
+    assert jwt not in json.dumps(stub.calls()) and jwt.split(".")[1] not in json.dumps(stub.calls())
+
+    ecr = boto3.client("ecr", endpoint_url=stub.url, region_name="us-west-2",
+                       aws_access_key_id=creds["accessKeyId"], aws_secret_access_key=creds["secretAccessKey"],
+                       aws_session_token=creds["sessionToken"])
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    assert data["proxyEndpoint"] == "https://210987654321.dkr.ecr.us-west-2.amazonaws.com"
+
+
+@pytest.mark.parametrize("settings, cluster, token, code, status", [
+    ({}, "prod", make_jwt("system:serviceaccount:team:other", aud="pods.eks.amazonaws.com"),
+     "ResourceNotFoundException", 404),
+    ({}, "nowhere", make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com"),
+     "ResourceNotFoundException", 404),
+    ({}, "prod", make_jwt("system:serviceaccount:team:puller"), "InvalidTokenException", 400),  # audience
+    ({}, "prod", "not.a.jwt", "InvalidTokenException", 400),
+    ({}, "prod", make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com", exp_in=-60),
+     "ExpiredTokenException", 400),
+    ({"deny_pod_identity": True}, "prod", make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com"),
+     "AccessDeniedException", 400),
+    ({"throttle_eks_auth_next": 1}, "prod",
+     make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com"), "ThrottlingException", 429),
+])
+def test_eks_auth_errors(stub: StubClient, settings: dict[str, Any], cluster: str, token: str, code: str,
+                         status: int) -> None:
+    stub.configure(pod_identity_associations={"prod": {"team/puller": POD_ROLE}}, **settings)
+    client = _client("eks-auth", stub.url, retries={"mode": "standard", "total_max_attempts": 1})
+    with pytest.raises(getattr(client.exceptions, code)) as err:
+        client.assume_role_for_pod_identity(clusterName=cluster, token=token)
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    (call,) = stub.calls(service="eks-auth")
+    assert call["status"] == status and token not in json.dumps(call)
+
+
 def test_assume_role_and_caller_identity(stub: StubClient) -> None:
     sts = _client("sts", stub.url, region="eu-central-1")
     assert sts.get_caller_identity()["Account"] == "123456789012"

@@ -55,6 +55,7 @@ _AUTH_CODES = frozenset({
     "InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidSignatureException", "ExpiredToken",
     "ExpiredTokenException", "InvalidIdentityToken", "IDPRejectedClaim", "IDPCommunicationError",
     "RegionDisabledException", "MissingAuthenticationToken", "NotAuthorized",
+    "InvalidTokenException",  # eks-auth: the service-account token is not valid for Pod Identity
 })
 _THROTTLE_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",

@@ -74,6 +74,10 @@ def build_parser(env: Mapping[str, str] | None = None, *, help_exits: bool = Tru
     parser.add_argument("--sa-without-role", choices=("node", "fail"),
                         help="a service-account token without a role annotation: use node credentials "
                         "(default) or fail")
+    parser.add_argument("--eks-cluster-name", metavar="NAME",
+                        help="EKS Pod Identity: exchange a pod's service-account token (audience "
+                        "pods.eks.amazonaws.com) with eks-auth:AssumeRoleForPodIdentity for this cluster when its "
+                        "service account has no role annotation (env ECR_KUBELET_EKS_CLUSTER_NAME)")
     parser.add_argument("--mirror", action="append", metavar="HOST=ECR_HOST",
                         help="answer for mirror HOST[:PORT] with the credentials of ECR registry ECR_HOST "
                         "(repeatable)")

@@ -182,10 +182,12 @@ def _run(auth_key: str, registry: Registry, identity: Identity, options: Options
         return 0
     except ProviderError as exc:
         _explain_calls(observer)
+        _explain_exchange(observer)
         say("result", f"FAILED (exit {exc.exit_code}): {exc}")
         _failure_hints(exc, observer, identity, registry, creds_ok, options.environ)
         return exc.exit_code
     _explain_calls(observer)
+    _explain_exchange(observer)
     _explain_outcome(outcome)
     duration = options.freshness.cache_duration(token, time.time(), stale=outcome == "stale")
     say("answer", f"credentials for {auth_key} (username {token.username}), cacheDuration {duration}"
@@ -215,6 +217,9 @@ def _explain_identity(identity: Identity, registry: Registry, options: Options, 
         say("identity", f"service account {sub}: annotation {key} = {identity.role_arn}, assumed with "
             "sts:AssumeRoleWithWebIdentity (service-account mode wins over --role-arn and --registry-role)")
         return
+    if identity.mode == "pod-identity":
+        _explain_pod_identity(identity, options)
+        return
     if sa_token is not None:
         say("identity", "the pod's service account has none of the role annotations "
             f"{', '.join(options.sa_role_annotations)}: node identity (--sa-without-role node)")
@@ -233,6 +238,32 @@ def _explain_identity(identity: Identity, registry: Registry, options: Options, 
     else:
         say("identity", "the node credentials (botocore's default chain); no --role-arn or --registry-role "
             "applies to this registry")
+
+
+def _explain_pod_identity(identity: Identity, options: Options) -> None:
+    """What pod-identity mode will do; the token is never printed, only its claims."""
+    pod = identity.pod_identity
+    assert pod is not None
+    claims = identity.claims
+    sub = claims["sub"] if claims else "a token that is not a JWT"
+    say("identity", f"service account {sub}: none of the role annotations {', '.join(options.sa_role_annotations)}, "
+        f"so EKS Pod Identity (--eks-cluster-name {pod.cluster}): eks-auth:AssumeRoleForPodIdentity in the node's "
+        "region, signed with the node credentials, gives the role of its pod identity association")
+    if claims:
+        say("identity", f"token: issuer {claims['iss']}, audience {claims['aud']}")
+    without = pod.fallback.describe() if pod.fallback is not None else "fail (--sa-without-role fail)"
+    say("identity", f"without an association: {without}")
+
+
+def _explain_exchange(observer: Observer) -> None:
+    exchange = observer.pod_identity
+    if exchange is not None:
+        say("exchange", f"association {exchange['association']} maps {exchange['subject']} to the role "
+            f"{exchange['role']}")
+    elif any(c.name == "eks-auth:AssumeRoleForPodIdentity" and c.code == "ResourceNotFoundException"
+             for c in observer.calls):
+        say("exchange", "no pod identity association for this service account in the cluster "
+            "(ResourceNotFoundException): --sa-without-role decides")
 
 
 def _explain_chain(session: Any, identity: Identity) -> bool:
@@ -265,9 +296,14 @@ def _explain_endpoints(session: Any, registry: Registry, identity: Identity, opt
     services = [registry.service]
     if identity.mode != "node" or identity.registry_role is not None:
         services.append("sts")
+    if identity.mode == "pod-identity":
+        services.append("eks-auth")
     for service in services:
+        region = registry.region
+        if service == "eks-auth":  # called in the node's region
+            region = session.get_config_variable("region") or registry.region
         try:
-            client = session.create_client(service, region_name=registry.region,
+            client = session.create_client(service, region_name=region,
                                            config=client_config(service, registry),
                                            aws_access_key_id="diagnose", aws_secret_access_key="diagnose")
             url = client.meta.endpoint_url
@@ -350,6 +386,13 @@ def _failure_hints(exc: ProviderError, observer: Observer, identity: Identity, r
              "runs in a container), or set AWS_PROFILE / AWS_* variables in the provider's env")
     if any(is_clock_skew(c) for c in failed):
         hint("clock skew: AWS rejected the request's signing time; fix the node's clock (chrony / NTP)")
+    elif last is not None and last.service == "eks-auth":
+        if last.result == "denied" and last.code != "InvalidTokenException":
+            hint("eks-auth refused the node: its role needs eks-auth:AssumeRoleForPodIdentity (the "
+                 "AmazonEKSWorkerNodePolicy grants it)")
+        elif last.result == "denied":
+            hint("eks-auth refused the token: --eks-cluster-name must be the cluster that issued it, and the "
+                 "provider's tokenAttributes.serviceAccountTokenAudience must be pods.eks.amazonaws.com")
     elif last is not None and last.result == "denied":
         who = f"the role {identity.registry_role or identity.role_arn}" if identity.mode != "node" or \
             identity.registry_role else "the node's identity"

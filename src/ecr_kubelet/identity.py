@@ -26,6 +26,7 @@ log = logs.get(__name__)
 ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 # sts:AssumeRoleWithWebIdentity's WebIdentityToken length bounds (botocore's STS model).
 WEB_IDENTITY_TOKEN_LENGTH = (4, 20000)
+_FROM_URLSAFE = str.maketrans("-_", "+/")
 
 
 def plan_identity(token: str | None, annotations: dict[str, str], options: Options) -> Identity:
@@ -45,6 +46,10 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
                 raise BadInputError("serviceAccountToken must be printable ASCII without spaces (a JWT)")
             return Identity(mode="service-account", role_arn=role, web_identity_token=token,
                             claims=jwt_claims(token))
+        if options.eks_cluster_name is not None:
+            from ecr_kubelet import pod_identity
+
+            return pod_identity.plan(token, options)
         if options.sa_without_role == "fail":
             raise AuthError(
                 "the pod's service account has none of the role annotations "
@@ -94,14 +99,14 @@ def jwt_claims(token: str) -> dict[str, str] | None:
 def jwt_payload(token: str) -> dict[str, object] | None:
     """A JWT's payload, decoded without verifying it; None if it is not one (anything goes: the token is
     the request's or a file's)."""
-    import base64
-    import binascii
+    import binascii  # base64.urlsafe_b64decode is this after a translate, without base64's import of re
 
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
-        payload = jsoncodec.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode())
+        urlsafe = (parts[1] + "=" * (-len(parts[1]) % 4)).translate(_FROM_URLSAFE)
+        payload = jsoncodec.loads(binascii.a2b_base64(urlsafe).decode())
     except (ValueError, binascii.Error, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None

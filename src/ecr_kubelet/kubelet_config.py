@@ -558,6 +558,12 @@ def validate_providers(
                     "warning",
                 )
 
+        from ecr_kubelet import pod_identity
+
+        for sub, message, severity in pod_identity.provider_config_issues(
+                list(_flag_values(p.args or [], "--eks-cluster-name")), {e.name: e.value for e in p.env or []},
+                p.token_attributes):
+            err(lp, sub, message, "warning" if severity == "warning" else "error")
         if not any(issue.severity == "error" for issue in issues[flagged:]):
             plugin_settings_error(lp, err)
 

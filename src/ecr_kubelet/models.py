@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal, TypeVar
 
     from ecr_kubelet.node_source import NodeSource
+    from ecr_kubelet.pod_identity import PodIdentity
 
     V = TypeVar("V", bound="Value")
 
@@ -151,22 +152,24 @@ class Identity(Value):
     """Who fetches the token: the node's credentials, a role assumed with them, or the pod's service
     account; `registry_role` is a per-registry role (roles.py) assumed as the last hop."""
 
-    __slots__ = ("claims", "mode", "node", "registry_role", "role_arn", "uid", "web_identity_token")
+    __slots__ = ("claims", "mode", "node", "pod_identity", "registry_role", "role_arn", "uid", "web_identity_token")
     _secret = ("web_identity_token",)
     _uncompared = ("node",)
-    mode: Literal["node", "role", "service-account"]
+    mode: Literal["node", "role", "service-account", "pod-identity"]
     role_arn: str | None
     web_identity_token: str | None
     claims: dict[str, str] | None  # iss, sub, aud of the service-account token
     node: NodeSource | None  # node and role modes: the credential chain's predicted source
     registry_role: str | None
     uid: int  # the user whose credential files the chain reads (default: the running one)
+    pod_identity: PodIdentity | None  # pod-identity mode: the cluster, what a pod without association gets
 
-    def __init__(self, mode: Literal["node", "role", "service-account"], role_arn: str | None = None,
+    def __init__(self, mode: Literal["node", "role", "service-account", "pod-identity"], role_arn: str | None = None,
                  web_identity_token: str | None = None, claims: dict[str, str] | None = None,
-                 node: NodeSource | None = None, registry_role: str | None = None, uid: int | None = None) -> None:
+                 node: NodeSource | None = None, registry_role: str | None = None, uid: int | None = None,
+                 pod_identity: PodIdentity | None = None) -> None:
         self._init(mode=mode, role_arn=role_arn, web_identity_token=web_identity_token, claims=claims, node=node,
-                   registry_role=registry_role, uid=os.geteuid() if uid is None else uid)
+                   registry_role=registry_role, uid=os.geteuid() if uid is None else uid, pod_identity=pod_identity)
 
     def fingerprint(self) -> str | None:
         """A stable, secret-free name for this identity in cache keys, or None if it cannot be cached."""
@@ -176,6 +179,8 @@ class Identity(Value):
         return f"registry-role={self.registry_role};via={base}"
 
     def _base_fingerprint(self) -> str | None:
+        if self.mode == "pod-identity":
+            return None if self.pod_identity is None else self.pod_identity.fingerprint(self.claims)
         if self.mode == "service-account":
             if self.claims is None:
                 return None  # not a JWT: let STS judge it every time
@@ -200,6 +205,8 @@ class Identity(Value):
         return f"the node identity cannot be named: {self.node.reason}"
 
     def describe(self) -> str:
+        if self.mode == "pod-identity" and self.pod_identity is not None:
+            return self.pod_identity.describe(self.claims)
         if self.registry_role is not None:
             base = "node credentials" if self.mode == "node" else f"node credentials via {self.role_arn}"
             return f"{base} assuming registry role {self.registry_role}"

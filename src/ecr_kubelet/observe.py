@@ -48,7 +48,7 @@ class AwsCall(Value):
 
 
 class Observer:
-    __slots__ = ("cache", "calls", "credentials", "not_found", "stale")
+    __slots__ = ("cache", "calls", "credentials", "not_found", "pod_identity", "stale")
 
     def __init__(self) -> None:
         self.cache: str | None = None  # "hit" or "miss" once the token cache was consulted
@@ -56,6 +56,8 @@ class Observer:
         self.credentials = False  # the answer carried credentials
         self.not_found = False  # the Docker helper answered "credentials not found" (exit 1, no failure)
         self.calls: list[AwsCall] = []
+        # What eks-auth answered in pod-identity mode (association, role, subject), for diagnose.
+        self.pod_identity: dict[str, str] | None = None
 
     def attach(self, session: Session) -> None:
         """Watch every AWS call made through clients created from this session afterwards."""

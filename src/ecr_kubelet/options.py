@@ -30,19 +30,22 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 20
 DEFAULT_ROOT_CACHE_DIR = "/var/cache/ecr-credential-provider"
 REGISTRY_ROLES_VARIABLE = "ECR_KUBELET_REGISTRY_ROLES"
+EKS_CLUSTER_NAME_VARIABLE = "ECR_KUBELET_EKS_CLUSTER_NAME"
 # The variable that sets each flag's default (the Docker helper, which takes no flags, names these in its
 # messages; --timeout's is read in that mode only).
 FLAG_VARIABLES = {"--role-arn": "AWS_ECR_ROLE_ARN", "--timeout": "ECR_KUBELET_TIMEOUT",
                   "--registry-role": REGISTRY_ROLES_VARIABLE, "--metrics-file": "ECR_KUBELET_METRICS_FILE",
-                  "--cache-dir": "ECR_KUBELET_CACHE_DIR", "--no-cache": "ECR_KUBELET_DISABLE_CACHE"}
+                  "--cache-dir": "ECR_KUBELET_CACHE_DIR", "--no-cache": "ECR_KUBELET_DISABLE_CACHE",
+                  "--eks-cluster-name": EKS_CLUSTER_NAME_VARIABLE}
 # Per-service endpoint override variables botocore honours (plus the global AWS_ENDPOINT_URL).
 ENDPOINT_VARIABLES = {"ecr": "AWS_ENDPOINT_URL_ECR", "ecr-public": "AWS_ENDPOINT_URL_ECR_PUBLIC",
-                      "sts": "AWS_ENDPOINT_URL_STS"}
+                      "sts": "AWS_ENDPOINT_URL_STS", "eks-auth": "AWS_ENDPOINT_URL_EKS_AUTH"}
 
 
 class Options(Value):
-    __slots__ = ("cache_dir", "endpoints", "environ", "freshness", "max_attempts", "metrics_file", "mirrors",
-                 "registry_roles", "role_arn", "sa_role_annotations", "sa_without_role", "timeout", "verbosity")
+    __slots__ = ("cache_dir", "eks_cluster_name", "endpoints", "environ", "freshness", "max_attempts", "metrics_file",
+                 "mirrors", "registry_roles", "role_arn", "sa_role_annotations", "sa_without_role", "timeout",
+                 "verbosity")
     role_arn: str | None  # --role-arn / AWS_ECR_ROLE_ARN: assumed with the node credentials first
     sa_role_annotations: tuple[str, ...]
     sa_without_role: str  # "node": use node credentials; "fail": refuse
@@ -56,6 +59,7 @@ class Options(Value):
     metrics_file: str | None  # --metrics-file / ECR_KUBELET_METRICS_FILE (metrics.py)
     endpoints: dict[str, str]  # service -> API endpoint the operator configured (AWS_ENDPOINT_URL_*)
     environ: Mapping[str, str]  # the environment as it was read, for predicting the credential chain
+    eks_cluster_name: str | None  # --eks-cluster-name: EKS Pod Identity for service-account tokens (pod_identity.py)
 
     def __init__(self, *, role_arn: str | None = None,
                  sa_role_annotations: tuple[str, ...] = DEFAULT_SA_ROLE_ANNOTATIONS,
@@ -64,7 +68,7 @@ class Options(Value):
                  cache_dir: str | os.PathLike[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, verbosity: int = 0,
                  metrics_file: str | os.PathLike[str] | None = None, endpoints: dict[str, str] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, eks_cluster_name: str | None = None) -> None:
         self._init(role_arn=role_arn, sa_role_annotations=sa_role_annotations, sa_without_role=sa_without_role,
                    mirrors=mirrors or {}, registry_roles=registry_roles or {},
                    freshness=freshness or Freshness(DEFAULT_REFRESH_FRACTION, DEFAULT_EXPIRY_MARGIN),
@@ -72,7 +76,7 @@ class Options(Value):
                    max_attempts=max_attempts, verbosity=verbosity,
                    metrics_file=None if metrics_file is None else os.fspath(metrics_file),
                    endpoints=endpoints if endpoints is not None else configured_endpoints(os.environ),
-                   environ=environ if environ is not None else dict(os.environ))
+                   environ=environ if environ is not None else dict(os.environ), eks_cluster_name=eks_cluster_name)
 
 
 def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any]:
@@ -106,6 +110,7 @@ def flag_defaults(env: Mapping[str, str], helper: bool = False) -> dict[str, Any
         "cache_dir": None if cache_dir is None else absolute_path(cache_dir, cache_dir_variable),
         "no_cache": no_cache, "timeout": timeout,
         "default_timeout": DEFAULT_HELPER_TIMEOUT if helper else DEFAULT_TIMEOUT,  # a number: parsing costs `re`
+        "eks_cluster_name": env.get(FLAG_VARIABLES["--eks-cluster-name"]) or None,
     }
 
 
@@ -130,6 +135,12 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
 
         if not is_role_arn(role_arn):
             raise BadInputError("--role-arn is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)")
+    cluster = args.get("eks_cluster_name")
+    if cluster is not None:
+        from ecr_kubelet.pod_identity import check_cluster_name
+
+        from_env = cluster == env.get(EKS_CLUSTER_NAME_VARIABLE)
+        check_cluster_name(cluster, EKS_CLUSTER_NAME_VARIABLE if from_env else "--eks-cluster-name")
     klog = args["klog_verbosity"]
     return Options(
         role_arn=role_arn,
@@ -145,6 +156,7 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
         verbosity=max(args["verbose"] or 0, 2 if klog >= 4 else 1 if klog >= 2 else 0),
         endpoints=configured_endpoints(env),
         environ=env,
+        eks_cluster_name=cluster,
     )
 
 

@@ -93,6 +93,12 @@ def choose_identity(registry: Registry, sa_token: str | None, annotations: dict[
     """The identity that fetches this registry's token: the pod's service account, the node's
     credentials (after --role-arn), and a per-registry role on top (--registry-role)."""
     identity = plan_identity(sa_token, annotations, options)
+    if identity.mode == "pod-identity":
+        # --registry-role serves the node identity only: here, what a pod without an association gets.
+        from ecr_kubelet import pod_identity
+
+        fallback = choose_identity(registry, None, {}, options) if options.sa_without_role == "node" else None
+        return pod_identity.with_fallback(identity, fallback)
     if options.registry_roles:
         from ecr_kubelet import roles
 
@@ -146,8 +152,8 @@ def _cached_or_fetched(registry: Registry, identity: Identity, options: Options,
     key = cache_key(registry, identity, options.endpoints)
     if key is not None:
         return cached_or_fetched(identity, key)
-    if directory is None or identity.mode == "service-account":
-        # A pod's token that is not a JWT names no one: STS judges it, each pod on its own.
+    if directory is None or identity.mode in ("service-account", "pod-identity"):
+        # A pod's token that is not a JWT names no one: STS (or eks-auth) judges it, each pod on its own.
         return fetch(identity), "fetched (not cacheable)"
 
     def renamed() -> tuple[Identity, str | None]:
@@ -192,10 +198,19 @@ def fetch_token(registry: Registry, identity: Identity, options: Options, deadli
             raise NoPublicCredentials(
                 f"public ECR authenticates only in the aws partition; this node is in {partition}"
             )
-    if identity.registry_role is not None:
-        from ecr_kubelet import roles
 
-        return roles.fetch_token(registry, identity, session, deadline, options.max_attempts)
-    # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
-    # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
-    return tokens.fetch_token(registry, identity, session, deadline, options.max_attempts)
+    def fetch_as(who: Identity) -> Token:
+        if who.registry_role is not None:
+            from ecr_kubelet import roles
+
+            return roles.fetch_token(registry, who, session, deadline, options.max_attempts)
+        # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
+        # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
+        return tokens.fetch_token(registry, who, session, deadline, options.max_attempts)
+
+    if identity.mode == "pod-identity":
+        from ecr_kubelet import pod_identity
+
+        return pod_identity.fetch_token(registry, identity, session, deadline, options.max_attempts, fetch_as,
+                                        observer)
+    return fetch_as(identity)

@@ -640,3 +640,182 @@ func toJSON(v any) string {
 	data, _ := json.Marshal(v)
 	return string(data)
 }
+
+// TestPodIdentity: the shipped examples/credentialproviders/pod-identity.yaml,
+// read by the kubelet as is (its env names the cluster; the AWS settings come
+// from the kubelet's environment). The kubelet mints a token of audience
+// pods.eks.amazonaws.com; the plugin exchanges it with the stub's eks-auth
+// (AssumeRoleForPodIdentity, signed with the node key) and calls ECR with the
+// associated role's key. A service account without an association gets the
+// node's credentials, an annotation (when the config passes it) wins, and a
+// refused exchange is exit 3 that the kubelet logs and does not cache.
+func TestPodIdentity(t *testing.T) {
+	if !isolated(t) {
+		return
+	}
+	sanitizeEnv(t)
+	setFeatureGate(t, features.KubeletServiceAccountTokenForCredentialProviders, true)
+	s := startStub(t)
+	const audience = "pods.eks.amazonaws.com"
+	const cluster = "my-cluster" // the example's placeholder
+	const nodeKey = "AKIAEXAMPLENODEKEY01"
+	roleA := "arn:aws:iam::210987654321:role/team-a-pull"
+	roleB := "arn:aws:iam::210987654321:role/team-b-pull"
+	s.configure(t, map[string]any{"pod_identity_associations": map[string]any{cluster: map[string]string{
+		"team-a/puller": roleA, "team-b/puller": roleB}}})
+	for k, v := range s.awsEnv(t.TempDir()) {
+		os.Setenv(k, v) // the kubelet's environment, which it passes to the plugin
+	}
+	os.Setenv("AWS_ENDPOINT_URL_EKS_AUTH", s.URL)
+
+	api := &fakeAPI{issuer: "https://oidc.eks.us-east-1.amazonaws.com/id/PODIDENTITY", serviceAccounts: map[string]*corev1ServiceAccount{}}
+	api.serviceAccounts["team-a/puller"] = newSA("team-a", "puller", "uid-sa-a", nil)
+	api.serviceAccounts["team-b/puller"] = newSA("team-b", "puller", "uid-sa-b", nil)
+	api.serviceAccounts["team-c/plain"] = newSA("team-c", "plain", "uid-sa-c", nil)
+	example := filepath.Join(repoRoot(t), "examples", "credentialproviders", "pod-identity.yaml")
+	bin := newBinDir(t, providerName, true)
+	register(t, example, bin.Dir, api)
+
+	image := "210987654321.dkr.ecr.us-west-2.amazonaws.com/team/app:1"
+	runs := func() int { return len(bin.invocations(t)) }
+	exchanges := func(calls []stubCall) []stubCall {
+		var out []stubCall
+		for _, c := range calls {
+			if c.Service == "eks-auth" && c.Action == "AssumeRoleForPodIdentity" {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+
+	t.Run("associated-sa-pulls-with-its-role", func(t *testing.T) {
+		before := len(s.calls(t))
+		creds, found := lookup(t, pod{"team-a", "web-1", "uid-pod-1", "puller"}, image)
+		cred := singleCred(t, image, creds, found)
+		calls := s.since(t, before)
+		ex := exchanges(calls)
+		if len(ex) != 1 {
+			t.Fatalf("want one AssumeRoleForPodIdentity; stub calls %v\nexchange: %s", calls, bin.invocations(t)[runs()-1])
+		}
+		e := ex[0]
+		if e.Status != 200 || e.AccessKeyID != nodeKey || e.Cluster != cluster || e.RoleArn != roleA || e.Region != "us-east-1" {
+			t.Errorf("AssumeRoleForPodIdentity: status %d key %q cluster %q role %q region %s; want 200, the node key, %q, %q, the node's region us-east-1",
+				e.Status, e.AccessKeyID, e.Cluster, e.RoleArn, e.Region, cluster, roleA)
+		}
+		if sub, _ := e.WebIdentity["sub"].(string); sub != "system:serviceaccount:team-a:puller" {
+			t.Errorf("exchanged token sub %v", e.WebIdentity)
+		}
+		if aud := e.WebIdentity["aud"]; !strings.Contains(toJSON(aud), audience) {
+			t.Errorf("exchanged token aud %v, want %s", aud, audience)
+		}
+		c := expectIssued(t, image, cred, calls, "ecr", "us-west-2")
+		if c.AccessKeyID != e.IssuedAccessKeyID || !strings.HasPrefix(c.AccessKeyID, "ASIA") {
+			t.Errorf("ECR called with key %q, want the associated role's %q", c.AccessKeyID, e.IssuedAccessKeyID)
+		}
+		tr := api.tokenRequests[len(api.tokenRequests)-1]
+		if len(tr.Spec.Audiences) != 1 || tr.Spec.Audiences[0] != audience {
+			t.Errorf("the kubelet requested audiences %v, want [%s]", tr.Spec.Audiences, audience)
+		}
+		var req map[string]any
+		_ = json.Unmarshal(bin.invocations(t)[runs()-1].Request, &req)
+		if req["serviceAccountToken"] != api.issuedTokens[len(api.issuedTokens)-1] {
+			t.Errorf("request did not carry the minted token: %v", req)
+		}
+		if _, ok := req["serviceAccountAnnotations"]; ok && toJSON(req["serviceAccountAnnotations"]) != "{}" {
+			t.Errorf("the example passes no annotations, got %v", req["serviceAccountAnnotations"])
+		}
+	})
+
+	t.Run("same-sa-other-pod-is-cached", func(t *testing.T) {
+		n := runs()
+		creds, found := lookup(t, pod{"team-a", "web-2", "uid-pod-2", "puller"}, "210987654321.dkr.ecr.us-west-2.amazonaws.com/other")
+		singleCred(t, "other", creds, found)
+		if runs() != n {
+			t.Errorf("plugin ran again for the same service account and registry (cacheType ServiceAccount)")
+		}
+	})
+
+	t.Run("other-sa-other-role", func(t *testing.T) {
+		before := len(s.calls(t))
+		creds, found := lookup(t, pod{"team-b", "api-1", "uid-pod-3", "puller"}, image)
+		cred := singleCred(t, image, creds, found)
+		calls := s.since(t, before)
+		ex := exchanges(calls)
+		if len(ex) != 1 || ex[0].RoleArn != roleB {
+			t.Fatalf("want one exchange for %s; calls %v", roleB, calls)
+		}
+		if c := expectIssued(t, image, cred, calls, "ecr", "us-west-2"); c.AccessKeyID != ex[0].IssuedAccessKeyID {
+			t.Errorf("ECR called with %q, want team-b's %q", c.AccessKeyID, ex[0].IssuedAccessKeyID)
+		}
+	})
+
+	t.Run("sa-without-association-uses-node", func(t *testing.T) {
+		before := len(s.calls(t))
+		creds, found := lookup(t, pod{"team-c", "job-1", "uid-pod-4", "plain"}, image)
+		cred := singleCred(t, image, creds, found)
+		calls := s.since(t, before)
+		if ex := exchanges(calls); len(ex) != 1 || ex[0].Status != 404 {
+			t.Errorf("want one AssumeRoleForPodIdentity answered 404; calls %v", calls)
+		}
+		if c := expectIssued(t, image, cred, calls, "ecr", "us-west-2"); c.AccessKeyID != nodeKey {
+			t.Errorf("ECR called with %q, want the node key", c.AccessKeyID)
+		}
+	})
+
+	t.Run("static-pod-without-sa-uses-node-without-exchange", func(t *testing.T) {
+		before := len(s.calls(t))
+		creds, found := lookup(t, pod{"kube-system", "static", "uid-static", ""}, "210987654321.dkr.ecr.eu-west-1.amazonaws.com/app")
+		cred := singleCred(t, "static", creds, found)
+		calls := s.since(t, before)
+		if c := expectIssued(t, "static", cred, calls, "ecr", "eu-west-1"); c.AccessKeyID != nodeKey {
+			t.Errorf("ECR called with %q, want the node key", c.AccessKeyID)
+		}
+		if ex := exchanges(calls); len(ex) != 0 {
+			t.Errorf("a request without a token made an exchange: %v", ex)
+		}
+	})
+
+	t.Run("refused-exchange-is-logged-and-not-cached", func(t *testing.T) {
+		s.configure(t, map[string]any{"pod_identity_associations": map[string]any{cluster: map[string]string{"team-d/puller": roleA}}})
+		api.serviceAccounts["team-d/puller"] = newSA("team-d", "puller", "uid-sa-d", nil)
+		podD := pod{"team-d", "web-1", "uid-pod-5", "puller"}
+		s.configure(t, map[string]any{"deny_pod_identity": true})
+		before, n := len(s.calls(t)), runs()
+		mark := klogMark()
+		creds, found := lookup(t, podD, image)
+		calls := s.since(t, before)
+		denied := bin.invocations(t)[runs()-1]
+		kubeletSaid := strings.Join(errorLines(klogSince(mark)), "\n")
+		if found || len(creds) != 0 {
+			t.Errorf("with the exchange refused the pod got %d credentials (found=%t); want none", len(creds), found)
+		}
+		if len(tokenCalls(calls)) != 0 {
+			t.Errorf("ECR was called although eks-auth refused: %v", tokenCalls(calls))
+		}
+		if denied.Exit != 3 || len(denied.Response) != 0 || !strings.Contains(string(denied.Stderr), "AssumeRoleForPodIdentity") {
+			t.Errorf("plugin run with the exchange refused: want exit 3, no stdout, a stderr line naming AssumeRoleForPodIdentity; got %s", denied)
+		}
+		if !strings.Contains(kubeletSaid, "AssumeRoleForPodIdentity") {
+			t.Errorf("the kubelet did not log the plugin's reason; it said: %s", kubeletSaid)
+		}
+		s.configure(t, map[string]any{"deny_pod_identity": false})
+		creds, found = lookup(t, podD, image)
+		if !found || len(creds) != 1 {
+			t.Fatalf("after eks-auth recovered the kubelet returned found=%t (%d creds): the failure was cached", found, len(creds))
+		}
+		if runs() != n+2 {
+			t.Errorf("plugin ran %d times across refusal and recovery, want 2", runs()-n)
+		}
+	})
+
+	for _, inv := range bin.invocations(t) {
+		for _, tok := range api.issuedTokens {
+			if strings.Contains(string(inv.Stderr), tok) || strings.Contains(string(inv.Response), tok) {
+				t.Errorf("the plugin echoed the service account token:\n%s", inv)
+			}
+		}
+		if strings.Contains(string(inv.Stderr), "node-secret-key-do-not-log") {
+			t.Errorf("the plugin printed the node's secret key:\n%s", inv)
+		}
+	}
+}

@@ -170,6 +170,8 @@ type stubCall struct {
 	Password          string         `json:"password"`
 	IssuedAccessKeyID string         `json:"issued_access_key_id"`
 	Time              float64        `json:"time"`
+	Cluster           string         `json:"cluster"`         // eks-auth calls
+	AssociationArn    string         `json:"association_arn"` // eks-auth calls
 }
 
 func (c stubCall) String() string {
