@@ -1003,12 +1003,12 @@ static void on_alarm(int sig)
 
 /*
  * flock `path`; the returned fd is locked and still names `path` (not a file unlinked meanwhile).
- * A blocking exclusive wait is bounded by LOCK_WAIT seconds: an unpacker that is stopped or stuck
+ * A blocking wait is bounded by LOCK_WAIT seconds: an unpacker or pruner that is stopped or stuck
  * in I/O must not hang every run until the kubelet kills it.
  */
 static int lock_file(const char *path, int how, int cloexec)
 {
-    int bounded = how == LOCK_EX;
+    int bounded = !(how & LOCK_NB);
     struct sigaction quiet = {0}, old;
     if (bounded) {
         quiet.sa_handler = on_alarm; /* no SA_RESTART: flock() returns EINTR when it fires */
@@ -1027,7 +1027,7 @@ static int lock_file(const char *path, int how, int cloexec)
             ;
         if (rc != 0) {
             if (alarmed)
-                soft("waited %d s for %s: another unpack holds it and does not finish", LOCK_WAIT, path);
+                soft("waited %d s for %s: another process holds it and does not finish", LOCK_WAIT, path);
             else if (errno != EWOULDBLOCK)
                 soft("cannot lock %s: %s", path, strerror(errno));
             close(fd);
@@ -1171,10 +1171,10 @@ static void prune_others(const char *base, const char *own, int keep)
 /*
  * A runtime base (the persistent one, or the shared one in the temporary directory): exec the
  * bundle (never returns) when it is present and intact or could be (re)created; returns when the
- * location is unusable (soft_err says why). `durable`: sync the unpacked tree (not needed in a
- * temporary directory, which does not outlive a reboot).
+ * location is unusable (soft_err says why). The unpacked tree is synced in both: a /tmp on disk
+ * outlives a crash too, and it costs once per version.
  */
-static void run_base(const struct bundle *b, const char *conf, int durable, int argc, char **argv)
+static void run_base(const struct bundle *b, const char *conf, int argc, char **argv)
 {
     char base[PATH_MAX], dir[PATH_MAX], lockpath[PATH_MAX], usepath[PATH_MAX], tmp[PATH_MAX], mark[PATH_MAX];
     struct target t;
@@ -1235,7 +1235,7 @@ static void run_base(const struct bundle *b, const char *conf, int durable, int 
             goto fail_locked;
         }
         no_space = 0;
-        int rc = extract(b, tmp, durable);
+        int rc = extract(b, tmp, 1);
         if (rc == 1) {
             rm_tree(tmp);
             die("%s", soft_err); /* the payload itself is bad: no other location can help */
@@ -1249,7 +1249,7 @@ static void run_base(const struct bundle *b, const char *conf, int durable, int 
             goto fail_locked;
         prune_others(base, b->id, 0); /* out of space: the kept older version goes too */
     }
-    if (durable) {
+    {
         int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (bfd >= 0) {
             fsync(bfd);
@@ -1381,7 +1381,7 @@ static void run_temporary(const struct bundle *b, int argc, char **argv)
             continue;
         }
         if (fmtpath(shared, sizeof shared, "%s/" PROG "-%u", real, (unsigned)geteuid()) == 0)
-            run_base(b, shared, 0, argc, argv);
+            run_base(b, shared, argc, argv);
         if (verbose)
             fprintf(stderr, PROG ": warning: not using the shared temporary tree %s (%s)\n", shared, soft_err);
         run_private(b, real, argc, argv);
@@ -1436,6 +1436,6 @@ int main(int argc, char **argv)
     read_trailer(&b);
     set_environment(argc, argv);
     if (runtime_base(conf, sizeof conf))
-        run_base(&b, conf, 1, argc, argv);
+        run_base(&b, conf, argc, argv);
     run_temporary(&b, argc, argv);
 }

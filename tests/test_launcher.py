@@ -545,17 +545,18 @@ def in_namespace(script: str, *args: str, env: dict[str, str] | None = None) -> 
 
 
 # In a private namespace: a fresh tmpfs on /tmp (the machine's /tmp is never written), with the
-# directories named in $1.. made again at their paths (mode: the second word of each).
-FRESH_TMP = ('mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 77; '
+# directories named in $2.. made again at their paths (mode: the second word of each). The binary
+# ($1, which may be under /tmp) is opened first and run as $BIN (/proc/self/fd/9).
+FRESH_TMP = ('exec 9<"$1" || exit 1; shift; BIN=/proc/self/fd/9; mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 77; '
              'while [ "$1" != -- ]; do mkdir -p "$1" && chmod "$2" "$1"; shift 2; done; shift; ')
 
 
 def test_untrusted_tmpdir_is_not_used(binary: Path, launcher: Bundle, tmp_path: Path) -> None:
     """TMPDIR in a world-writable, non-sticky directory: the fallback uses /tmp instead."""
     evil, refused = tmp_path / "evil", tmp_path / "refused"
-    script = FRESH_TMP + 'ECR_KUBELET_RUNTIME_DIR="$2/runtime" TMPDIR="$1" "$3" --version || exit 1; ' \
+    script = FRESH_TMP + 'ECR_KUBELET_RUNTIME_DIR="$2/runtime" TMPDIR="$1" "$BIN" --version || exit 1; ' \
         'echo "evil: $(ls -A "$1" | tr "\\n" " ")"; echo "tmp: $(ls -A /tmp | tr "\\n" " ")"'
-    proc = in_namespace(script, str(evil), "0777", str(refused), "0777", "--", str(evil), str(refused), str(binary))
+    proc = in_namespace(script, str(binary), str(evil), "0777", str(refused), "0777", "--", str(evil), str(refused))
     assert proc.returncode == 0, proc.stderr
     listed = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
     assert listed["evil"].split() == []
@@ -685,10 +686,10 @@ def test_noexec_tmpdir_is_skipped(binary: Path, launcher: Bundle, tmp_path: Path
     """Persistent base refused and TMPDIR noexec: the fallback goes on to /tmp (a fresh tmpfs here)."""
     refused, noexec = tmp_path / "refused", tmp_path / "noexec-tmp"
     script = FRESH_TMP + ('mount -t tmpfs -o noexec,mode=0700 tmpfs "$1" || exit 77; '
-                          'ECR_KUBELET_RUNTIME_DIR="$2/runtime" TMPDIR="$1" "$3" --version -v || exit 1; '
+                          'ECR_KUBELET_RUNTIME_DIR="$2/runtime" TMPDIR="$1" "$BIN" --version -v || exit 1; '
                           'echo "tmp: $(ls -A /tmp | tr "\\n" " ")"')
-    proc = in_namespace(script, str(refused), "0777", str(noexec), "0700", "--", str(noexec), str(refused),
-                        str(binary))
+    proc = in_namespace(script, str(binary), str(refused), "0777", str(noexec), "0700", "--", str(noexec),
+                        str(refused))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ecr-credential-provider ")
     assert f"not using the temporary directory {noexec}" in proc.stderr
@@ -756,12 +757,13 @@ def test_etc_ld_so_preload_of_the_node_does_not_stop_the_bundle(binary: Path, la
 # ---- a stuck unpacker --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("which", ["lock", "use"], ids=["unpacker", "pruner"])
 def test_a_stopped_unpacker_does_not_hang_every_run(binary: Path, launcher: Bundle, runtime: Path,
-                                                    scratch_tmp: Path) -> None:
-    """A process holding the unpack lock is stopped (SIGSTOP): the wait is bounded, then the run
-    falls back and says why at -v."""
+                                                    scratch_tmp: Path, which: str) -> None:
+    """A process holding the unpack lock (or, as a pruner does, the .use lock) exclusively is
+    stopped (SIGSTOP): the wait is bounded, then the run falls back and says why at -v."""
     runtime.mkdir(mode=0o700)
-    lock = runtime / f"{launcher.id}.lock"
+    lock = runtime / f"{launcher.id}.{which}"
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, signal, sys\n"
                                "f = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
                                "os.kill(os.getpid(), signal.SIGSTOP)\n", str(lock)])
