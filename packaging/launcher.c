@@ -25,16 +25,24 @@
  * that a newer version never prunes a bundle in use), check <base>/<id> against the record
  * <base>/<id>/.ecr-bundle-complete written at unpack time (type, mode, size, inode and mtime of
  * every file and directory: a truncated, edited or deleted file is noticed), then execv() the
- * bundled loader with the bundled executable. Nothing is written; no second process.
- * Miss or damage: exclusive flock on <base>/<id>.lock, re-check, move a damaged tree aside,
- * inflate into <base>/<id>.tmp.<pid>/ while hashing the payload (a payload whose sha256 is not the
- * bundle id is never executed), fsync, write the record, rename to <base>/<id>, prune the
- * directories of other bundle ids that no process holds, exec.
- * Fallback (no trusted persistent base, read-only file system, no space): inflate into a fresh
- * mkdtemp() directory under $TMPDIR or /tmp (same trust rules), start a watchdog process that
- * removes it once the program has exited (even when the launcher or the program is SIGKILLed),
- * and exec. At -v (or --v=2 and up) the reason for the fallback is printed as one warning line.
+ * bundled loader with the bundled executable. Nothing is written; no second process (unless an
+ * earlier prune left the marker PRUNE_MARK: then this run prunes first).
+ * Miss or damage: exclusive flock on <base>/<id>.lock (every blocking wait bounded: LOCK_WAIT),
+ * re-check, refuse a noexec base, move a damaged tree aside, prune the directories of other bundle
+ * ids that no process holds (keeping the newest other one: KEEP_OTHERS), inflate into
+ * <base>/<id>.tmp.<pid>/ while hashing the payload (a payload whose sha256 is not the bundle id is
+ * never executed; out of space: prune all others and retry once), fsync, write the record, rename
+ * to <base>/<id>, exec.
+ * Fallback (no trusted persistent base, read-only or noexec file system, a refused exec, no space,
+ * a lock held too long): in $TMPDIR, then /tmp (same trust rules, not noexec), first the shared
+ * tree <tmp>/ecr-credential-provider-<uid>, run as a base like the persistent one; else inflate
+ * into a fresh mkdtemp() directory, start a watchdog process that removes it once the program has
+ * exited (even when the launcher or the program is SIGKILLed), and exec. At -v (or --v=2 and up)
+ * the reason for the fallback is printed as one warning line (one more per location passed over).
  *
+ * The node's LD_PRELOAD is moved to ECR_KUBELET_LD_PRELOAD for the program (packaging/entry.py
+ * restores it for the programs it starts); the carried loader ignores /etc/ld.so.preload
+ * (packaging/carry_libc.py). ECR_KUBELET_PRUNE_ALL=1 (the installers) keeps no other version.
  * The name we were invoked as (argv[0]) is passed to the program in ECR_KUBELET_ARGV0, since the
  * program's own argv[0] is the bundled executable's path.
  *
