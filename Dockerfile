@@ -10,13 +10,15 @@
 #   buildah build --platform linux/arm64 --build-arg TARGETARCH=arm64 --timestamp "$SOURCE_DATE_EPOCH" \
 #       -f Dockerfile -t ecr-credential-provider:0.1.0-arm64 .
 #
-# build/image/<arch>/ is staged by scripts/release: busybox with its applet symlinks (bin/) and
-# the binary's sha256 file. The same works with `docker buildx build --platform ...` once
+# build/image/<arch>/ is staged by scripts/release: busybox with its applet symlinks (bin/), an
+# empty /tmp (top/tmp, mode 1777: the default command, run as a non-root user without a writable
+# home, unpacks the bundle there) and the binary's sha256 file. The same works with `docker buildx build --platform ...` once
 # scripts/release has run.
 
 FROM scratch
 ARG TARGETARCH
 COPY build/image/${TARGETARCH}/bin/ /bin/
+COPY build/image/${TARGETARCH}/top/ /
 COPY dist/release/ecr-credential-provider-linux-${TARGETARCH} /opt/ecr-kubelet/bin/ecr-credential-provider
 COPY build/image/${TARGETARCH}/ecr-credential-provider.sha256 /opt/ecr-kubelet/bin/ecr-credential-provider.sha256
 COPY deploy/kubernetes/install-on-node.sh /opt/ecr-kubelet/install-on-node.sh

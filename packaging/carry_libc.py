@@ -106,6 +106,22 @@ def find_library(name: str, dirs: list[Path]) -> Path | None:
     return None
 
 
+# glibc's loader always reads /etc/ld.so.preload (rtld.c: a hard-coded path, no option or
+# variable turns it off). A node's preload library built for a newer glibc than the carried one
+# would stop every run ("version GLIBC_2.xx not found"), so the carried loader gets a path of the
+# same length that can never name a file (a path under /dev/null). The node's own programs,
+# including those the plugin starts, still use the node's loader and preloads.
+NODE_PRELOAD = b"/etc/ld.so.preload\0"
+NO_PRELOAD = b"/dev/null/preloads\0"
+
+
+def without_node_preload(loader: bytes) -> bytes:
+    if loader.count(NODE_PRELOAD) != 1:
+        raise SystemExit(f"carry_libc: the loader names {NODE_PRELOAD[:-1].decode()} "
+                         f"{loader.count(NODE_PRELOAD)} times, expected once")
+    return loader.replace(NODE_PRELOAD, NO_PRELOAD)
+
+
 def carry_libc(tree: Path, entry: str, libdir: str) -> str:
     """Copy the loader and the missing libraries into tree/libdir; return the loader's tree path."""
     lib = tree / libdir
@@ -119,7 +135,7 @@ def carry_libc(tree: Path, entry: str, libdir: str) -> str:
         raise SystemExit(f"carry_libc: unexpected loader name {loader_name!r}")
     if (lib / loader_name).is_file() and not check_closure(tree, libdir, loader_name):
         return f"{libdir}/{loader_name}"  # already self-contained (a tree unpacked from a bundle)
-    shutil.copyfile(loader_src, lib / loader_name)
+    (lib / loader_name).write_bytes(without_node_preload(loader_src.read_bytes()))
     os.chmod(lib / loader_name, 0o755)  # noqa: S103  (executables and libraries, as PyInstaller writes them)
     dirs = search_dirs(loader_src)
     wanted = set(DLOPENED_BY_LIBC)

@@ -25,16 +25,24 @@
  * that a newer version never prunes a bundle in use), check <base>/<id> against the record
  * <base>/<id>/.ecr-bundle-complete written at unpack time (type, mode, size, inode and mtime of
  * every file and directory: a truncated, edited or deleted file is noticed), then execv() the
- * bundled loader with the bundled executable. Nothing is written; no second process.
- * Miss or damage: exclusive flock on <base>/<id>.lock, re-check, move a damaged tree aside,
- * inflate into <base>/<id>.tmp.<pid>/ while hashing the payload (a payload whose sha256 is not the
- * bundle id is never executed), fsync, write the record, rename to <base>/<id>, prune the
- * directories of other bundle ids that no process holds, exec.
- * Fallback (no trusted persistent base, read-only file system, no space): inflate into a fresh
- * mkdtemp() directory under $TMPDIR or /tmp (same trust rules), start a watchdog process that
- * removes it once the program has exited (even when the launcher or the program is SIGKILLed),
- * and exec. At -v (or --v=2 and up) the reason for the fallback is printed as one warning line.
+ * bundled loader with the bundled executable. Nothing is written; no second process (unless an
+ * earlier prune left the marker PRUNE_MARK: then this run prunes first).
+ * Miss or damage: exclusive flock on <base>/<id>.lock (every blocking wait bounded: LOCK_WAIT),
+ * re-check, refuse a noexec base, move a damaged tree aside, prune the directories of other bundle
+ * ids that no process holds (keeping the newest other one: KEEP_OTHERS), inflate into
+ * <base>/<id>.tmp.<pid>/ while hashing the payload (a payload whose sha256 is not the bundle id is
+ * never executed; out of space: prune all others and retry once), fsync, write the record, rename
+ * to <base>/<id>, exec.
+ * Fallback (no trusted persistent base, read-only or noexec file system, a refused exec, no space,
+ * a lock held too long): in $TMPDIR, then /tmp (same trust rules, not noexec), first the shared
+ * tree <tmp>/ecr-credential-provider-<uid>, run as a base like the persistent one; else inflate
+ * into a fresh mkdtemp() directory, start a watchdog process that removes it once the program has
+ * exited (even when the launcher or the program is SIGKILLed), and exec. At -v (or --v=2 and up)
+ * the reason for the fallback is printed as one warning line (one more per location passed over).
  *
+ * The node's LD_PRELOAD is moved to ECR_KUBELET_LD_PRELOAD for the program (packaging/entry.py
+ * restores it for the programs it starts); the carried loader ignores /etc/ld.so.preload
+ * (packaging/carry_libc.py). ECR_KUBELET_PRUNE_ALL=1 (the installers) keeps no other version.
  * The name we were invoked as (argv[0]) is passed to the program in ECR_KUBELET_ARGV0, since the
  * program's own argv[0] is the bundled executable's path.
  *
@@ -56,6 +64,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -72,6 +81,9 @@
 #define RECORD_MAX (4 << 20)
 #define DEFAULT_ROOT_BASE "/var/cache/ecr-credential-provider/runtime"
 #define CHUNK 65536
+#define LOCK_WAIT 10          /* seconds to wait for another process's unpack before falling back */
+#define KEEP_OTHERS 1         /* complete trees of other versions a prune keeps (newest first) */
+#define PRUNE_MARK ".ecr-prune-pending"
 
 struct bundle {
     int fd;                     /* our own executable */
@@ -81,6 +93,8 @@ struct bundle {
 };
 
 static int verbose;
+/* ECR_KUBELET_PRUNE_ALL=1 (the installers' first run of a new version): keep no other version. */
+static int prune_all;
 
 static void die_code(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die_code(int code, const char *fmt, ...)
@@ -97,6 +111,14 @@ static void die_code(int code, const char *fmt, ...)
 
 /* Why the persistent location was not used; printed (at -v) only when we fall back. */
 static char soft_err[768];
+/* Set when an unpack failed for want of space (ENOSPC, EDQUOT): a prune can make room. */
+static int no_space;
+
+static void note_space(int err)
+{
+    if (err == ENOSPC || err == EDQUOT)
+        no_space = 1;
+}
 
 static void soft(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void soft(const char *fmt, ...)
@@ -635,12 +657,14 @@ static int write_record(struct record *r, int rootfd, int durable)
     }
     int fd = openat(rootfd, RECORD, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
+        note_space(errno);
         soft("cannot create the unpack record: %s", strerror(errno));
         return -1;
     }
     int ok = write(fd, r->text, r->len) == (ssize_t)r->len && (!durable || fsync(fd) == 0);
     ok = close(fd) == 0 && ok;
     if (!ok || (durable && fsync(rootfd) != 0)) {
+        note_space(errno);
         soft("cannot write the unpack record: %s", strerror(errno));
         return -1;
     }
@@ -694,6 +718,7 @@ static int extract(const struct bundle *b, const char *dest, int durable)
         }
         if (type == 'D') {
             if (mkdirat(rootfd, path, 0700) != 0 && errno != EEXIST) {
+                note_space(errno);
                 soft("cannot create %s/%s: %s", dest, path, strerror(errno));
                 goto out;
             }
@@ -709,6 +734,7 @@ static int extract(const struct bundle *b, const char *dest, int durable)
             }
             int fd = openat(rootfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
             if (fd < 0) {
+                note_space(errno);
                 soft("cannot create %s/%s: %s", dest, path, strerror(errno));
                 goto out;
             }
@@ -724,6 +750,7 @@ static int extract(const struct bundle *b, const char *dest, int durable)
                     if (w < 0 && errno == EINTR)
                         continue;
                     if (w <= 0) {
+                        note_space(errno);
                         soft("cannot write %s/%s: %s", dest, path, strerror(errno));
                         close(fd);
                         goto out;
@@ -733,6 +760,7 @@ static int extract(const struct bundle *b, const char *dest, int durable)
                 left -= n;
             }
             if (fchmod(fd, mode) != 0 || close(fd) != 0) {
+                note_space(errno);
                 soft("cannot finish %s/%s: %s", dest, path, strerror(errno));
                 goto out;
             }
@@ -776,6 +804,7 @@ static int extract(const struct bundle *b, const char *dest, int durable)
     }
     for (size_t i = 0; i < nlinks; i++) {
         if (!parents_are_dirs(rootfd, links[i].path) || symlinkat(links[i].target, rootfd, links[i].path) != 0) {
+            note_space(errno);
             soft("cannot create symlink %s/%s", dest, links[i].path);
             goto out;
         }
@@ -798,9 +827,10 @@ out:
     if (rc == 0) {
         /* One syncfs() for the whole tree (not an fsync per file: ~90 of them cost a second). */
         rc = -1;
-        if (durable && syncfs(rootfd) != 0)
+        if (durable && syncfs(rootfd) != 0) {
+            note_space(errno);
             soft("cannot sync %s: %s", dest, strerror(errno));
-        else if (record_tree(&rec, rootfd, dest) == 0 && write_record(&rec, rootfd, durable) == 0)
+        } else if (record_tree(&rec, rootfd, dest) == 0 && write_record(&rec, rootfd, durable) == 0)
             rc = 0;
     }
     free(rec.text);
@@ -917,8 +947,10 @@ static int set_target(struct target *t, const struct bundle *b, const char *dir)
 /*
  * exec the bundled loader on the bundled executable: the bundle's glibc, never the node's. Open
  * descriptors without FD_CLOEXEC (the .use lock, the watchdog pipe) stay with the program.
+ * Returns only when the kernel or a security module refuses to execute from the directory
+ * (EACCES, EPERM: a noexec mount, an SELinux or AppArmor denial): soft_err says so and the caller
+ * treats the directory as unusable. Any other failure is an error.
  */
-static void exec_bundle(const struct target *t, int argc, char **argv) __attribute__((noreturn));
 static void exec_bundle(const struct target *t, int argc, char **argv)
 {
     char **args = calloc((size_t)argc + 4, sizeof *args);
@@ -932,7 +964,22 @@ static void exec_bundle(const struct target *t, int argc, char **argv)
         args[i + 3] = argv[i];
     args[argc + 3] = NULL;
     execv(t->loader, args);
-    die("cannot execute %s: %s", t->loader, strerror(errno));
+    int err = errno;
+    free(args);
+    if (err != EACCES && err != EPERM)
+        die("cannot execute %s: %s", t->loader, strerror(err));
+    soft("cannot execute %s: %s", t->loader, strerror(err));
+}
+
+/* 1 when `dir` is on a file system mounted noexec: no point unpacking there. */
+static int on_noexec(const char *dir)
+{
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_NOEXEC)) {
+        soft("%s is on a file system mounted noexec", dir);
+        return 1;
+    }
+    return 0;
 }
 
 /* Open <path> as a lock file of ours: no symlinks, no FIFOs, a regular file owned by us. */
@@ -954,29 +1001,60 @@ static int open_lock(const char *path, int cloexec)
     return fd;
 }
 
-/* flock `path`; the returned fd is locked and still names `path` (not a file unlinked meanwhile). */
+static volatile sig_atomic_t alarmed;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    alarmed = 1;
+}
+
+/*
+ * flock `path`; the returned fd is locked and still names `path` (not a file unlinked meanwhile).
+ * A blocking wait is bounded by LOCK_WAIT seconds: an unpacker or pruner that is stopped or stuck
+ * in I/O must not hang every run until the kubelet kills it.
+ */
 static int lock_file(const char *path, int how, int cloexec)
 {
+    int bounded = !(how & LOCK_NB);
+    struct sigaction quiet = {0}, old;
+    if (bounded) {
+        quiet.sa_handler = on_alarm; /* no SA_RESTART: flock() returns EINTR when it fires */
+        sigemptyset(&quiet.sa_mask);
+        alarmed = 0;
+        sigaction(SIGALRM, &quiet, &old);
+        alarm(LOCK_WAIT);
+    }
+    int result = -1;
     for (int attempt = 0; attempt < 8; attempt++) {
         int fd = open_lock(path, cloexec);
         if (fd < 0)
-            return -1;
+            goto out;
         int rc;
-        while ((rc = flock(fd, how)) != 0 && errno == EINTR)
+        while ((rc = flock(fd, how)) != 0 && errno == EINTR && !alarmed)
             ;
         if (rc != 0) {
-            if (errno != EWOULDBLOCK)
+            if (alarmed)
+                soft("waited %d s for %s: another process holds it and does not finish", LOCK_WAIT, path);
+            else if (errno != EWOULDBLOCK)
                 soft("cannot lock %s: %s", path, strerror(errno));
             close(fd);
-            return -1;
+            goto out;
         }
         struct stat held, now;
-        if (fstat(fd, &held) == 0 && lstat(path, &now) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
-            return fd;
+        if (fstat(fd, &held) == 0 && lstat(path, &now) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
+            result = fd;
+            goto out;
+        }
         close(fd); /* a pruner removed it while we waited: take the new one */
     }
     soft("cannot lock %s: it keeps being replaced", path);
-    return -1;
+out:
+    if (bounded) {
+        alarm(0); /* a pending alarm would survive exec */
+        sigaction(SIGALRM, &old, NULL);
+    }
+    return result;
 }
 
 /* 1 when `name` is <64 hex> optionally followed by ".lock", ".use" or ".tmp.<anything>". */
@@ -994,17 +1072,42 @@ static int bundle_entry(const char *name, char *id)
     return 1;
 }
 
+struct other {
+    char id[ID_LEN + 1];
+    int complete;               /* the tree holds its unpack record */
+    struct timespec unpacked;   /* the tree directory's mtime: when its record was written */
+};
+
+/* Complete trees first, newest first. */
+static int newer_first(const void *pa, const void *pb)
+{
+    const struct other *a = pa, *b = pb;
+    if (a->complete != b->complete)
+        return b->complete - a->complete;
+    if (a->unpacked.tv_sec != b->unpacked.tv_sec)
+        return a->unpacked.tv_sec < b->unpacked.tv_sec ? 1 : -1;
+    if (a->unpacked.tv_nsec != b->unpacked.tv_nsec)
+        return a->unpacked.tv_nsec < b->unpacked.tv_nsec ? 1 : -1;
+    return strcmp(a->id, b->id);
+}
+
 /*
  * Remove the runtime directories of other bundle ids (older or newer versions) that no process
  * uses: a running program holds a shared lock on <id>.use, an unpack holds <id>.lock. Both are
- * tried without waiting; a bundle in use is left for a later prune.
+ * tried without waiting. The `keep` most recently unpacked complete trees of other versions are
+ * kept, so that two versions run from one runtime directory (a rollback, a second installer)
+ * do not remove each other on every call. A tree that was in use is left, and the marker
+ * <base>/PRUNE_MARK tells a later run (a hit checks for it) to try again.
  */
-static void prune_others(const char *base, const char *own)
+static void prune_others(const char *base, const char *own, int keep)
 {
+    char mark[PATH_MAX];
+    if (fmtpath(mark, sizeof mark, "%s/" PRUNE_MARK, base))
+        return;
     DIR *d = opendir(base);
     if (!d)
         return;
-    char ids[64][ID_LEN + 1];
+    static struct other others[64];
     size_t n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && n < 64) {
@@ -1012,65 +1115,99 @@ static void prune_others(const char *base, const char *own)
         if (!bundle_entry(e->d_name, id) || strcmp(id, own) == 0)
             continue;
         size_t j;
-        for (j = 0; j < n && strcmp(ids[j], id) != 0; j++)
+        for (j = 0; j < n && strcmp(others[j].id, id) != 0; j++)
             ;
-        if (j == n)
-            memcpy(ids[n++], id, ID_LEN + 1);
+        if (j < n)
+            continue;
+        struct other *o = &others[n++];
+        memset(o, 0, sizeof *o);
+        memcpy(o->id, id, ID_LEN + 1);
+        char path[PATH_MAX];
+        struct stat st;
+        if (fmtpath(path, sizeof path, "%s/%s/" RECORD, base, id) == 0 && lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+            fmtpath(path, sizeof path, "%s/%s", base, id) == 0 && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            o->complete = 1;
+            o->unpacked = st.st_mtim;
+        }
     }
     closedir(d);
+    qsort(others, n, sizeof *others, newer_first);
+    int pending = 0;
     for (size_t i = 0; i < n; i++) {
+        if (others[i].complete && keep > 0) {
+            keep--;
+            continue;
+        }
+        const char *id = others[i].id;
         char use[PATH_MAX], lockp[PATH_MAX], dir[PATH_MAX];
-        if (fmtpath(use, sizeof use, "%s/%s.use", base, ids[i]) || fmtpath(lockp, sizeof lockp, "%s/%s.lock", base, ids[i]) ||
-            fmtpath(dir, sizeof dir, "%s/%s", base, ids[i]))
+        if (fmtpath(use, sizeof use, "%s/%s.use", base, id) || fmtpath(lockp, sizeof lockp, "%s/%s.lock", base, id) ||
+            fmtpath(dir, sizeof dir, "%s/%s", base, id))
             continue;
         int ufd = lock_file(use, LOCK_EX | LOCK_NB, 1);
-        if (ufd < 0)
+        if (ufd < 0) {
+            pending = 1;
             continue;
+        }
         int lfd = lock_file(lockp, LOCK_EX | LOCK_NB, 1);
         if (lfd < 0) {
             close(ufd);
+            pending = 1;
             continue;
         }
         struct stat st;
         if (lstat(dir, &st) == 0) {
             if (S_ISDIR(st.st_mode) && st.st_uid == geteuid())
-                discard_tree(dir, base, ids[i], "prune");
+                discard_tree(dir, base, id, "prune");
             else
                 unlink(dir); /* a stray file or symlink with a bundle's name: ours to remove */
         }
-        rm_stale_tmp(base, ids[i]);
+        rm_stale_tmp(base, id);
         unlink(lockp);
         unlink(use);
         close(lfd);
         close(ufd);
     }
+    if (pending) {
+        int fd = open(mark, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            close(fd);
+    } else {
+        unlink(mark);
+    }
 }
 
 /*
- * Persistent location: exec the bundle (never returns) when it is present and intact or could be
- * (re)created; returns when the location is unusable (soft_err says why).
+ * A runtime base (the persistent one, or the shared one in the temporary directory): exec the
+ * bundle (never returns) when it is present and intact or could be (re)created; returns when the
+ * location is unusable (soft_err says why). The unpacked tree is synced in both: a /tmp on disk
+ * outlives a crash too, and it costs once per version.
  */
-static void run_persistent(const struct bundle *b, int argc, char **argv)
+static void run_base(const struct bundle *b, const char *conf, int argc, char **argv)
 {
-    char conf[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], lockpath[PATH_MAX], usepath[PATH_MAX], tmp[PATH_MAX];
+    char base[PATH_MAX], dir[PATH_MAX], lockpath[PATH_MAX], usepath[PATH_MAX], tmp[PATH_MAX], mark[PATH_MAX];
     struct target t;
-    if (!runtime_base(conf, sizeof conf))
-        return;
 
     /* Fast path: the base exists and is trusted, the tree is intact. */
     int created = trusted_dir(conf, base, 0, 0) != 0;
     if (created && trusted_dir(conf, base, 1, 0) != 0)
         return;
     if (fmtpath(dir, sizeof dir, "%s/%s", base, b->id) || fmtpath(lockpath, sizeof lockpath, "%s/%s.lock", base, b->id) ||
-        fmtpath(usepath, sizeof usepath, "%s/%s.use", base, b->id) ||
+        fmtpath(usepath, sizeof usepath, "%s/%s.use", base, b->id) || fmtpath(mark, sizeof mark, "%s/" PRUNE_MARK, base) ||
         fmtpath(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid()) || set_target(&t, b, dir))
         return;
     /* Held (shared) for the life of the program: no prune removes a bundle that is running. */
     int use = lock_file(usepath, LOCK_SH, 0);
     if (use < 0)
         return;
-    if (!created && tree_intact(dir, b->id))
+    if (!created && tree_intact(dir, b->id)) {
+        /* One lstat: an earlier prune found a tree in use and left it for a later run. */
+        struct stat st;
+        if (prune_all || lstat(mark, &st) == 0)
+            prune_others(base, b->id, prune_all ? 0 : KEEP_OTHERS);
         exec_bundle(&t, argc, argv);
+        close(use);
+        return;
+    }
 
     int lock = lock_file(lockpath, LOCK_EX, 1);
     if (lock < 0) {
@@ -1080,7 +1217,11 @@ static void run_persistent(const struct bundle *b, int argc, char **argv)
     if (tree_intact(dir, b->id)) {
         close(lock);
         exec_bundle(&t, argc, argv);
+        close(use);
+        return;
     }
+    if (on_noexec(base))
+        goto fail_locked;
     struct stat st;
     if (lstat(dir, &st) == 0) {
         /* Damaged, partly deleted or left by an older layout: move it aside and unpack again. */
@@ -1094,20 +1235,27 @@ static void run_persistent(const struct bundle *b, int argc, char **argv)
             unlink(dir);
     }
     rm_stale_tmp(base, b->id); /* we hold the lock: any <id>.tmp.* is left by a dead unpack */
-    if (mkdir(tmp, 0700) != 0) {
-        soft("cannot create %s: %s", tmp, strerror(errno));
-        goto fail_locked;
-    }
-    int rc = extract(b, tmp, 1);
-    if (rc == 1) {
-        rm_tree(tmp);
-        die("%s", soft_err); /* the payload itself is bad: no other location can help */
-    }
-    if (rc != 0 || rename(tmp, dir) != 0) {
+    /* Before unpacking, not after: on a full disk the stale trees are what makes room. */
+    prune_others(base, b->id, prune_all ? 0 : KEEP_OTHERS);
+    for (int attempt = 0;; attempt++) {
+        if (mkdir(tmp, 0700) != 0) {
+            soft("cannot create %s: %s", tmp, strerror(errno));
+            goto fail_locked;
+        }
+        no_space = 0;
+        int rc = extract(b, tmp, 1);
+        if (rc == 1) {
+            rm_tree(tmp);
+            die("%s", soft_err); /* the payload itself is bad: no other location can help */
+        }
+        if (rc == 0 && rename(tmp, dir) == 0)
+            break;
         if (rc == 0)
             soft("cannot rename %s: %s", tmp, strerror(errno));
         rm_tree(tmp);
-        goto fail_locked;
+        if (!no_space || attempt > 0)
+            goto fail_locked;
+        prune_others(base, b->id, 0); /* out of space: the kept older version goes too */
     }
     {
         int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1116,11 +1264,12 @@ static void run_persistent(const struct bundle *b, int argc, char **argv)
             close(bfd);
         }
     }
-    prune_others(base, b->id);
     if (verbose)
         fprintf(stderr, PROG ": unpacked the bundle into %s\n", dir);
     close(lock);
     exec_bundle(&t, argc, argv);
+    close(use);
+    return;
 fail_locked:
     close(lock);
     close(use);
@@ -1167,9 +1316,14 @@ static int start_watchdog(const char *tmp)
         signal(SIGHUP, SIG_IGN);
         signal(SIGTERM, SIG_IGN);
         signal(SIGINT, SIG_IGN);
-        char c;
-        while (read(p[0], &c, 1) != 0 && errno == EINTR)
-            ;
+        /* Only end of file (every write end closed: the program is gone) ends the wait; a byte
+         * someone wrote into the pipe through /proc/PID/fd is read and ignored. */
+        char c[64];
+        for (;;) {
+            ssize_t n = read(p[0], c, sizeof c);
+            if (n == 0 || (n < 0 && errno != EINTR))
+                break;
+        }
         struct stat now;
         if (lstat(tmp, &now) == 0 && now.st_ino == want.st_ino && now.st_dev == want.st_dev)
             rm_tree(tmp);
@@ -1183,25 +1337,12 @@ static int start_watchdog(const char *tmp)
     return p[1]; /* inherited by the program through exec: the pipe closes when it exits */
 }
 
-/* Fallback: unpack into a fresh private temporary directory, leave its removal to a watchdog, exec. */
-static void run_temporary(const struct bundle *b, int argc, char **argv) __attribute__((noreturn));
-static void run_temporary(const struct bundle *b, int argc, char **argv)
+/* The last resort in `parent`: a fresh private directory, removed by a watchdog; returns when
+ * exec is refused there (soft_err says why). */
+static void run_private(const struct bundle *b, const char *parent, int argc, char **argv)
 {
-    char why[sizeof soft_err], tmp[PATH_MAX], real[PATH_MAX];
+    char tmp[PATH_MAX];
     struct target t;
-    const char *env = getenv("TMPDIR");
-    const char *dirs[2] = {env && env[0] == '/' ? env : NULL, "/tmp"};
-    memcpy(why, soft_err, sizeof why);
-    if (verbose)
-        fprintf(stderr, PROG ": warning: not using the persistent runtime directory (%s); unpacking into a "
-                "temporary directory\n", why[0] ? why : "unknown reason");
-    const char *parent = NULL;
-    for (size_t i = 0; i < 2 && !parent; i++)
-        if (dirs[i] && trusted_dir(dirs[i], real, 0, 1) == 0)
-            parent = real;
-    if (!parent)
-        die("cannot unpack: no usable runtime directory (%s) and no trusted temporary directory (%s)",
-            why[0] ? why : "?", soft_err);
     if (fmtpath(tmp, sizeof tmp, "%s/" PROG "-XXXXXX", parent) != 0 || !mkdtemp(tmp))
         die("cannot create a temporary directory in %s: %s", parent, strerror(errno));
     int rc = extract(b, tmp, 0);
@@ -1213,11 +1354,50 @@ static void run_temporary(const struct bundle *b, int argc, char **argv)
         rm_tree(tmp);
         die("cannot unpack into %s: %s", tmp, soft_err);
     }
-    if (start_watchdog(tmp) < 0) {
+    int pipe_end = start_watchdog(tmp);
+    if (pipe_end < 0) {
         rm_tree(tmp);
         die("cannot start the clean-up of %s: %s", tmp, strerror(errno));
     }
     exec_bundle(&t, argc, argv);
+    close(pipe_end); /* the watchdog removes the tree */
+}
+
+/*
+ * Fallback, in $TMPDIR or else /tmp (each must pass the trust check and allow exec): first the
+ * shared tree <tmp>/ecr-credential-provider-<uid>, run like the persistent base (unpacked once per
+ * version, not once per run: a storm of fallback runs costs one tree, not one each); then a fresh
+ * private directory with a watchdog.
+ */
+static void run_temporary(const struct bundle *b, int argc, char **argv) __attribute__((noreturn));
+static void run_temporary(const struct bundle *b, int argc, char **argv)
+{
+    char why[sizeof soft_err], real[PATH_MAX], shared[PATH_MAX];
+    const char *env = getenv("TMPDIR");
+    const char *dirs[2] = {env && env[0] == '/' ? env : NULL, "/tmp"};
+    memcpy(why, soft_err, sizeof why);
+    if (verbose)
+        fprintf(stderr, PROG ": warning: not using the persistent runtime directory (%s); unpacking into a "
+                "temporary directory\n", why[0] ? why : "unknown reason");
+    soft("no trusted temporary directory");
+    for (size_t i = 0; i < 2; i++) {
+        if (!dirs[i] || (i == 1 && dirs[0] && strcmp(dirs[0], dirs[1]) == 0))
+            continue;
+        if (trusted_dir(dirs[i], real, 0, 1) != 0 || on_noexec(real)) {
+            if (verbose)
+                fprintf(stderr, PROG ": warning: not using the temporary directory %s (%s)\n", dirs[i], soft_err);
+            continue;
+        }
+        if (fmtpath(shared, sizeof shared, "%s/" PROG "-%u", real, (unsigned)geteuid()) == 0)
+            run_base(b, shared, argc, argv);
+        if (verbose)
+            fprintf(stderr, PROG ": warning: not using the shared temporary tree %s (%s)\n", shared, soft_err);
+        run_private(b, real, argc, argv);
+        if (verbose)
+            fprintf(stderr, PROG ": warning: not using the temporary directory %s (%s)\n", real, soft_err);
+    }
+    die("cannot unpack: no usable runtime directory (%s) and no usable temporary directory (%s)",
+        why[0] ? why : "?", soft_err);
 }
 
 /* The plugin's own verbosity flags (cli.py): -v, -vv..., --verbose, klog's --v=N / --v N with N >= 2. */
@@ -1235,17 +1415,39 @@ static int want_verbose(int argc, char **argv)
     return 0;
 }
 
+/*
+ * The node's preloads are not the bundle's: a library in LD_PRELOAD built for a newer glibc than
+ * the carried one would stop the carried loader ("version GLIBC_2.xx not found"). The value is
+ * moved to ECR_KUBELET_LD_PRELOAD for the program (packaging/entry.py puts it back for the
+ * programs it starts). /etc/ld.so.preload is ignored by the carried loader itself
+ * (packaging/carry_libc.py renames the path in it).
+ */
+static void set_environment(int argc, char **argv)
+{
+    if (argc > 0 && argv[0] && setenv("ECR_KUBELET_ARGV0", argv[0], 1) != 0)
+        die("cannot set ECR_KUBELET_ARGV0: %s", strerror(errno));
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload) {
+        if (setenv("ECR_KUBELET_LD_PRELOAD", preload, 1) != 0)
+            die("cannot set ECR_KUBELET_LD_PRELOAD: %s", strerror(errno));
+        unsetenv("LD_PRELOAD");
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct bundle b;
+    char conf[PATH_MAX];
     struct stat in;
     /* CPython refuses to start with stdin a directory, in several lines of fatal error: say it in one. */
     if (fstat(0, &in) == 0 && S_ISDIR(in.st_mode))
         die_code(2, "stdin is a directory, not a request");
     verbose = want_verbose(argc, argv);
+    const char *all = getenv("ECR_KUBELET_PRUNE_ALL");
+    prune_all = all && strcmp(all, "1") == 0;
     read_trailer(&b);
-    if (argc > 0 && argv[0] && setenv("ECR_KUBELET_ARGV0", argv[0], 1) != 0)
-        die("cannot set ECR_KUBELET_ARGV0: %s", strerror(errno));
-    run_persistent(&b, argc, argv);
+    set_environment(argc, argv);
+    if (runtime_base(conf, sizeof conf))
+        run_base(&b, conf, argc, argv);
     run_temporary(&b, argc, argv);
 }

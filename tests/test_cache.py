@@ -921,6 +921,28 @@ def test_an_existing_readable_directory_is_made_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
+def test_a_readable_default_directory_holding_the_launchers_runtime_dir_is_made_private(
+    tmp_path: Path, warnings_log: Callable[[], str]
+) -> None:
+    """The default cache directory holds the launcher's `runtime` directory of unpacked bundles;
+    an AMI build that made it 0755 must not turn the token cache off."""
+    directory = tmp_path / "ecr-credential-provider"
+    (directory / "runtime" / ("0" * 64)).mkdir(parents=True, mode=0o700)
+    directory.chmod(0o755)
+    assert prepare_cache_dir(directory) == str(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert "disabled" not in warnings_log()
+
+
+def test_a_readable_directory_holding_a_runtime_file_is_refused(tmp_path: Path) -> None:
+    """Only a directory named `runtime` is the launcher's."""
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    (directory / "runtime").write_text("")
+    directory.chmod(0o755)
+    assert prepare_cache_dir(directory) is None
+
+
 def test_a_corrupt_entry_is_reported_once_per_run(cache_dir: Path, warnings_log: Callable[[], str]) -> None:
     write_entry(cache_dir, b"{not json")
     cache = TokenCache(cache_dir, FRESH)

@@ -176,11 +176,30 @@ def test_dry_run_and_options(tmp_path: Path, binary: tuple[Path, str]) -> None:
         (["--binary", "x", "--sha256", "abc"], "64 hex digits"),
         (["--binary", "x", "--bin-dir", "relative"], "must be absolute"),
         (["--bogus"], "unknown argument"),
+        (["--binary", "http://127.0.0.1:9/ecr-credential-provider"], "refusing plain http://"),
+        (["--binary", "x", "--config", "http://127.0.0.1:9/config.json"], "refusing plain http://"),
+        (["--binary", "x", "--config", "https://127.0.0.1:9/config.json"], "give its --config-sha256"),
+        (["--binary", "x", "--config", "c.json", "--config-sha256", "abc"], "64 hex digits"),
+        (["--binary", "x", "--config-sha256", "0" * 64], "--config-sha256 needs --config"),
     ],
 )
 def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     result = install(tmp_path, *args)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_config_with_a_wrong_sha256_changes_nothing(tmp_path: Path, binary: tuple[Path, str]) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    config = tmp_path / "config.json"
+    config.write_bytes((REPO / "examples/credentialproviders/eks-default.json").read_bytes())
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    wrong = install(root, "--binary", str(binary[0]), "--config", str(config), "--config-sha256", "0" * 64)
+    assert wrong.returncode == 1 and "sha256 mismatch" in wrong.stderr
+    assert snapshot(root) == {}
+    right = install(root, "--binary", str(binary[0]), "--config", str(config), "--config-sha256", digest.upper())
+    assert right.returncode == 0, right.stderr
+    assert (root / BIN_DIR.lstrip("/") / "config.json").read_bytes() == config.read_bytes()
 
 
 def test_warns_when_env_file_overrides(tmp_path: Path, binary: tuple[Path, str]) -> None:
@@ -230,6 +249,61 @@ def test_installer_leaves_a_package_managed_binary_alone(tmp_path: Path, binary:
     assert link.is_symlink()
     assert install(root, "--binary", str(binary[0]), "--force").returncode == 0
     assert not link.is_symlink()
+    assert not (link.parent / "ecr-credential-provider.orig").exists(), \
+        "the package keeps its own binary: no copy of it is kept as the original"
+
+
+def test_node_script_leaves_a_package_managed_binary_alone(tmp_path: Path) -> None:
+    """The DaemonSet's installer follows install.sh's rule: the package's link is replaced only with FORCE."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img/ecr-credential-provider").write_bytes(b"plugin v1")
+    link = tmp_path / "host/bin/ecr-credential-provider"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("/usr/libexec/ecr-kubelet/ecr-credential-provider")
+    refused = run_node_script(tmp_path)
+    assert refused.returncode == 1 and "installed by the ecr-kubelet package" in refused.stderr
+    assert link.is_symlink()
+    forced = run_node_script(tmp_path, FORCE="true")
+    assert forced.returncode == 0, forced.stderr
+    assert not link.is_symlink() and link.read_bytes() == b"plugin v1"
+
+
+SMALL_DISK = 'mount -t tmpfs -o size=64k tmpfs "$1" || exit 77; shift; '
+
+
+def on_a_small_disk(bin_dir: Path, *cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """cmd with bin_dir on a 64 KiB tmpfs, in a private mount namespace (the machine's mounts are untouched)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           SMALL_DISK + '"$@"; rc=$?; echo "left: $(ls -A "$0" | tr "\\n" " ")"; exit $rc',
+                           str(bin_dir), str(bin_dir), *cmd],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    if proc.returncode == 77:
+        pytest.fail(f"cannot mount a tmpfs in a private mount namespace: {proc.stderr}")
+    return proc
+
+
+def test_install_on_a_full_disk_leaves_no_partial_files(tmp_path: Path) -> None:
+    big = tmp_path / "src" / "ecr-credential-provider"
+    big.parent.mkdir()
+    big.write_bytes(os.urandom(256 * 1024))
+    root = tmp_path / "root"
+    bin_dir = root / BIN_DIR.lstrip("/")
+    proc = on_a_small_disk(bin_dir, "bash", str(INSTALL), "--root", str(root), "--binary", str(big))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "is the disk full?" in proc.stderr
+    assert proc.stdout.splitlines()[-1].split(":", 1)[1].split() == [], "left files in the kubelet's bin dir"
+
+
+def test_node_script_on_a_full_disk_leaves_no_partial_files(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img/ecr-credential-provider").write_bytes(os.urandom(256 * 1024))
+    env = {"PATH": os.environ["PATH"], "SOURCE_BINARY": str(tmp_path / "img/ecr-credential-provider"),
+           "TARGET_BIN_DIR": str(tmp_path / "host/bin"), "TARGET_CONFIG_DIR": str(tmp_path / "host/cfg")}
+    proc = on_a_small_disk(tmp_path / "host/bin", "sh", str(K8S / "install-on-node.sh"), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "is the disk full?" in proc.stderr
+    assert proc.stdout.splitlines()[-1].split(":", 1)[1].split() == [], "left files in the kubelet's bin dir"
 
 
 @pytest.mark.parametrize(("script", "shell"), SHELL_SCRIPTS, ids=[p.name for p, _ in SHELL_SCRIPTS])

@@ -80,7 +80,27 @@ def test_image_config_and_contents(arch: str, tmp_path: Path) -> None:
     assert (rootfs / "bin/busybox").is_file() and os.readlink(rootfs / "bin/sh") == "busybox"
     assert (rootfs / "opt/ecr-kubelet/examples/eks-default.json").is_file()
     top = {p.name for p in rootfs.iterdir()}
-    assert top == {"bin", "opt"}, f"unexpected content in the image: {sorted(top)}"
+    assert top == {"bin", "opt", "tmp"}, f"unexpected content in the image: {sorted(top)}"
+    tmp = (rootfs / "tmp").lstat()
+    assert (tmp.st_mode & 0o7777, tmp.st_uid, list((rootfs / "tmp").iterdir())) == (0o1777, 0, [])
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("home", [None, "/"], ids=["no-home", "home-is-root"])
+def test_image_default_command_runs_as_its_user(arch: str, home: str | None, tmp_path: Path) -> None:
+    """The image's Cmd as its User (65534) in its own root file system, with /proc and /dev as a
+    runtime mounts them and HOME unset or / (what runtimes set for a user without a passwd entry)."""
+    config, rootfs = unpack(arch, tmp_path)
+    user = config["config"]["User"]
+    script = ('set -e; r="$1"; shift; mount --make-rprivate /; mkdir -p "$r/proc" "$r/dev"; '
+              'mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"; exec chroot --userspec="$0" "$r" "$@"')
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"} | ({"HOME": home} if home else {})
+    proc = subprocess.run(["unshare", "-m", "-p", "--fork", "sh", "-c", script, user, str(rootfs),
+                           *config["config"]["Cmd"]], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ecr-credential-provider "), proc.stdout
+    assert proc.stderr == ""
 
 
 @pytest.mark.parametrize("arch", ARCHES)

@@ -15,8 +15,11 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
+import sys
 import tempfile
+import termios
 import time
 import zlib
 from collections.abc import Iterator
@@ -30,6 +33,8 @@ from helpers import StubClient, make_request
 
 NOBODY = 65534
 OTHER_ID = "0123456789abcdef" * 4
+SHARED = f"ecr-credential-provider-{os.geteuid()}"  # the shared fallback tree in the temporary directory
+PRUNE_MARK = ".ecr-prune-pending"
 
 
 def launcher_env(base: Path | None, tmpdir: Path | None = None, **extra: str) -> dict[str, str]:
@@ -298,7 +303,7 @@ def test_refused_runtime_dirs_fall_back_with_a_warning_at_v(
         assert re.fullmatch(r"ecr-credential-provider: warning: not using the persistent runtime directory "
                             r"\([^\n]+\); unpacking into a temporary directory\n", loud.stderr), (name, loud.stderr)
         assert entries(must_stay_empty) == before, f"{name}: wrote into a refused directory"
-        wait_until(lambda: entries(scratch_tmp) == set(), f"{name}: the temporary bundle to be removed")
+        assert entries(scratch_tmp) == {SHARED}, "the fallback runs from one shared tree"
 
 
 def test_sticky_parent_with_our_entry_is_trusted(binary: Path, launcher: Bundle, tmp_path: Path) -> None:
@@ -460,8 +465,10 @@ def test_a_bundle_in_use_is_not_pruned(binary: Path, launcher: Bundle, runtime: 
         fcntl.flock(held, fcntl.LOCK_SH)  # what a running program of that version holds
         run_version(binary, launcher_env(runtime))
         assert (runtime / OTHER_ID / "_internal" / "libpython3.so").read_bytes() == b"old"
-    run(binary, launcher_env(runtime), "--version")
-    assert OTHER_ID in entries(runtime), "pruning happens on a new version's first run, not on every run"
+    assert PRUNE_MARK in entries(runtime), "the skipped tree is left for a later run"
+    assert run_version(binary, launcher_env(runtime), "-v").stderr == "", "a hit, not an unpack"
+    assert entries(runtime) == {launcher.id, launcher.id + ".lock", launcher.id + ".use"}, \
+        "a tree in use during the prune is pruned by a later run"
 
 
 def test_a_running_program_holds_its_bundle(binary: Path, launcher: Bundle, provider_env: dict[str, str],
@@ -482,28 +489,53 @@ def _refused(tmp_path: Path) -> Path:
     return base / "runtime"
 
 
+def _no_shared_tree(tmpdir: Path) -> set[str]:
+    """A file where the shared fallback tree would go: the launcher takes a private, watched
+    directory instead (its last resort). What the temporary directory holds at rest."""
+    (tmpdir / SHARED).write_text("")
+    return {SHARED}
+
+
+def test_fallback_runs_share_one_tree_per_version(binary: Path, launcher: Bundle, tmp_path: Path,
+                                                  scratch_tmp: Path) -> None:
+    """A storm of fallback runs unpacks once into <tmp>/ecr-credential-provider-<uid>, not once each."""
+    env = launcher_env(_refused(tmp_path), scratch_tmp)
+    procs = [subprocess.Popen([str(binary), "--version", "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env) for _ in range(10)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert all(code == 0 for code, _out, _err in results), results[:3]
+    assert sum(err.count(b"unpacked the bundle") for _code, _out, err in results) == 1
+    assert entries(scratch_tmp) == {SHARED}
+    assert (scratch_tmp / SHARED / launcher.id / RECORD).is_file()
+    assert stat.S_IMODE((scratch_tmp / SHARED).lstat().st_mode) == 0o700
+    again = run_version(binary, env, "-v")
+    assert "unpacked" not in again.stderr, "a later fallback run is a hit in the shared tree"
+
+
 def test_fallback_execs_too_and_removes_its_directory(
     binary: Path, launcher: Bundle, stub: StubClient, provider_env: dict[str, str], tmp_path: Path, scratch_tmp: Path
 ) -> None:
     env = dict(provider_env, ECR_KUBELET_RUNTIME_DIR=str(_refused(tmp_path)), TMPDIR=str(scratch_tmp))
+    rest = _no_shared_tree(scratch_tmp)
     with waiting_program(binary, env) as proc:
         loaders = [f for f in mapped_files(proc.pid) if f.endswith(launcher.loader)]
         assert len(loaders) == 1 and loaders[0].startswith(f"{scratch_tmp}/ecr-credential-provider-"), loaders
         assert children_of(proc.pid) == []
         assert ask(proc)["auth"]
-    wait_until(lambda: entries(scratch_tmp) == set(), "the watchdog to remove the temporary bundle")
+    wait_until(lambda: entries(scratch_tmp) == rest, "the watchdog to remove the temporary bundle")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_fallback_leaves_nothing_behind(binary: Path, launcher: Bundle, tmp_path: Path, scratch_tmp: Path,
                                                sig: int) -> None:
     env = launcher_env(_refused(tmp_path), scratch_tmp)
+    rest = _no_shared_tree(scratch_tmp)
     with waiting_program(binary, env) as proc:
-        assert len(entries(scratch_tmp)) == 1
+        assert len(entries(scratch_tmp) - rest) == 1
         proc.send_signal(sig)
         proc.communicate(timeout=60)
     assert proc.returncode == -sig
-    wait_until(lambda: entries(scratch_tmp) == set(), "the watchdog to remove the temporary bundle")
+    wait_until(lambda: entries(scratch_tmp) == rest, "the watchdog to remove the temporary bundle")
 
 
 def test_fallback_passes_the_exit_status_through(binary: Path, launcher: Bundle, tmp_path: Path,
@@ -514,12 +546,33 @@ def test_fallback_passes_the_exit_status_through(binary: Path, launcher: Bundle,
     assert (ok.returncode, ok.stdout, ok.stderr) == (refused.returncode, refused.stdout, refused.stderr)
 
 
+def in_namespace(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`sh -c script sh args...` in a private mount namespace: the mounts it makes (tmpfs, bind,
+    remount) are seen by it and its children only, never by the machine. Exit 77: cannot mount."""
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *args],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    if proc.returncode == 77:
+        pytest.fail(f"cannot mount in a private mount namespace here: {proc.stderr.strip()}")
+    return proc
+
+
+# In a private namespace: a fresh tmpfs on /tmp (the machine's /tmp is never written), with the
+# directories named in $2.. made again at their paths (mode: the second word of each). The binary
+# ($1, which may be under /tmp) is opened first and run as $BIN (/proc/self/fd/9).
+FRESH_TMP = ('exec 9<"$1" || exit 1; shift; BIN=/proc/self/fd/9; mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 77; '
+             'while [ "$1" != -- ]; do mkdir -p "$1" && chmod "$2" "$1"; shift 2; done; shift; ')
+
+
 def test_untrusted_tmpdir_is_not_used(binary: Path, launcher: Bundle, tmp_path: Path) -> None:
     """TMPDIR in a world-writable, non-sticky directory: the fallback uses /tmp instead."""
-    evil = _mkdir(tmp_path / "evil", 0o777)
-    proc = run_version(binary, launcher_env(_refused(tmp_path), evil))
-    assert proc.returncode == 0
-    assert entries(evil) == set()
+    evil, refused = tmp_path / "evil", tmp_path / "refused"
+    script = FRESH_TMP + 'ECR_KUBELET_RUNTIME_DIR="$2/runtime" TMPDIR="$1" "$BIN" --version || exit 1; ' \
+        'echo "evil: $(ls -A "$1" | tr "\\n" " ")"; echo "tmp: $(ls -A /tmp | tr "\\n" " ")"'
+    proc = in_namespace(script, str(binary), str(evil), "0777", str(refused), "0777", "--", str(evil), str(refused))
+    assert proc.returncode == 0, proc.stderr
+    listed = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+    assert listed["evil"].split() == []
+    assert SHARED in listed["tmp"].split()
 
 
 def test_read_only_runtime_dir_falls_back(binary: Path, launcher: Bundle, tmp_path: Path, scratch_tmp: Path) -> None:
@@ -534,7 +587,7 @@ def test_read_only_runtime_dir_falls_back(binary: Path, launcher: Bundle, tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ecr-credential-provider ")
     assert entries(ro / "base") == set()
-    wait_until(lambda: entries(scratch_tmp) == set(), "the watchdog to remove the temporary bundle")
+    assert (scratch_tmp / SHARED / launcher.id / RECORD).is_file()
 
 
 # ---- what the program's own children see -------------------------------------------------------
@@ -552,7 +605,8 @@ def test_children_get_the_environment_without_the_bundle(
     config = tmp_path / "aws-config"
     config.write_text(f"[default]\ncredential_process = {helper}\n")
     env = {k: v for k, v in provider_env.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
-    env.update(ECR_KUBELET_RUNTIME_DIR=str(runtime), AWS_CONFIG_FILE=str(config), LD_LIBRARY_PATH="/opt/node-libs")
+    env.update(ECR_KUBELET_RUNTIME_DIR=str(runtime), AWS_CONFIG_FILE=str(config), LD_LIBRARY_PATH="/opt/node-libs",
+               LD_PRELOAD="libm.so.6")  # kept from the carried loader by the launcher, restored for children
     request = json.dumps(make_request("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app")) + "\n"
     proc = run(binary, env, stdin=request.encode())
     assert proc.returncode == 0, proc.stderr
@@ -560,6 +614,8 @@ def test_children_get_the_environment_without_the_bundle(
     assert seen.get("LD_LIBRARY_PATH") == "/opt/node-libs"
     assert "LD_LIBRARY_PATH_ORIG" not in seen
     assert "ECR_KUBELET_ARGV0" not in seen
+    assert seen.get("LD_PRELOAD") == "libm.so.6"
+    assert "ECR_KUBELET_LD_PRELOAD" not in seen
 
 
 # ---- a payload that tries to write outside its tree ----------------------------------------------
@@ -604,3 +660,257 @@ def test_payload_paths_outside_the_tree_are_refused(
     assert not (tmp_path / "a" / "b" / "escaped").exists() and not (tmp_path / "a" / "escaped").exists()
     assert not Path("/tmp/escaped-absolute").exists()
     assert {n for n in entries(base) if not n.endswith((".lock", ".use"))} == set()
+
+
+# ---- a runtime or temporary directory we may not execute from -------------------------------------
+
+
+def test_noexec_runtime_dir_falls_back(binary: Path, launcher: Bundle, tmp_path: Path, scratch_tmp: Path) -> None:
+    """A hardened node's runtime directory on a noexec mount: nothing is unpacked there, the run works."""
+    mnt = tmp_path / "noexec"
+    mnt.mkdir()
+    script = ('mount -t tmpfs -o noexec,mode=0700 tmpfs "$1" || exit 77; '
+              'ECR_KUBELET_RUNTIME_DIR="$1/runtime" TMPDIR="$2" "$3" --version -v || exit 1; ls -A "$1/runtime"')
+    proc = in_namespace(script, str(mnt), str(scratch_tmp), str(binary))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ecr-credential-provider ")
+    assert re.search(r"warning: not using the persistent runtime directory \([^\n]*noexec[^\n]*\)", proc.stderr), \
+        proc.stderr
+    assert launcher.id not in proc.stdout.splitlines()[1:], "unpacked into a noexec directory"
+
+
+def test_runtime_dir_that_refuses_exec_falls_back(binary: Path, launcher: Bundle, tmp_path: Path,
+                                                  scratch_tmp: Path) -> None:
+    """A tree unpacked before its mount became noexec (or an exec a security module denies): the
+    failed exec (EACCES) makes the directory unusable like a read-only one."""
+    base = tmp_path / "rt"
+    run_version(binary, launcher_env(base))
+    script = ('mount --bind "$1" "$1" && mount -o remount,bind,noexec "$1" || exit 77; '
+              'ECR_KUBELET_RUNTIME_DIR="$1" TMPDIR="$2" exec "$3" --version -v')
+    proc = in_namespace(script, str(base), str(scratch_tmp), str(binary))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ecr-credential-provider ")
+    assert re.search(r"warning: not using the persistent runtime directory \(cannot execute [^\n]*\)", proc.stderr), \
+        proc.stderr
+
+
+def test_noexec_tmpdir_is_skipped(binary: Path, launcher: Bundle, tmp_path: Path) -> None:
+    """Persistent base refused and TMPDIR noexec: the fallback goes on to /tmp (a fresh tmpfs here)."""
+    refused, noexec = tmp_path / "refused", tmp_path / "noexec-tmp"
+    script = FRESH_TMP + ('mount -t tmpfs -o noexec,mode=0700 tmpfs "$1" || exit 77; '
+                          'ECR_KUBELET_RUNTIME_DIR="$2/runtime" TMPDIR="$1" "$BIN" --version -v || exit 1; '
+                          'echo "tmp: $(ls -A /tmp | tr "\\n" " ")"')
+    proc = in_namespace(script, str(binary), str(refused), "0777", str(noexec), "0700", "--", str(noexec),
+                        str(refused))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ecr-credential-provider ")
+    assert f"not using the temporary directory {noexec}" in proc.stderr
+    assert SHARED in proc.stdout.split("tmp:", 1)[1].split()
+
+
+# ---- the node's preload libraries --------------------------------------------------------------
+
+
+MACHINES = {b"\x3e\x00": "x86_64", b"\xb7\x00": "aarch64"}
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def machine_of(binary: Path) -> str:
+    with binary.open("rb") as fh:
+        return MACHINES.get(fh.read(20)[18:20], "?")
+
+
+def newer_glibc_preload(tmp_path: Path, binary: Path) -> Path:
+    """A preload library that needs a glibc symbol version no carried libc has (GLIBC_2.99): linked
+    against a stand-in libc.so.6 that defines it, as a library built on a newer distribution is.
+    Built for the binary's machine: by the host's gcc, or for another machine by the gcc of that
+    machine's build root (scripts/release makes it; emulated like the binary)."""
+    (tmp_path / "stub.c").write_text("int ecr_newer_glibc(void) { return 0; }\n")
+    (tmp_path / "stub.map").write_text("GLIBC_2.99 { global: ecr_newer_glibc; };\n")
+    (tmp_path / "preload.c").write_text("extern int ecr_newer_glibc(void);\n"
+                                        "__attribute__((constructor)) static void f(void) { ecr_newer_glibc(); }\n")
+    (tmp_path / "stub").mkdir()
+    lib = tmp_path / "newer-glibc-preload.so"
+    script = ('set -e; cd "$1"; gcc -shared -fPIC -nostdlib -Wl,-soname,libc.so.6 -Wl,--version-script=stub.map '
+              '-o stub/libc.so.6 stub.c; '
+              'gcc -shared -fPIC -nostdlib -o newer-glibc-preload.so preload.c stub/libc.so.6')
+    machine = machine_of(binary)
+    if machine == os.uname().machine:
+        if shutil.which("gcc") is None:
+            pytest.fail("gcc is needed to build the test's preload library")
+        cmd = ["sh", "-c", script, "sh", str(tmp_path)]
+    else:
+        roots = Path(__file__).resolve().parent.parent / "build" / "roots"
+        root = roots / f"bookworm-{DEBIAN_ARCH.get(machine, machine)}"
+        if not (root / "usr" / "bin" / "gcc").exists():
+            pytest.skip(f"no {machine} compiler for the test's preload library (scripts/release makes {root})")
+        in_root = Path(__file__).resolve().parent.parent / "scripts" / "in-root"
+        cmd = [str(in_root), "--bind", str(tmp_path), str(root), "sh", "-c", script, "sh", str(tmp_path)]
+    subprocess.run(cmd, check=True, timeout=600, capture_output=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return lib
+
+
+def test_ld_preload_of_the_node_does_not_stop_the_bundle(binary: Path, launcher: Bundle, runtime: Path,
+                                                        tmp_path: Path) -> None:
+    lib = newer_glibc_preload(tmp_path, binary)
+    for base in (runtime, _refused(tmp_path)):  # persistent and fallback
+        proc = run(binary, launcher_env(base, tmp_path, LD_PRELOAD=str(lib)), "--version")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("ecr-credential-provider ")
+
+
+def test_etc_ld_so_preload_of_the_node_does_not_stop_the_bundle(binary: Path, launcher: Bundle, runtime: Path,
+                                                               tmp_path: Path) -> None:
+    """/etc/ld.so.preload naming that library (in a private mount namespace: a copy of /etc with
+    it mounted over /etc; the machine's own file is never touched)."""
+    lib = newer_glibc_preload(tmp_path, binary)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "ld.so.preload").write_text(f"{lib}\n")
+    run_version(binary, launcher_env(runtime))  # unpacked first: then only the static launcher and the bundle run
+    script = 'mount --bind "$1" /etc || exit 77; exec "$2" --version'
+    proc = in_namespace(script, str(etc), str(binary), env=launcher_env(runtime))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ecr-credential-provider ")
+    if machine_of(binary) == os.uname().machine:
+        # The test is able to fail: a dynamically linked program of the node does not start there.
+        node = in_namespace('mount --bind "$1" /etc || exit 77; exec /bin/true', str(etc))
+        assert node.returncode != 0 and "GLIBC_2.99" in node.stderr, node
+
+
+# ---- a stuck unpacker --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["lock", "use"], ids=["unpacker", "pruner"])
+def test_a_stopped_unpacker_does_not_hang_every_run(binary: Path, launcher: Bundle, runtime: Path,
+                                                    scratch_tmp: Path, which: str) -> None:
+    """A process holding the unpack lock (or, as a pruner does, the .use lock) exclusively is
+    stopped (SIGSTOP): the wait is bounded, then the run falls back and says why at -v."""
+    runtime.mkdir(mode=0o700)
+    lock = runtime / f"{launcher.id}.{which}"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, signal, sys\n"
+                               "f = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
+                               "os.kill(os.getpid(), signal.SIGSTOP)\n", str(lock)])
+    try:
+        wait_until(lambda: Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
+                   "the lock holder to stop")
+        proc = subprocess.run([str(binary), "--version", "-v"], capture_output=True, text=True,
+                              env=launcher_env(runtime, scratch_tmp), timeout=90, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("ecr-credential-provider ")
+        assert re.search(rf"warning: not using the persistent runtime directory \([^\n]*{lock}[^\n]*\)", proc.stderr), \
+            proc.stderr
+        assert launcher.id not in entries(runtime)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- disk space and other versions -------------------------------------------------------------
+
+
+def revision(launcher: Bundle, dest: Path, level: int) -> Bundle:
+    """Another version of the binary: the same files compressed at another level (so another
+    payload digest, another bundle id), as a new release is to the runtime directory."""
+    payload = zlib.decompress(launcher.raw[launcher.payload_offset : launcher.payload_offset + launcher.payload_length])
+    data = zlib.compress(payload, level)
+    outer = launcher.outer()
+    trailer = LAUNCHER_TRAILER.pack(len(outer), len(data), hashlib.sha256(data).hexdigest().encode(),
+                                    launcher.entry.encode(), launcher.loader.encode(), launcher.libdir.encode(),
+                                    LAUNCHER_MAGIC)
+    dest.write_bytes(outer + data + trailer)
+    dest.chmod(0o755)
+    return Bundle(dest)
+
+
+def test_two_versions_sharing_a_runtime_dir_do_not_prune_each_other(binary: Path, launcher: Bundle, runtime: Path,
+                                                                    tmp_path: Path) -> None:
+    other = revision(launcher, tmp_path / "other-version", 1)
+    other_exe = tmp_path / "other-version"
+    env = launcher_env(runtime)
+    for exe in (binary, other_exe):
+        assert "unpacked the bundle" in run_version(exe, env, "-v").stderr
+    for exe in (binary, other_exe, binary, other_exe):
+        assert run_version(exe, env, "-v").stderr == "", f"{exe.name} unpacked again"
+    third = revision(launcher, tmp_path / "third-version", 6)
+    run_version(tmp_path / "third-version", env)
+    assert {launcher.id, other.id, third.id} & entries(runtime) == {other.id, third.id}, \
+        "a third version keeps only the newest other one"
+
+
+def test_a_full_disk_prunes_the_old_tree_that_makes_room(binary: Path, launcher: Bundle, tmp_path: Path,
+                                                         scratch_tmp: Path) -> None:
+    """A small file system holding an old version's complete tree: the new one is unpacked after the
+    old one is removed, not into the fallback."""
+    size = sum(len(e.data) for e in launcher.entries)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    script = ('mount -t tmpfs -o size=$(( $4 / 1024 ))k,mode=0700 tmpfs "$1" || exit 77; '
+              'mkdir -p "$1/runtime/$5" && head -c "$(( $4 * 3 / 4 ))" /dev/zero > "$1/runtime/$5/filler" && '
+              'echo old > "$1/runtime/$5/.ecr-bundle-complete" || exit 1; '
+              'ECR_KUBELET_RUNTIME_DIR="$1/runtime" TMPDIR="$2" "$3" --version -v || exit 1; '
+              'echo "runtime: $(ls -A "$1/runtime" | tr "\\n" " ")"')
+    proc = in_namespace(script, str(mnt), str(scratch_tmp), str(binary), str(size + size * 3 // 4 // 2), OTHER_ID)
+    assert proc.returncode == 0, proc.stderr
+    assert f"unpacked the bundle into {mnt}/runtime/{launcher.id}" in proc.stderr, proc.stderr
+    assert "temporary directory" not in proc.stderr
+    assert OTHER_ID not in proc.stdout.split("runtime:", 1)[1].split()
+
+
+# ---- the watchdog --------------------------------------------------------------------------------
+
+
+def test_a_byte_in_the_watchdog_pipe_does_not_remove_the_tree(binary: Path, launcher: Bundle, tmp_path: Path,
+                                                              scratch_tmp: Path) -> None:
+    """Only end of file (the program gone) ends the watchdog's wait, not a byte written into the
+    pipe through /proc/PID/fd."""
+    env = launcher_env(_refused(tmp_path), scratch_tmp)
+    rest = _no_shared_tree(scratch_tmp)
+    with waiting_program(binary, env) as proc:
+        (tree,) = (scratch_tmp / n for n in entries(scratch_tmp) - rest)
+        pipes = {}
+        for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if int(fd.name) > 2 and target.startswith("pipe:"):
+                pipes[target] = fd
+        assert len(pipes) == 1, pipes
+        ((pipe, fd),) = pipes.items()
+        watchdogs = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != proc.pid
+                     and any(_readlink(f) == pipe for f in _fds(p))]
+        assert len(watchdogs) == 1, watchdogs
+        with open(fd, "wb", buffering=0) as writer:
+            writer.write(b"x")
+            wait_until(lambda: _pipe_bytes(writer.fileno()) == 0, "the watchdog to read the byte")
+        # Then it waits in read(2) again (the fix) or removes the tree and exits (the defect).
+        read_syscall = {"x86_64": "0", "aarch64": "63"}[os.uname().machine]
+        wait_until(lambda: not Path(f"/proc/{watchdogs[0]}").exists()
+                   or _readtext(Path(f"/proc/{watchdogs[0]}/syscall")).split()[:1] == [read_syscall],
+                   "the watchdog to wait again or end")
+        assert (tree / RECORD).is_file(), "the watchdog removed the tree of a running program"
+        proc.communicate(b"not json\n", timeout=60)
+    wait_until(lambda: entries(scratch_tmp) == rest, "the watchdog to remove the temporary bundle")
+
+
+def _fds(proc_dir: Path) -> list[Path]:
+    try:
+        return list((proc_dir / "fd").iterdir())
+    except OSError:
+        return []
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _pipe_bytes(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+
+
+def _readtext(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

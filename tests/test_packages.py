@@ -216,3 +216,51 @@ def test_rpm_install_run_upgrade_erase_with_rpm_root(
     states = lifecycle(arch, "rpm", package, nxt, provider_env, tmp_path)
     check_lifecycle(states, Bundle(RELEASE / f"ecr-credential-provider-linux-{arch}"),
                     Bundle(nxt.parent / f"ecr-credential-provider-linux-{arch}"))
+
+
+# ---- a binary forced over the package's link ---------------------------------------------------
+
+FORCED = r"""
+set -eu
+first="$1"; second="$2"; installer="$3"; forced="$4"
+e=/etc/eks/image-credential-provider
+show() { # one word: link:<target> or file:<its last line>
+    if [ -L "$1" ]; then echo "link:$(readlink "$1")"; else echo "file:$(tail -n1 "$1" | tr ' ' _)"; fi
+}
+mkdir -p "$e"
+printf 'old-binary\n' > "$e/ecr-credential-provider"
+dpkg -i "$first" >/dev/null
+echo "installed $(show "$e/ecr-credential-provider")"
+bash "$installer" --binary "$forced" --no-dropin --force >/dev/null
+echo "forced $(show "$e/ecr-credential-provider")"
+dpkg -i "$second" >/dev/null 2>/tmp/upgrade.err
+echo "upgraded $(show "$e/ecr-credential-provider") warned=$(grep -c "not the package's link" /tmp/upgrade.err || true)"
+dpkg --purge ecr-kubelet >/dev/null 2>&1
+echo "removed $(show "$e/ecr-credential-provider") orig=$(show "$e/ecr-credential-provider.orig-ecr-kubelet")"
+"""
+
+
+@pytest.mark.parametrize("arch", list(RPM_ARCH))
+def test_an_upgrade_keeps_a_binary_forced_over_the_package_link(arch: str, upgrades: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    """install.sh --force takes the path over from the package; a later upgrade (and the removal)
+    leaves the forced binary in place, and the binary found before the package stays kept."""
+    package = deb(arch)
+    nxt = upgrades.get(f"ecr-kubelet_99.0.0-1_{arch}.deb")
+    assert nxt is not None, "the upgrade package was not built"
+    work = tmp_path / "work"
+    work.mkdir()
+    for p in (package, nxt, ROOT / "deploy/node/install.sh"):
+        (work / p.name).write_bytes(p.read_bytes())
+    (work / "forced").write_text("#!/bin/sh\necho forced-binary\n")
+    cmd = [str(ROOT / "scripts/in-root"), "--bind", str(tmp_path), "--overlay", str(tmp_path / "ovl"),
+           str(debian11_root(arch)), "sh", "-c", FORCED, "forced", str(work / package.name), str(work / nxt.name),
+           str(work / "install.sh"), str(work / "forced")]
+    proc = subprocess.run(cmd, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    states = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line}
+    assert states["installed"] == [f"link:{BIN}"]
+    assert states["forced"] == ["file:echo_forced-binary"]
+    assert states["upgraded"] == ["file:echo_forced-binary", "warned=1"], "the upgrade replaced the forced binary"
+    assert states["removed"] == ["file:echo_forced-binary", "orig=file:old-binary"]

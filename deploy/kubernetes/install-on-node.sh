@@ -19,11 +19,14 @@ die() { echo "install-on-node: error: $*" >&2; exit 1; }
 
 sum_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# Replace TARGET through a hidden temporary file and a rename: the kubelet never executes a
+# half-written binary, and a failed copy (a full disk) leaves no temporary file behind.
 replace() { # replace SOURCE TARGET MODE
     tmp="$(dirname "$2")/.$(basename "$2").new.$$"
-    cp "$1" "$tmp"
-    chmod "$3" "$tmp"
-    mv -f "$tmp" "$2"
+    if ! { cp "$1" "$tmp" && chmod "$3" "$tmp" && mv -f "$tmp" "$2"; }; then
+        rm -f "$tmp"
+        die "cannot write $2 (is the disk full?); the previous file is unchanged"
+    fi
 }
 
 [ -f "$SOURCE_BINARY" ] || die "no binary at $SOURCE_BINARY in this image"
@@ -39,7 +42,15 @@ fi
 [ -n "$want" ] || log "warning: no $SOURCE_SHA256_FILE in the image; installing unverified"
 
 target="$TARGET_BIN_DIR/$NAME"
-if [ -f "$target" ] && [ "$(sum_of "$target")" = "$have" ]; then
+# The ecr-kubelet .deb/.rpm links the same path to its own copy: one route per node, as
+# deploy/node/install.sh decides (FORCE=true takes the path over; later package upgrades leave it).
+if [ -L "$target" ] && [ "$FORCE" != "true" ]; then
+    case "$(readlink "$target")" in
+        /usr/libexec/ecr-kubelet/*)
+            die "$NAME is installed by the ecr-kubelet package; upgrade it with apt/dnf (or set FORCE=true to replace it)" ;;
+    esac
+fi
+if [ -f "$target" ] && [ ! -L "$target" ] && [ "$(sum_of "$target")" = "$have" ]; then
     log "binary up to date ($have)"
 else
     replace "$SOURCE_BINARY" "$target" 0755
@@ -63,6 +74,9 @@ if [ "$INSTALL_CONFIG" = "true" ]; then
         replace "$SOURCE_CONFIG" "$config" 0644
         log "installed config; the kubelet reads it at its next restart"
     fi
-    echo "$new" >"$mark.new.$$" && mv -f "$mark.new.$$" "$mark"
+    if ! { echo "$new" >"$mark.new.$$" && mv -f "$mark.new.$$" "$mark"; }; then
+        rm -f "$mark.new.$$"
+        die "cannot write $mark (is the disk full?)"
+    fi
 fi
 log "done"

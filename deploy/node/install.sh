@@ -16,6 +16,7 @@ ROOT=/
 BINARY_SRC=""
 SHA256=""
 CONFIG_SRC=""
+CONFIG_SHA256=""
 BIN_DIR=/etc/eks/image-credential-provider
 CONFIG_PATH=""
 DROPIN=/etc/systemd/system/kubelet.service.d/30-ecr-credential-provider.conf
@@ -31,9 +32,12 @@ Usage: $PROG --binary PATH|URL [options]
 
 Installs $NAME into the kubelet's credential provider bin dir, a config, and a kubelet drop-in.
 
-  --binary PATH|URL      the $NAME binary to install (file path, or https:// URL fetched with curl/wget)
+  --binary PATH|URL      the $NAME binary to install (file path, or https:// URL fetched with curl/wget;
+                         plain http:// is refused)
   --sha256 HEX           expected sha256 of the binary; the install fails and changes nothing on mismatch
-  --config PATH|URL      CredentialProviderConfig to install (default: the EKS host list, built in)
+  --config PATH|URL      CredentialProviderConfig to install (default: the EKS host list, built in);
+                         an https:// URL needs --config-sha256 (its env reaches a root process)
+  --config-sha256 HEX    expected sha256 of the config; the install fails and changes nothing on mismatch
   --bin-dir DIR          --image-credential-provider-bin-dir (default: $BIN_DIR)
   --config-path FILE     --image-credential-provider-config (default: <bin-dir>/config.json)
   --dropin FILE          systemd drop-in to write (default: $DROPIN)
@@ -59,6 +63,7 @@ while [[ $# -gt 0 ]]; do
         --binary) need_value "$@"; BINARY_SRC=$2; shift 2 ;;
         --sha256) need_value "$@"; SHA256=$2; shift 2 ;;
         --config) need_value "$@"; CONFIG_SRC=$2; shift 2 ;;
+        --config-sha256) need_value "$@"; CONFIG_SHA256=$2; shift 2 ;;
         --bin-dir) need_value "$@"; BIN_DIR=$2; shift 2 ;;
         --config-path) need_value "$@"; CONFIG_PATH=$2; shift 2 ;;
         --dropin) need_value "$@"; DROPIN=$2; shift 2 ;;
@@ -83,6 +88,21 @@ if [[ -n "$SHA256" ]]; then
     SHA256=$(printf '%s' "$SHA256" | tr 'A-F' 'a-f')
     [[ "$SHA256" =~ ^[0-9a-f]{64}$ ]] || die "--sha256 must be 64 hex digits"
 fi
+if [[ -n "$CONFIG_SHA256" ]]; then
+    CONFIG_SHA256=$(printf '%s' "$CONFIG_SHA256" | tr 'A-F' 'a-f')
+    [[ "$CONFIG_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "--config-sha256 must be 64 hex digits"
+    [[ -n "$CONFIG_SRC" ]] || die "--config-sha256 needs --config"
+fi
+# What is fetched over the network is fetched over TLS; a config (whose env reaches a root process)
+# from the network is installed only with its checksum.
+for src in "$BINARY_SRC" "$CONFIG_SRC"; do
+    case "$src" in
+        http://*) die "refusing plain http:// for $src: use https:// (or a local file)" ;;
+    esac
+done
+if [[ "$CONFIG_SRC" == https://* && -z "$CONFIG_SHA256" ]]; then
+    die "--config $CONFIG_SRC is a URL: give its --config-sha256 (from the release's SHA256SUMS or your own)"
+fi
 [[ -d "$ROOT" ]] || die "--root $ROOT is not a directory"
 ROOT=${ROOT%/}
 
@@ -92,14 +112,15 @@ BIN_TARGET="$BIN_DIR/$NAME"
 MANIFEST="$BIN_DIR/.ecr-kubelet-install.manifest"
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/ecr-kubelet-install.XXXXXX")
-trap 'rm -rf "$STAGE"' EXIT
+PENDING=""  # a hidden temporary file next to its target, until it is renamed into place
+trap 'rm -rf "$STAGE"; [[ -z "$PENDING" ]] || rm -f -- "$PENDING"' EXIT
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 fetch() { # fetch SRC DEST
     local src=$1 dest=$2
     case "$src" in
-        https://*|http://*)
+        https://*)
             if command -v curl >/dev/null 2>&1; then
                 curl --fail --silent --show-error --location --retry 3 --max-time 300 -o "$dest" "$src" \
                     || die "download failed: $src"
@@ -162,6 +183,12 @@ fi
 
 if [[ -n "$CONFIG_SRC" ]]; then
     fetch "$CONFIG_SRC" "$STAGE/config"
+    if [[ -n "$CONFIG_SHA256" ]]; then
+        got=$(sha256_of "$STAGE/config")
+        [[ "$got" == "$CONFIG_SHA256" ]] \
+            || die "sha256 mismatch for $CONFIG_SRC: expected $CONFIG_SHA256, got $got; nothing was changed"
+        log "config checksum verified ($got)"
+    fi
 else
     default_config >"$STAGE/config"
 fi
@@ -252,6 +279,22 @@ fi
 
 # ---------------------------------------------------------------------------------------- install
 CHANGED=0
+package_link() { [[ -L "$1" && "$(readlink "$1")" == /usr/libexec/ecr-kubelet/* ]]; }
+
+# put SRC DEST MODE WHAT: copy through a hidden temporary file next to DEST and a rename; a failed
+# copy (a full disk) removes the temporary file and changes nothing.
+put() {
+    local src=$1 dest=$2 mode=$3 what=$4
+    PENDING=$(mktemp "$(dirname "$dest")/.${dest##*/}.XXXXXX") || die "cannot write next to $what"
+    if ! { cp -p -- "$src" "$PENDING" && { [[ -z "$mode" ]] || chmod "$mode" "$PENDING"; } \
+           && mv -f -- "$PENDING" "$dest"; }; then
+        rm -f -- "$PENDING"
+        PENDING=""
+        die "cannot write $what (is the disk full?); it is unchanged"
+    fi
+    PENDING=""
+}
+
 install_file() { # install_file STAGED PATH MODE ACTION
     local staged=$1 path=$2 mode=$3 action=$4 target tmp
     target=$(host_path "$path")
@@ -264,14 +307,14 @@ install_file() { # install_file STAGED PATH MODE ACTION
         return
     fi
     mkdir -p "$(dirname "$target")"
-    if [[ "$path" == "$BIN_TARGET" && -e "$target" && ! -e "$target.orig" && -z "$(recorded_sum "$path")" ]]; then
-        cp -p -- "$target" "$target.orig"
+    # A binary found there is kept as .orig, unless it is the package's link (the package keeps
+    # its own copy, and its later upgrades leave a binary forced over its link in place).
+    if [[ "$path" == "$BIN_TARGET" && -e "$target" && ! -e "$target.orig" && -z "$(recorded_sum "$path")" ]] \
+          && ! package_link "$target"; then
+        put "$target" "$target.orig" "" "kept the previous binary"
         log "kept the previous binary as $path.orig"
     fi
-    tmp=$(mktemp "$(dirname "$target")/.${path##*/}.XXXXXX")
-    cp -- "$staged" "$tmp"
-    chmod "$mode" "$tmp"
-    mv -f -- "$tmp" "$target"
+    put "$staged" "$target" "$mode" "$path"
     log "wrote: $path"
     CHANGED=1
 }
@@ -281,19 +324,18 @@ record() { # record PATH SUM: update the manifest entry for PATH
     [[ "$(recorded_sum "$1")" == "$2" ]] && return 0
     manifest=$(host_path "$MANIFEST")
     mkdir -p "$(dirname "$manifest")"
-    tmp=$(mktemp "$(dirname "$manifest")/.manifest.XXXXXX")
+    tmp="$STAGE/manifest"
+    : >"$tmp"
     if [[ -f "$manifest" ]]; then
         awk -v p="$1" '$2 != p' "$manifest" >"$tmp"
     fi
     printf '%s  %s\n' "$2" "$1" >>"$tmp"
-    chmod 0644 "$tmp"
-    mv -f -- "$tmp" "$manifest"
+    put "$tmp" "$manifest" 0644 "$MANIFEST"
 }
 
 [[ "$DRY_RUN" == 1 ]] && log "dry run: nothing will be changed"
 # The ecr-kubelet .deb/.rpm links the same path to its own copy: one route per node.
-if [[ -L "$(host_path "$BIN_TARGET")" && "$(readlink "$(host_path "$BIN_TARGET")")" == /usr/libexec/ecr-kubelet/* \
-      && "$FORCE" == 0 ]]; then
+if package_link "$(host_path "$BIN_TARGET")" && [[ "$FORCE" == 0 ]]; then
     die "$BIN_TARGET is installed by the ecr-kubelet package; upgrade it with apt/dnf (or --force to replace it)"
 fi
 install_file "$STAGE/binary" "$BIN_TARGET" 0755 "$BIN_ACTION"
@@ -314,7 +356,7 @@ fi
 # First run of the new binary now: it unpacks its bundle and removes the runtime directories of
 # old versions that no running process holds (the same as the packages' post-install step).
 if [[ "$ROOT" == "" && "$DRY_RUN" == 0 && "$BIN_ACTION" == write ]]; then
-    if "$BIN_TARGET" --version >/dev/null 2>&1; then
+    if ECR_KUBELET_PRUNE_ALL=1 "$BIN_TARGET" --version >/dev/null 2>&1; then
         log "unpacked the new binary (old versions' runtime directories pruned)"
     else
         warn "$BIN_TARGET --version failed"

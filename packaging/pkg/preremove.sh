@@ -12,6 +12,7 @@ LINK=$DIR/ecr-credential-provider
 if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$BIN" ]; then
     rm -f "$LINK"
 fi
+rm -f /usr/libexec/ecr-kubelet/.linked
 if [ -e "$LINK.orig-ecr-kubelet" ] && [ ! -e "$LINK" ]; then
     mv -f "$LINK.orig-ecr-kubelet" "$LINK"
 fi

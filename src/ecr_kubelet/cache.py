@@ -520,12 +520,18 @@ def _fsync_directory(directory: str) -> None:
 _CACHE_FILE = r"[0-9a-f]{40}\.(?:json|lock|attempts|host)|\.tmp-.*|log"
 
 
+# The launcher's directory of unpacked bundles (packaging/launcher.c: <default cache dir>/runtime);
+# its entries never look like cache files, and the cache never touches it.
+_LAUNCHER_RUNTIME_DIR = "runtime"
+
+
 def _foreign_entry(directory: str) -> str | None:
-    """The name of something in the directory that this cache did not write, if any."""
+    """The name of something in the directory that neither this cache nor the launcher wrote, if any."""
     import re  # only for a directory that is not private yet
     try:
         with os.scandir(directory) as entries:
-            return next((e.name for e in entries if not re.fullmatch(_CACHE_FILE, e.name)), None)
+            return next((e.name for e in entries if not re.fullmatch(_CACHE_FILE, e.name)
+                         and not (e.name == _LAUNCHER_RUNTIME_DIR and e.is_dir(follow_symlinks=False))), None)
     except OSError as exc:
         return f"<unlistable: {exc.strerror}>"
 
