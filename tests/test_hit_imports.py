@@ -86,36 +86,38 @@ def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(
 def test_cached_helper_get_imports_nothing_a_kubelet_hit_does_not(
     provider_env: dict[str, str], stub: StubClient, tmp_path: Path
 ) -> None:
-    script = Path(sys.executable).parent / "ecr-credential-provider"
+    # The pip install's console script: invoked by the helper's name it speaks the helper protocol.
     link = tmp_path / "docker-credential-ecr-login"
-    link.symlink_to(script)
+    link.symlink_to(SCRIPT)
     request = json.dumps(make_request(f"{HOST}/team/app")) + "\n"
-    imported_modules([str(script)], request, provider_env)  # fills the shared cache
-    kubelet_hit = imported_modules([str(script)], request, provider_env)
+    imported_modules([str(SCRIPT)], request, provider_env)  # fills the shared cache
+    kubelet_hit = imported_modules([str(SCRIPT)], request, provider_env)
     helper_hit = imported_modules([str(link), "get"], HOST, provider_env)
     assert len(stub.calls()) == 1  # both were cache hits
     assert "ecr_kubelet.dockerhelper" in helper_hit
-    heavy = {m for m in helper_hit if m.split(".")[0] in NOT_ON_A_HIT | {"boto3"}}
+    heavy = {m for m in helper_hit if m.split(".")[0] in (NOT_ON_A_HIT - JSON_PACKAGE) | {"boto3"}}
     assert heavy == set()
     assert helper_hit - kubelet_hit <= {"ecr_kubelet.dockerhelper"}
 
 
-def test_a_pod_identity_cache_hit_loads_no_aws_code(provider_env: dict[str, str], stub: StubClient) -> None:
+def test_a_pod_identity_cache_hit_loads_no_aws_code(
+    provider_env: dict[str, str], stub: StubClient, install: tuple[list[str], set[str]]
+) -> None:
     # Pod-identity mode plans from the request's token alone (its claims name the cache entry): a hit makes no
     # eks-auth call and needs no botocore; the JWT is decoded with binascii alone (base64 would load re).
     from helpers import make_jwt
 
     stub.configure(pod_identity_associations={"prod": {"team/puller": "arn:aws:iam::210987654321:role/pull"}})
     env = {**provider_env, "ECR_KUBELET_EKS_CLUSTER_NAME": "prod", "AWS_ENDPOINT_URL_EKS_AUTH": stub.url}
-    script = Path(sys.executable).parent / "ecr-credential-provider"
+    command, not_on_a_hit = install
 
     def request() -> str:
         token = make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com")
         return json.dumps(make_request(f"{HOST}/team/app", serviceAccountToken=token,
                                        serviceAccountAnnotations={})) + "\n"
 
-    imported_modules([str(script)], request(), env)  # fills the shared cache
-    hit = imported_modules([str(script)], request(), env)
+    imported_modules(command, request(), env)  # fills the shared cache
+    hit = imported_modules(command, request(), env)
     assert [c["service"] for c in stub.calls()] == ["eks-auth", "ecr"]  # the second run was a hit
     assert "ecr_kubelet.pod_identity" in hit
-    assert {m for m in hit if m.split(".")[0] in NOT_ON_A_HIT} == set()
+    assert {m for m in hit if m.split(".")[0] in not_on_a_hit} == set()

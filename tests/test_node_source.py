@@ -608,7 +608,8 @@ def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
     path_server.answers = {"/latest/api/token": token, "/latest/meta-data/iam/security-credentials/": listing,
                            "/latest/meta-data/iam/info": info}
     env = {"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "", "BOTO_CONFIG": "",
-           "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url, "AWS_METADATA_SERVICE_TIMEOUT": "2"}
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url,
+           "AWS_METADATA_SERVICE_TIMEOUT": "5"}  # the longest it takes: a loaded machine must not cut a body short
     # the naming itself: a name, "no credentials" or "not cacheable", never an exception
     chain = node_source._Chain(env)
     try:
