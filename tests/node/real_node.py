@@ -64,6 +64,10 @@ NODE_ACCOUNT = "123456789012"  # the stub's account for static keys: the node's 
 WRONG_ACCOUNT = "111122223333"  # a registry the node first asks about while the stub's password is wrong
 NODE_HOST = f"{NODE_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 WRONG_HOST = f"{WRONG_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+SINGLE_ACCOUNT = "444455556666"  # pulled from after the single-file install
+SINGLE_HOST = f"{SINGLE_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+DAEMONSET_ACCOUNT = "777788889999"  # pulled from after the DaemonSet's installer ran
+DAEMONSET_HOST = f"{DAEMONSET_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 NODE_IMAGE_REPO, NODE_IMAGE_TAG = "team/app", "v1"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 STATUS_LINE = "ecr-kubelet node test: running"  # what tests/node/hello prints
@@ -470,16 +474,19 @@ def provider_config(example: Path, stub_url: str) -> dict[str, Any]:
 
 
 class Kubelet:
-    def __init__(self, stack: Stack, kube: Path, name: str, config: dict[str, Any], provider: dict[str, Any],
-                 kubeconfig: Path | None = None) -> None:
+    def __init__(self, stack: Stack, kube: Path, name: str, config: dict[str, Any],
+                 provider: dict[str, Any] | list[str], kubeconfig: Path | None = None) -> None:
+        """`provider`: a CredentialProviderConfig (written here; the plugin from the package's BIN_DIR),
+        or the two credential provider flags as an installer configured them."""
         self.dir = stack.work / name
         self.dir.mkdir()
         (self.dir / "config.json").write_text(json.dumps(config))
-        (self.dir / "credential-providers.json").write_text(json.dumps(provider))
+        if isinstance(provider, dict):
+            (self.dir / "credential-providers.json").write_text(json.dumps(provider))
+            provider = ["--image-credential-provider-config", str(self.dir / "credential-providers.json"),
+                        "--image-credential-provider-bin-dir", BIN_DIR]
         argv = [str(kube / "kubelet"), "--config", str(self.dir / "config.json"), "--root-dir", str(self.dir / "root"),
-                "--hostname-override", NODE, "--v=2",
-                "--image-credential-provider-config", str(self.dir / "credential-providers.json"),
-                "--image-credential-provider-bin-dir", BIN_DIR]
+                "--hostname-override", NODE, "--v=2", *provider]
         if kubeconfig is not None:
             argv += ["--kubeconfig", str(kubeconfig)]
         # The node's identity, as an instance profile would give it; the kubelet hands its environment
@@ -622,6 +629,11 @@ class ApiServer:
                  "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
                  "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"}
         status, answer = self.request("POST", paths[kind], obj)
+        if status == 409 and kind.startswith("Cluster"):  # shipped twice (examples and deploy): apply it again
+            current = self.request("GET", f"{paths[kind]}/{meta['name']}")[1]
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+            status, answer = self.request("PUT", f"{paths[kind]}/{meta['name']}", obj)
+            status = 201 if status == 200 else status
         if status != 201:
             raise Failed(f"creating {kind} {meta['name']}: {status} {answer}")
 
@@ -717,8 +729,8 @@ def node_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containe
         kubelet, "ErrImagePull", WRONG_HOST, "401 Unauthorized"))
     state = wait_for("the pod's image pull error", lambda: (lambda s: s if s[1] in {
         "ErrImagePull", "ImagePullBackOff"} else None)(container_state(kubelet.pod(f"wrong-{NODE}"))))
-    if not any(c["registry_ids"] == [WRONG_ACCOUNT] or WRONG_ACCOUNT in str(c) for c in stub.calls()):
-        pass  # the plugin may ask without registryIds; the token is the stub's either way
+    if not any(c["registry_ids"] == [WRONG_ACCOUNT] and c["status"] == 200 for c in stub.calls()):
+        raise Failed(f"no GetAuthorizationToken for {WRONG_ACCOUNT} in the stub's log")
     denied = [e for e in registry.entries() if "authentication challenge" in str(e.get("msg", e.get("err.message", "")))
               or e.get("http.response.status") == 401]
     if not any("invalid authorization credential" in json.dumps(e) for e in denied):
@@ -734,6 +746,109 @@ def node_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containe
     stack.stop("kubelet-standalone")
 
 
+def release_sums(release: Path) -> dict[str, str]:
+    """SHA256SUMS of the release: file name -> sha256."""
+    lines = (release / "SHA256SUMS").read_text().splitlines()
+    return {line.split()[1].lstrip("*"): line.split()[0] for line in lines if line.strip()}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def single_file_route(stack: Stack, kube: Path, stub: Stub, containerd: Containerd, release: Path) -> None:
+    """(e) deploy/node/install.sh with the release binary: the kubelet takes its flags from the drop-in."""
+    binary = release / "ecr-credential-provider-linux-amd64"
+    sums = release_sums(release)
+    config = stack.work / "single-file-config.json"
+    config.write_text(json.dumps(provider_config(SA_EXAMPLES / "eks-default.json", stub.url)))
+    bin_dir = "/etc/kubernetes/image-credential-provider"  # not the package's: both stay installed
+    run(["bash", str(REPO / "deploy/node/install.sh"), "--binary", str(binary), "--sha256", sums[binary.name],
+         "--config", str(config), "--bin-dir", bin_dir])
+    dropin = Path("/etc/systemd/system/kubelet.service.d/30-ecr-credential-provider.conf").read_text()
+    line = next(x for x in dropin.splitlines() if x.startswith("Environment="))
+    flags = line.split("=", 2)[2].rstrip('"').split()
+    installed = Path(bin_dir) / "ecr-credential-provider"
+    if installed.is_symlink() or _sha256(installed) != sums[binary.name]:
+        raise Failed(f"install.sh did not install the release binary at {installed}")
+    static = stack.work / "manifests-single-file"
+    static.mkdir()
+    kubelet = Kubelet(stack, kube, "kubelet-single-file",
+                      kubelet_config(stack.work, containerd.socket, stack.cgroup_root, static), flags)
+    runs = plugin_runs()
+    image = f"{SINGLE_HOST}/{NODE_IMAGE_REPO}:{NODE_IMAGE_TAG}"
+    (static / "single.json").write_text(json.dumps(pod_manifest("single", image)))
+    wait_for("the single-file route's pod to run", lambda: True if container_state(
+        kubelet.pod(f"single-{NODE}"))[0] == "running" else _pull_failed(kubelet.pod(f"single-{NODE}")))
+    if plugin_runs() <= runs or not any(c["registry_ids"] == [SINGLE_ACCOUNT] and c["status"] == 200
+                                        for c in stub.calls()):
+        raise Failed("the single-file install's plugin did not fetch the token")
+    log(f"ok: single-file route: install.sh installed the release binary in {bin_dir} and a drop-in "
+        f"({' '.join(flags)}); static pod pulled {image}")
+    for manifest in static.iterdir():
+        manifest.unlink()
+    wait_for("the static pods to go", lambda: True if not kubelet.pods() else None)
+    stack.stop("kubelet-single-file")
+
+
+def daemonset_route(stack: Stack, api: ApiServer, stub: Stub, containerd: Containerd, release: Path,
+                    namespace: str, account: str) -> None:
+    """(e) the DaemonSet: the installer image imported from its OCI archive, the DaemonSet's pod run by
+    the kubelet with the host paths it mounts (on a node whose package was removed), then a pull."""
+    import yaml
+
+    run(["dpkg", "-r", "ecr-kubelet"])
+    link = Path(BIN_DIR) / "ecr-credential-provider"
+    if link.exists() or link.is_symlink():
+        raise Failed(f"dpkg -r left {link}")
+    archives = sorted(release.glob("ecr-credential-provider-*-linux-amd64.oci.tar"))
+    if not archives:
+        raise Failed(f"no installer image archive in {release}")
+    kustomize = shutil.which("kustomize") or str(REPO / ".venv/bin/kustomize")
+    rendered = list(yaml.safe_load_all(run([kustomize, "build", str(REPO / "deploy/kubernetes")]).stdout))
+    daemonset = next(o for o in rendered if o["kind"] == "DaemonSet")
+    template = daemonset["spec"]["template"]
+    image = template["spec"]["initContainers"][0]["image"]
+    before = set(run(containerd.ctr("images", "list", "-q")).stdout.split())
+    run(containerd.ctr("images", "import", str(archives[-1])))
+    imported = [name for name in run(containerd.ctr("images", "list", "-q")).stdout.split()
+                if name not in before and not name.startswith("sha256:")]
+    if len(imported) != 1:
+        raise Failed(f"importing {archives[-1].name} named {imported}")
+    run(containerd.ctr("images", "tag", imported[0], image))
+    for obj in rendered:
+        if obj["kind"] in {"Namespace", "ConfigMap", "ClusterRole", "ClusterRoleBinding"}:
+            api.create(obj)
+    # What kube-controller-manager would make in a new namespace.
+    api.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "default", "namespace": daemonset["metadata"]["namespace"]}})
+    # No DaemonSet controller here: its pod, as the controller would make it for this node. No CNI: the
+    # host's network.
+    ns = daemonset["metadata"]["namespace"]
+    spec = dict(template["spec"], nodeName=NODE, hostNetwork=True)
+    spec.pop("priorityClassName", None)  # system-node-critical is only for kube-system
+    api.create({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "installer", "namespace": ns, "labels": template["metadata"]["labels"]},
+                "spec": spec})
+    wait_for("the installer pod to run", lambda: True if container_state(api.pod(ns, "installer"))[0] == "running"
+             else _pull_failed(api.pod(ns, "installer")))
+    if link.is_symlink() or _sha256(link) != release_sums(release)["ecr-credential-provider-linux-amd64"]:
+        raise Failed(f"the installer did not put the release binary at {link}")
+    runs = plugin_runs()
+    image = f"{DAEMONSET_HOST}/{NODE_IMAGE_REPO}:{NODE_IMAGE_TAG}"
+    workload = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "after-installer", "namespace": namespace},
+                "spec": {"serviceAccountName": account, "nodeName": NODE, "hostNetwork": True,
+                         "containers": [{"name": "app", "image": image}]}}
+    api.create(workload)
+    wait_for("a pull with the installed binary", lambda: True if container_state(
+        api.pod(namespace, "after-installer"))[0] == "running" else _pull_failed(api.pod(namespace, "after-installer")))
+    if plugin_runs() <= runs or not any(c["registry_ids"] == [DAEMONSET_ACCOUNT] and c["status"] == 200
+                                        for c in stub.calls()):
+        raise Failed("the DaemonSet-installed plugin did not fetch the token")
+    log(f"ok: DaemonSet route: installer image ({archives[-1].name}) ran as the kubelet's pod and put the release "
+        f"binary at {link}; then a pod pulled from {DAEMONSET_HOST} with it")
+
+
 def _container_log(work: Path, container: str) -> str | None:
     for path in (work / "pod-logs").glob(f"*/{container}/*.log"):
         text = path.read_text(errors="replace")
@@ -743,7 +858,7 @@ def _container_log(work: Path, container: str) -> str | None:
 
 
 def service_account_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containerd: Containerd,
-                         password: str) -> None:
+                         password: str, release: Path) -> None:
     import yaml
 
     api = ApiServer(stack, kube)
@@ -809,6 +924,7 @@ def service_account_mode(stack: Stack, kube: Path, stub: Stub, registry: Registr
                      f"{len(stub.calls())})")
     log(f"ok: kubelet cache: pod {name}-again pulled {image} again (registry: manifest served) without "
         f"running the plugin (runs stay {runs}) or calling AWS")
+    daemonset_route(stack, api, stub, containerd, release, namespace, account["metadata"]["name"])
 
 
 def _pull_failed(pod: dict[str, Any] | None) -> None:
@@ -831,7 +947,7 @@ def work_directory(keep: bool) -> Iterator[Path]:
 
 
 def inside(args: argparse.Namespace) -> int:
-    hosts = [NODE_HOST, WRONG_HOST, "210987654321.dkr.ecr.us-west-2.amazonaws.com"]
+    hosts = [NODE_HOST, WRONG_HOST, SINGLE_HOST, DAEMONSET_HOST, "210987654321.dkr.ecr.us-west-2.amazonaws.com"]
     password = "node-test-" + secrets.token_hex(12)
     failed = False
     with work_directory(args.keep) as work:
@@ -853,7 +969,8 @@ def inside(args: argparse.Namespace) -> int:
             oci_archive(work / "pause.tar", PAUSE_IMAGE, pause_manifest, pause_blobs)
             run(containerd.ctr("images", "import", str(work / "pause.tar")))
             node_mode(stack, args.kube, stub, registry, containerd, password)
-            service_account_mode(stack, args.kube, stub, registry, containerd, password)
+            single_file_route(stack, args.kube, stub, containerd, args.release)
+            service_account_mode(stack, args.kube, stub, registry, containerd, password, args.release)
         except Exception as exc:  # every failure ends in the same report and the same clean-up
             failed = True
             log(f"FAILED: {exc}" if isinstance(exc, Failed) else f"FAILED: {traceback.format_exc()}")
