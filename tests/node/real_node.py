@@ -203,6 +203,18 @@ def _mounts_under(prefix: str) -> list[str]:
     return targets
 
 
+def make_cgroups(root: str) -> None:
+    """The kubelet's cgroupRoot must exist in every hierarchy; a new cpuset inherits nothing in v1."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if not (hierarchy / "cgroup.procs").exists():
+            continue
+        top = hierarchy / root.strip("/")
+        top.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (top / name).exists() and not (top / name).read_text().strip():
+                (top / name).write_text((hierarchy / name).read_text())
+
+
 def _remove_cgroups(root: str) -> None:
     """The cgroups the kubelet and runc made under our cgroupRoot, in every v1 hierarchy (these are
     the machine's: the mount namespace does not make them private)."""
@@ -606,7 +618,8 @@ class ApiServer:
                                                   "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, context=self._context, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
+                text = response.read()
+                return response.status, (json.loads(text) if text.startswith(b"{") else text.decode())
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
 
@@ -714,6 +727,8 @@ def node_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containe
         raise Failed(f"no GetAuthorizationToken with the node's identity in the stub's log: {calls}")
     if not registry.manifest_fetches(NODE_IMAGE_REPO, NODE_IMAGE_TAG):
         raise Failed("the registry served no manifest of the image")
+    if plugin_runs() < 1:  # the later checks count runs in this file: it must count
+        raise Failed(f"the plugin's metrics file {METRICS_FILE} counted no run")
     logs = wait_for("the container's output", lambda: _container_log(stack.work, "app"), timeout=60)
     if STATUS_LINE not in logs:
         raise Failed(f"the container did not print its line: {logs!r}")
@@ -826,7 +841,6 @@ def daemonset_route(stack: Stack, api: ApiServer, stub: Stub, containerd: Contai
     # host's network.
     ns = daemonset["metadata"]["namespace"]
     spec = dict(template["spec"], nodeName=NODE, hostNetwork=True)
-    spec.pop("priorityClassName", None)  # system-node-critical is only for kube-system
     api.create({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "installer", "namespace": ns, "labels": template["metadata"]["labels"]},
                 "spec": spec})
@@ -955,6 +969,7 @@ def inside(args: argparse.Namespace) -> int:
         stack.cgroup_root = f"/{work.name}"  # unique: the machine's cgroups are shared
         try:
             private_root(stack, hosts)
+            make_cgroups(stack.cgroup_root)
             install_deb(args.release)
             stub = Stub(stack)
             stub.configure(password=password)
