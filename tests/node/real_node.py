@@ -824,13 +824,23 @@ def daemonset_route(stack: Stack, api: ApiServer, stub: Stub, containerd: Contai
     daemonset = next(o for o in rendered if o["kind"] == "DaemonSet")
     template = daemonset["spec"]["template"]
     image = template["spec"]["initContainers"][0]["image"]
-    before = set(run(containerd.ctr("images", "list", "-q")).stdout.split())
-    run(containerd.ctr("images", "import", str(archives[-1])))
-    imported = [name for name in run(containerd.ctr("images", "list", "-q")).stdout.split()
-                if name not in before and not name.startswith("sha256:")]
-    if len(imported) != 1:
-        raise Failed(f"importing {archives[-1].name} named {imported}")
-    run(containerd.ctr("images", "tag", imported[0], image))
+    # The archive's ref.name ("ecr-credential-provider:0.1.0") would become docker.io/library/...; an
+    # operator imports it under the name the DaemonSet uses. containerd 1.6's CRI keeps resolving a
+    # re-tagged image by its first name, so the copy imported names it in its index (blobs unchanged).
+    named = stack.work / "installer-image.oci.tar"
+    with tarfile.open(archives[-1]) as source, tarfile.open(named, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name.lstrip("./") == "index.json" and data is not None:
+                index = json.loads(data.read())
+                for entry in index["manifests"]:
+                    entry.setdefault("annotations", {})["io.containerd.image.name"] = image
+                body = json.dumps(index).encode()
+                member.size = len(body)
+                target.addfile(member, io.BytesIO(body))
+            else:
+                target.addfile(member, data)
+    run(containerd.ctr("images", "import", str(named)))
     for obj in rendered:
         if obj["kind"] in {"Namespace", "ConfigMap", "ClusterRole", "ClusterRoleBinding"}:
             api.create(obj)
