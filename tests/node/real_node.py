@@ -220,16 +220,19 @@ def _remove_cgroups(root: str) -> None:
     the machine's: the mount namespace does not make them private)."""
     if not root:
         return
-    base = Path("/sys/fs/cgroup")
-    for hierarchy in base.iterdir():
-        top = hierarchy / root.strip("/")
-        if not top.is_dir():
-            continue
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
-            try:
-                os.rmdir(dirpath)
-            except OSError as exc:
-                log(f"warning: cgroup {dirpath} not removed: {exc}")
+    tops = [hierarchy / root.strip("/") for hierarchy in Path("/sys/fs/cgroup").iterdir()]
+    # A cgroup whose last process just died stays busy for a moment: retry, bounded.
+    deadline, error = time.monotonic() + 30, ""
+    while any(top.is_dir() for top in tops) and time.monotonic() < deadline:
+        for top in (t for t in tops if t.is_dir()):
+            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+                try:
+                    os.rmdir(dirpath)
+                except OSError as exc:
+                    error = f"{dirpath}: {exc}"
+        time.sleep(0.2)  # polling the cgroups' state
+    if any(top.is_dir() for top in tops):
+        log(f"warning: cgroups under {root} not removed ({error})")
 
 
 # ---- images ------------------------------------------------------------------------------------
@@ -719,8 +722,8 @@ def node_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containe
     image = f"{NODE_HOST}/{NODE_IMAGE_REPO}:{NODE_IMAGE_TAG}"
     (static / "app.yaml").write_text(yaml.safe_dump(pod_manifest("app", image)))
     started = time.monotonic()
-    pod = wait_for("the static pod to run", lambda: (lambda p: p if container_state(p)[0] == "running" else None)(
-        kubelet.pod(f"app-{NODE}")))
+    pod = wait_for("the static pod to run", lambda: (lambda p: p if container_state(p)[0] == "running"
+                                                     else _pull_failed(p))(kubelet.pod(f"app-{NODE}")))
     calls = [c for c in stub.calls() if c["action"] == "GetAuthorizationToken" and c["status"] == 200]
     if not any(c["region"] == REGION and c["password"] == password
                and c["access_key_id"] == "AKIANODETEST00000001" for c in calls):
