@@ -19,9 +19,12 @@ plugin's metrics file (one increment per run of the plugin):
 * service-account mode: the pod's service-account token is exchanged for the role its service account
   names (AssumeRoleWithWebIdentity), and the pull uses that role's token;
 * a second pull by the same service account uses the kubelet's cache: the registry serves it, the
-  plugin does not run, AWS is not called.
+  plugin does not run, AWS is not called;
+* the other install routes, each followed by a pull: the single file with deploy/node/install.sh (the
+  kubelet's flags from its drop-in), and, after `dpkg -r`, the DaemonSet (the installer image imported
+  from the release's OCI archive, the DaemonSet's pod run by the kubelet with the host paths it mounts).
 
-Usage (root): real_node.py --release DIR [--kube DIR] [--keep]. DIR holds the release .deb (scripts/release);
+Usage (root): real_node.py --release DIR [--kube DIR] [--keep]. DIR holds the amd64 release (scripts/release);
 --kube the kubelet and kube-apiserver (default: tests/node/build-kube's cache). Prints one line per
 check and exits 0 when all pass; prints "node test: skipped: REASON" and exits 0 only where the kernel
 lacks what it needs. Every process it starts is stopped by PID and every mount undone at the end,
