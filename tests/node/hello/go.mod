@@ -1,0 +1,3 @@
+module ecr-kubelet.test/hello
+
+go 1.22
