@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ecr_kubelet.durations import parse_go_duration
-from helpers import RunProvider, StubClient, make_jwt, make_request
+from helpers import RunProvider, StubClient, binary_is_emulated, make_jwt, make_request
 from metadata_server import CONTAINER_PATH, MetadataServer
 
 pytestmark = pytest.mark.e2e
@@ -190,9 +190,12 @@ def test_sustained_throttling_costs_the_calls_of_one_run_not_one_flight_per_run(
 ) -> None:
     """While ECR throttles, the run that leads the flight retries until its deadline; the runs queued
     behind it wait for it and never call AWS themselves, however long it takes."""
-    # Each answer takes 1 s, so one flight of at most 10 s holds at most 10 calls, one after another.
-    stub.configure(throttle_next=10**6, delay_seconds=1.0)
-    results = run_concurrently([*provider_cmd, "--timeout", "10s"], provider_env, tmp_path / "outputs", 10)
+    # Each answer takes 1 s, so one flight of at most 10 s holds at most 10 calls, one after another
+    # (2 s and 20 s for a binary under emulation, whose start-up alone takes seconds).
+    delay = 2.0 if binary_is_emulated() else 1.0
+    stub.configure(throttle_next=10**6, delay_seconds=delay)
+    results = run_concurrently([*provider_cmd, "--timeout", f"{10 * delay:g}s"], provider_env, tmp_path / "outputs",
+                               10)
     assert [r.returncode for r in results] == [4] * 10
     for result in results:
         one_error_line(result)
