@@ -149,3 +149,27 @@ def binary_is_emulated() -> bool:
         header = handle.read(20)
     machine = int.from_bytes(header[18:20], "little")  # ELF e_machine
     return {0x3E: "x86_64", 0xB7: "aarch64"}.get(machine) != platform.machine()
+
+
+def run_released_together(cmd: list[str], env: dict[str, str], outputs: Path,
+                          requests: list[dict[str, Any]]) -> list[subprocess.CompletedProcess[str]]:
+    """One run per request, all started first (each blocks reading its request), then released at
+    once, as the kubelet starts them at node boot; the kubelet's 60 s is the bound."""
+    outputs.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(len(requests)):
+            with (outputs / f"{i}.out").open("wb") as out, (outputs / f"{i}.err").open("wb") as err:
+                procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err))
+        for proc, request in zip(procs, requests, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.close()
+        codes = [proc.wait(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [subprocess.CompletedProcess(cmd, code, (outputs / f"{i}.out").read_text(),
+                                        (outputs / f"{i}.err").read_text()) for i, code in enumerate(codes)]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ecr_kubelet.durations import parse_go_duration
-from helpers import RunProvider, StubClient, binary_is_emulated, make_jwt, make_request
+from helpers import RunProvider, StubClient, binary_is_emulated, make_jwt, make_request, run_released_together
 from metadata_server import CONTAINER_PATH, MetadataServer
 
 pytestmark = pytest.mark.e2e
@@ -114,31 +114,8 @@ def run_concurrently(
 ) -> list[subprocess.CompletedProcess[str]]:
     """`count` cold invocations released at once, as the kubelet starts them at node boot: one per
     image (the kubelet de-duplicates runs per image, not per registry), all of one registry."""
-    outputs.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        # Start them all first; each blocks reading its request. Then release them all at once.
-        for i in range(count):
-            with (outputs / f"{i}.out").open("wb") as out, (outputs / f"{i}.err").open("wb") as err:
-                procs.append(
-                    subprocess.Popen(provider_cmd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err)
-                )
-        for i, proc in enumerate(procs):
-            assert proc.stdin is not None
-            proc.stdin.write((json.dumps(make_request(f"{REGISTRY}/team/app-{i}")) + "\n").encode())
-            proc.stdin.close()
-        codes = [proc.wait(timeout=60) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return [
-        subprocess.CompletedProcess(
-            provider_cmd, code, (outputs / f"{i}.out").read_text(), (outputs / f"{i}.err").read_text()
-        )
-        for i, code in enumerate(codes)
-    ]
+    return run_released_together(provider_cmd, env, outputs,
+                                 [make_request(f"{REGISTRY}/team/app-{i}") for i in range(count)])
 
 
 def test_concurrent_cold_invocations_make_a_single_call(

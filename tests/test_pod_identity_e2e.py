@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ecr_kubelet.durations import parse_go_duration
-from helpers import RunProvider, StubClient, make_jwt, make_request
+from helpers import RunProvider, StubClient, make_jwt, make_request, run_released_together
 
 pytestmark = pytest.mark.e2e
 
@@ -217,24 +217,8 @@ def test_no_secret_reaches_stderr_at_full_verbosity(
 def run_concurrently(provider_cmd: list[str], env: dict[str, str], outputs: Path,
                      count: int) -> list[subprocess.CompletedProcess[str]]:
     """`count` runs for pods of one service account, started first, then released at once."""
-    outputs.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i in range(count):
-            with (outputs / f"{i}.out").open("wb") as out, (outputs / f"{i}.err").open("wb") as err:
-                procs.append(subprocess.Popen(provider_cmd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err))
-        for i, proc in enumerate(procs):
-            assert proc.stdin is not None
-            proc.stdin.write((json.dumps(pod_request(image=f"{REGISTRY}/team/app-{i}")) + "\n").encode())
-            proc.stdin.close()
-        codes = [proc.wait(timeout=60) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return [subprocess.CompletedProcess(provider_cmd, code, (outputs / f"{i}.out").read_text(),
-                                        (outputs / f"{i}.err").read_text()) for i, code in enumerate(codes)]
+    return run_released_together(provider_cmd, env, outputs,
+                                 [pod_request(image=f"{REGISTRY}/team/app-{i}") for i in range(count)])
 
 
 def test_concurrent_pods_of_one_service_account_make_one_exchange(
