@@ -434,7 +434,7 @@ def test_parallel_jobs_under_sustained_throttling_end_at_the_helpers_own_deadlin
 def test_the_helpers_default_deadline_is_its_own_and_the_variable_overrides_it(
     provider_env: dict[str, str]
 ) -> None:
-    from ecr_kubelet.cli import parse_options
+    from ecr_kubelet.flags import parse_options
     from ecr_kubelet.options import DEFAULT_TIMEOUT
 
     helper_options = parse_options([], provider_env, helper=True)

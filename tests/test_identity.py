@@ -6,10 +6,11 @@ import base64
 
 import pytest
 
+from ecr_kubelet.claims import jwt_claims
+from ecr_kubelet.credentials import session_name
 from ecr_kubelet.errors import AuthError, BadInputError
-from ecr_kubelet.identity import jwt_claims, plan_identity, session_name
-from ecr_kubelet.models import Identity
-from ecr_kubelet.node_source import NodeSource
+from ecr_kubelet.identity import plan_identity
+from ecr_kubelet.models import Identity, NodeSource
 from ecr_kubelet.options import Options
 from helpers import make_jwt
 

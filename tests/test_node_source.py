@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecr_kubelet.node_source import NodeSource, resolve_node_source
+from ecr_kubelet.models import NodeSource
+from ecr_kubelet.node_source import resolve_node_source
 from helpers import make_jwt
 from metadata_server import CONTAINER_PATH, MetadataServer
 

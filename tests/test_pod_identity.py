@@ -8,10 +8,9 @@ import pytest
 from ecr_kubelet.cache import cache_key
 from ecr_kubelet.errors import AuthError, BadInputError
 from ecr_kubelet.identity import plan_identity
-from ecr_kubelet.models import Identity, Registry
-from ecr_kubelet.node_source import NodeSource
-from ecr_kubelet.options import Options, flag_defaults, options_from_args
-from ecr_kubelet.pod_identity import AUDIENCE, PodIdentity, check_cluster_name
+from ecr_kubelet.models import Identity, NodeSource, PodIdentity, Registry
+from ecr_kubelet.options import Options, check_cluster_name, flag_defaults, options_from_args
+from ecr_kubelet.pod_identity import AUDIENCE
 from ecr_kubelet.provider import choose_identity
 from helpers import make_jwt
 

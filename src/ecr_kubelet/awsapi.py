@@ -32,6 +32,7 @@ from botocore.retries.standard import (
 )
 
 from ecr_kubelet import __version__, redact
+from ecr_kubelet.aws_errors import classify
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.options import configured_endpoints
@@ -50,19 +51,6 @@ DEFAULT_MAX_ATTEMPTS = 3
 THROTTLE_MAX_BACKOFF = 8
 MIN_ATTEMPT_SECONDS = 0.2  # no attempt is started with less time than this left
 
-_AUTH_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "UnauthorizedException", "UnrecognizedClientException",
-    "InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidSignatureException", "ExpiredToken",
-    "ExpiredTokenException", "InvalidIdentityToken", "IDPRejectedClaim", "IDPCommunicationError",
-    "RegionDisabledException", "MissingAuthenticationToken", "NotAuthorized",
-    "InvalidTokenException",  # eks-auth: the service-account token is not valid for Pod Identity
-})
-_THROTTLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "RequestLimitExceeded", "LimitExceededException", "RequestThrottled",
-    "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "InternalError",
-    "ServerException", "RequestTimeout", "RequestTimeoutException",
-})
 _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError,
     bx.TokenRetrievalError, bx.SSOError, bx.UnauthorizedSSOTokenError, bx.InvalidConfigError,
@@ -226,9 +214,10 @@ def translate_error(exc: Exception, action: str) -> ProviderError:
         code = str(error.get("Code", "Unknown"))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         message = f"{action} failed: {first_line(code, 80)}: {first_line(str(error.get('Message', '')))}".rstrip(": ")
-        if code in _THROTTLE_CODES or status >= 500:
+        result = classify(status or None, code)
+        if result in ("throttled", "server_error"):
             return UnavailableError(message)
-        if code in _AUTH_CODES or status in (401, 403):
+        if result == "denied":
             return AuthError(message)
         return ProviderError(message)
     if isinstance(exc, bx.CredentialRetrievalError):

@@ -32,6 +32,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ecr_kubelet.observe import Observer
+    from ecr_kubelet.options import Options
+
 _MAX_FOLDED = 600  # characters of held warnings folded into the error line
 
 
@@ -164,3 +167,11 @@ def verbosity_in(argv: list[str]) -> int:
             level = max(level, 2 if text.isdigit() and int(text) >= 4 else 1 if text.isdigit() and int(text) >= 2
                         else 0)
     return level
+
+
+def record_metrics(options: Options | None, observer: Observer, mode: str, exit_code: int) -> None:
+    """Count this run in the metrics file, if one is configured; never fails (metrics.record warns)."""
+    if options is not None and options.metrics_file is not None:
+        from ecr_kubelet import metrics
+
+        metrics.record(options.metrics_file, observer, mode, exit_code)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ecr_kubelet import logs, redact
-from ecr_kubelet.cli import PROG, build_parser
 from ecr_kubelet.command import Command, StdoutError, verbosity_in, write_stdout
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import EXIT_AUTH, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.flags import PROG, build_parser
 from ecr_kubelet.observe import AwsCall, Observer, is_clock_skew
 
 if TYPE_CHECKING:

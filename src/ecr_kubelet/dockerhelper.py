@@ -11,7 +11,7 @@ AWS denies, throttles or fails, the deadline passes) answers "not found" too, as
 does, and the client pulls anonymously; a private registry keeps the one-line error.
 
 Configuration comes from the environment only (Docker passes no flags), read once by
-`cli.parse_options(helper=True)`: the kubelet mode's defaults plus AWS_ECR_CACHE_DIR, AWS_ECR_DISABLE_CACHE,
+`flags.parse_options(helper=True)`: the kubelet mode's defaults plus AWS_ECR_CACHE_DIR, AWS_ECR_DISABLE_CACHE,
 ECR_KUBELET_TIMEOUT (default 20s here: clients wait for a helper without a timeout), ECR_KUBELET_VERBOSE
 and ECR_KUBELET_REGISTRY_ROLES. Clients hide the helper's stderr, so what it says there also goes to a
 log under the cache directory, `log/ecr-login.log` as with Amazon's helper (see `_log_file`). Standard
@@ -24,9 +24,10 @@ import os
 import sys
 
 from ecr_kubelet import jsoncodec, logs, redact
-from ecr_kubelet.cli import HELPER_PROG, log, parse_options, record_metrics
+from ecr_kubelet.command import record_metrics
 from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.flags import HELPER_PROG, parse_options
 from ecr_kubelet.observe import Observer
 
 TYPE_CHECKING = False
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
     from ecr_kubelet.models import Identity, Registry, Token
     from ecr_kubelet.options import Options
+
+log = logs.get("ecr_kubelet")
 
 # docker-credential-helpers' own texts: clients compare them verbatim.
 NOT_FOUND = "credentials not found in native keychain"
@@ -182,7 +185,7 @@ class _Get:
         self.identity: Identity | None = None
 
     def get(self, server_url: str, deadline: Deadline) -> bytes:
-        from ecr_kubelet.mirrors import resolve_registry
+        from ecr_kubelet.provider import NoPublicCredentials, obtain_token, resolve
         from ecr_kubelet.registry import parse_server_url
 
         options, observer = self.options, self.observer
@@ -192,13 +195,20 @@ class _Get:
             log.info("%r is not a registry host (%s): no credentials", server_url, exc)
             raise CredentialsNotFound from None
         # An ECR host with a port is still that registry, as for docker-credential-ecr-login.
-        registry = resolve_registry(ref, options.mirrors)
-        if registry is None:
-            log.info("%s is not an ECR registry: no credentials", ref.auth_key)
+        route = resolve(ref, options)
+        if route is None:
             raise CredentialsNotFound
+        registry, self.identity = route.registry, route.identity
         self.public = registry.kind == "public"
+
+        def respond(token: Token) -> bytes:
+            return encode_credentials(server_url, token.username, token.password)
+
         try:
-            token, outcome = self._obtain(registry, ref.auth_key, server_url, deadline)
+            token, outcome = obtain_token(registry, route.identity, options, deadline, respond, observer)
+        except NoPublicCredentials as exc:
+            log.info("%s; the client will pull anonymously", exc)
+            raise CredentialsNotFound from None
         except ProviderError as exc:
             if not self.public or isinstance(exc, BadInputError):  # our own configuration stays an error
                 raise
@@ -207,26 +217,10 @@ class _Get:
                      _in_helper_terms(str(exc)))
             raise CredentialsNotFound from None
         log.info("token %s", outcome)
-        if outcome == "fetched" and self.identity is not None:
-            _note_host(registry, self.identity, options)
+        if outcome == "fetched":
+            _note_host(registry, route.identity, options)
         observer.credentials = True
-        return encode_credentials(server_url, token.username, token.password)
-
-    def _obtain(self, registry: Registry, auth_key: str, server_url: str, deadline: Deadline) -> tuple[Token, str]:
-        from ecr_kubelet.provider import NoPublicCredentials, choose_identity, obtain_token
-
-        options, observer = self.options, self.observer
-        identity = self.identity = choose_identity(registry, None, {}, options)
-        log.info("%s: %s, as %s", auth_key, registry.describe(), identity.describe())
-
-        def respond(token: Token) -> bytes:
-            return encode_credentials(server_url, token.username, token.password)
-
-        try:
-            return obtain_token(registry, identity, options, deadline, respond, observer)
-        except NoPublicCredentials as exc:
-            log.info("%s; the client will pull anonymously", exc)
-            raise CredentialsNotFound from None
+        return respond(token)
 
     def expire(self, deadline: Deadline) -> NoReturn:
         """The deadline passed during something that ignores it: the cached token if there is one, else

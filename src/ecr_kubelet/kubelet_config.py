@@ -410,7 +410,7 @@ def plugin_settings_error(lp: LoadedProvider, err: Callable[[LoadedProvider, str
     """What the plugin itself refuses in a provider's `args` and `env` (its own option parsing, cli.py),
     which fails every pull with exit 2; the kubelet never looks at them. The `env` is checked alone: the
     kubelet's own environment, which comes first, is not known here."""
-    from ecr_kubelet.cli import check_plugin_settings
+    from ecr_kubelet.flags import check_plugin_settings
 
     args = list(lp.provider.args or [])
     env = {e.name: e.value for e in lp.provider.env or [] if e.name}  # the kubelet appends them: the last wins

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 PROG = "ecr-credential-provider"
+HELPER_PROG = "docker-credential-ecr-login"  # invoked under this name, we speak Docker's credential-helper protocol
 DEBUG, INFO, WARNING = 10, 20, 30
 
 # The command's settings (verbosity, name, extra handler), once `configure` was called and until

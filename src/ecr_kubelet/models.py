@@ -14,9 +14,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Literal, TypeVar
 
-    from ecr_kubelet.node_source import NodeSource
-    from ecr_kubelet.pod_identity import PodIdentity
-
     V = TypeVar("V", bound="Value")
 
 
@@ -216,6 +213,61 @@ class Identity(Value):
             return f"node credentials assuming {self.role_arn}"
         sub = self.claims["sub"] if self.claims else "unknown subject"
         return f"service account {sub} assuming {self.role_arn}"
+
+
+class NodeSource:
+    """The predicted credential source (a botocore method name) and a secret-free identity name; or,
+    when the identity cannot be named, no fingerprint and the reason (`no_credentials`: botocore's
+    chain will find none)."""
+
+    __slots__ = ("fingerprint", "method", "no_credentials", "reason")
+
+    def __init__(self, method: str | None, detail: str | None, reason: str = "",
+                 no_credentials: bool = False) -> None:
+        self.method = method
+        self.fingerprint = None if method is None or detail is None else f"{method}:{detail}"
+        self.reason = reason
+        self.no_credentials = no_credentials
+
+    @classmethod
+    def unnamed(cls, reason: str, *, no_credentials: bool = False) -> NodeSource:
+        return cls(None, None, reason, no_credentials)
+
+    def __repr__(self) -> str:
+        return f"NodeSource({self.fingerprint or self.reason!r})"
+
+
+class PodIdentity(Value):
+    """What pod-identity mode knows before calling eks-auth: the cluster, the endpoint override, and the
+    identity a service account without an association gets (None: --sa-without-role fail)."""
+
+    __slots__ = ("cluster", "endpoint", "fallback")
+    cluster: str
+    endpoint: str  # AWS_ENDPOINT_URL_EKS_AUTH (or AWS_ENDPOINT_URL), "" for the regional endpoint
+    fallback: Identity | None
+
+    def __init__(self, cluster: str, endpoint: str, fallback: Identity | None) -> None:
+        self._init(cluster=cluster, endpoint=endpoint, fallback=fallback)
+
+    def fingerprint(self, claims: dict[str, str] | None) -> str | None:
+        """The identity part of the cache key. Its "pod-identity=" prefix begins no other mode's
+        fingerprint (IRSA's is "web-identity=", the node's its credential source), so a pod-identity
+        key never equals another mode's."""
+        if claims is None:
+            return None  # not a JWT: eks-auth judges it every time
+        if self.fallback is None:
+            without = "fail"
+        else:
+            fallback = self.fallback.fingerprint()
+            if fallback is None:
+                return None  # the node identity cannot be named now: what a pod without association gets is unknown
+            without = f"[{fallback}]"
+        return (f"pod-identity={self.cluster};endpoint={self.endpoint};iss={claims['iss']};sub={claims['sub']};"
+                f"aud={claims['aud']};without-association={without}")
+
+    def describe(self, claims: dict[str, str] | None) -> str:
+        sub = claims["sub"] if claims else "unknown subject"
+        return f"service account {sub} through EKS Pod Identity (cluster {self.cluster})"
 
 
 # An ECR authorization token lives 12 hours at most (less with short-lived credentials).

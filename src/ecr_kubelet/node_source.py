@@ -29,6 +29,7 @@ import os
 
 from ecr_kubelet import jsoncodec
 from ecr_kubelet.hashing import sha256
+from ecr_kubelet.models import NodeSource
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,28 +44,6 @@ _CREDENTIAL_SOURCES = ("Environment", "Ec2InstanceMetadata", "EcsContainer")
 _SSO_PROFILE_KEYS = ("sso_role_name", "sso_account_id")
 _SSO_REQUIRED_KEYS = ("sso_role_name", "sso_account_id", "sso_start_url", "sso_region")
 _ROLE_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+=,.@-")
-
-
-class NodeSource:
-    """The predicted credential source (a botocore method name) and a secret-free identity name; or,
-    when the identity cannot be named, no fingerprint and the reason (`no_credentials`: botocore's
-    chain will find none)."""
-
-    __slots__ = ("fingerprint", "method", "no_credentials", "reason")
-
-    def __init__(self, method: str | None, detail: str | None, reason: str = "",
-                 no_credentials: bool = False) -> None:
-        self.method = method
-        self.fingerprint = None if method is None or detail is None else f"{method}:{detail}"
-        self.reason = reason
-        self.no_credentials = no_credentials
-
-    @classmethod
-    def unnamed(cls, reason: str, *, no_credentials: bool = False) -> NodeSource:
-        return cls(None, None, reason, no_credentials)
-
-    def __repr__(self) -> str:
-        return f"NodeSource({self.fingerprint or self.reason!r})"
 
 
 class _Unnamed(Exception):
@@ -294,7 +273,7 @@ class _Chain:
         if token is None:
             raise _Unnamed("the web identity token file does not exist")
         # The projected token rotates; what it stands for (issuer, subject, audience) does not.
-        from ecr_kubelet.identity import jwt_payload
+        from ecr_kubelet.claims import jwt_payload
 
         payload = jwt_payload(token.decode("utf-8", "replace").strip())
         claims = None if payload is None else {key: payload.get(key) for key in ("iss", "sub", "aud")}

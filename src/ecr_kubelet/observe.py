@@ -8,6 +8,8 @@ library only: a cache hit never loads botocore for this.
 
 from __future__ import annotations
 
+from ecr_kubelet import aws_errors
+from ecr_kubelet.aws_errors import classify
 from ecr_kubelet.models import Value
 
 TYPE_CHECKING = False
@@ -16,13 +18,6 @@ if TYPE_CHECKING:
 
     from botocore.session import Session
 
-_THROTTLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "SlowDown",
-    "PriorRequestNotComplete", "LimitExceededException",
-})
-_CLOCK_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired", "InvalidSignatureException",
-                          "SignatureDoesNotMatch"})
 _UNSAFE_CODE_CHARACTERS = r"[^A-Za-z0-9_.:-]"
 
 
@@ -80,20 +75,5 @@ class Observer:
                                   str(error.get("Message") or "")[:300]))
 
 
-def classify(status: int | None, code: str | None) -> str:
-    if code is None and status is not None and status < 300:
-        return "success"
-    if code in _THROTTLE_CODES or status == 429:
-        return "throttled"
-    from ecr_kubelet.awsapi import _AUTH_CODES  # only ever reached with botocore loaded
-
-    if code in _AUTH_CODES or status in (401, 403):
-        return "denied"
-    if status is not None and status >= 500:
-        return "server_error"
-    return "client_error"
-
-
 def is_clock_skew(call: AwsCall) -> bool:
-    return call.code in _CLOCK_CODES and ("expired" in call.message.lower() or "skew" in call.message.lower()
-                                          or call.code == "RequestTimeTooSkewed")
+    return aws_errors.is_clock_skew(call.code, call.message)

@@ -131,14 +131,12 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
     if any(not key for key in args["sa_role_annotation"] or ()):
         raise BadInputError("--sa-role-annotation must not be empty")
     if role_arn:
-        from ecr_kubelet.identity import is_role_arn
+        from ecr_kubelet.claims import is_role_arn
 
         if not is_role_arn(role_arn):
             raise BadInputError("--role-arn is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)")
     cluster = args.get("eks_cluster_name")
     if cluster is not None:
-        from ecr_kubelet.pod_identity import check_cluster_name
-
         from_env = cluster == env.get(EKS_CLUSTER_NAME_VARIABLE)
         check_cluster_name(cluster, EKS_CLUSTER_NAME_VARIABLE if from_env else "--eks-cluster-name")
     klog = args["klog_verbosity"]
@@ -158,6 +156,24 @@ def options_from_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Option
         environ=env,
         eks_cluster_name=cluster,
     )
+
+
+# ClusterName in botocore's eks-auth model: 1 to 100 characters, [0-9A-Za-z][A-Za-z0-9\-_]*.
+CLUSTER_NAME_LENGTH = 100
+_CLUSTER_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def check_cluster_name(name: str, source: str = "--eks-cluster-name") -> str:
+    """A cluster name as eks-auth's model allows it; BadInputError (exit 2) naming `source` otherwise. String
+    methods, not a pattern: this runs on every invocation with the option set, cache hits included."""
+    if not name:
+        raise BadInputError(f"{source} must not be empty")
+    if (len(name) > CLUSTER_NAME_LENGTH or not set(name) <= _CLUSTER_NAME_CHARACTERS
+            or not (name[0].isascii() and name[0].isalnum())):
+        shown = name if len(name) <= 120 else name[:120] + "..."
+        raise BadInputError(f"{source} {shown!r} is not an EKS cluster name (1 to {CLUSTER_NAME_LENGTH} "
+                            "letters, digits, '-' and '_', starting with a letter or digit)")
+    return name
 
 
 def absolute_path(value: str, name: str) -> str:

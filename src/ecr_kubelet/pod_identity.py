@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from ecr_kubelet import logs, redact
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError
-from ecr_kubelet.models import Identity, Value
+from ecr_kubelet.models import Identity, PodIdentity, Value
+from ecr_kubelet.options import check_cluster_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,60 +47,11 @@ log = logs.get(__name__)
 AUDIENCE = "pods.eks.amazonaws.com"  # what eks-auth accepts, and the audience the EKS Pod Identity Agent requests
 SERVICE = "eks-auth"
 OPERATION = "eks-auth:AssumeRoleForPodIdentity"
-# ClusterName in botocore's eks-auth model: 1 to 100 characters, [0-9A-Za-z][A-Za-z0-9\-_]*.
-CLUSTER_NAME_LENGTH = 100
-_CLUSTER_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-
-
-class PodIdentity(Value):
-    """What pod-identity mode knows before calling eks-auth: the cluster, the endpoint override, and the
-    identity a service account without an association gets (None: --sa-without-role fail)."""
-
-    __slots__ = ("cluster", "endpoint", "fallback")
-    cluster: str
-    endpoint: str  # AWS_ENDPOINT_URL_EKS_AUTH (or AWS_ENDPOINT_URL), "" for the regional endpoint
-    fallback: Identity | None
-
-    def __init__(self, cluster: str, endpoint: str, fallback: Identity | None) -> None:
-        self._init(cluster=cluster, endpoint=endpoint, fallback=fallback)
-
-    def fingerprint(self, claims: dict[str, str] | None) -> str | None:
-        """The identity part of the cache key. Its "pod-identity=" prefix begins no other mode's
-        fingerprint (IRSA's is "web-identity=", the node's its credential source), so a pod-identity
-        key never equals another mode's."""
-        if claims is None:
-            return None  # not a JWT: eks-auth judges it every time
-        if self.fallback is None:
-            without = "fail"
-        else:
-            fallback = self.fallback.fingerprint()
-            if fallback is None:
-                return None  # the node identity cannot be named now: what a pod without association gets is unknown
-            without = f"[{fallback}]"
-        return (f"pod-identity={self.cluster};endpoint={self.endpoint};iss={claims['iss']};sub={claims['sub']};"
-                f"aud={claims['aud']};without-association={without}")
-
-    def describe(self, claims: dict[str, str] | None) -> str:
-        sub = claims["sub"] if claims else "unknown subject"
-        return f"service account {sub} through EKS Pod Identity (cluster {self.cluster})"
-
-
-def check_cluster_name(name: str, source: str = "--eks-cluster-name") -> str:
-    """A cluster name as eks-auth's model allows it; BadInputError (exit 2) naming `source` otherwise. String
-    methods, not a pattern: this runs on every invocation with the option set, cache hits included."""
-    if not name:
-        raise BadInputError(f"{source} must not be empty")
-    if (len(name) > CLUSTER_NAME_LENGTH or not set(name) <= _CLUSTER_NAME_CHARACTERS
-            or not (name[0].isascii() and name[0].isalnum())):
-        shown = name if len(name) <= 120 else name[:120] + "..."
-        raise BadInputError(f"{source} {shown!r} is not an EKS cluster name (1 to {CLUSTER_NAME_LENGTH} "
-                            "letters, digits, '-' and '_', starting with a letter or digit)")
-    return name
 
 
 def plan(token: str, options: Options) -> Identity:
     """The pod-identity identity of a request's token (its fallback is added per registry: with_fallback)."""
-    from ecr_kubelet.identity import jwt_claims
+    from ecr_kubelet.claims import jwt_claims
 
     assert options.eks_cluster_name is not None
     if not (token.isascii() and token.isprintable() and " " not in token):

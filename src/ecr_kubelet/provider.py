@@ -1,12 +1,14 @@
-"""How one kubelet request becomes an answer, top to bottom.
+"""The one request pipeline every front end runs (the kubelet mode, the Docker helper, diagnose):
 
-    stdin -> wire.read_request -> registry.parse_image -> mirrors.resolve_registry (hosts, --mirror)
-          -> choose_identity (identity, roles) -> obtain_token (cache; on a miss, tokens via AWS)
-          -> Answer with freshness' cacheDuration -> wire.encode_response -> stdout
+    image ref -> resolve: mirrors.resolve_registry (ECR hosts, --mirror) -> choose_identity (identity,
+                 roles, pod_identity) -> Route(registry, identity), or None: not ours, no credentials
+              -> obtain_token: the cache (one flight per key); on a miss fetch_token via AWS
+                 (credentials, tokens, pod_identity), checked against the expiry margin
 
-Each step is a call into the module named for its concern; the values passed between them are in
-models.py and the settings in one Options (options.py). The Docker helper (dockerhelper.py) and
-`diagnose` take the same steps from `resolve_registry` on, with their own input and output.
+Each front end reads its own input (kubelet.py: the request on stdin; dockerhelper.py: a server URL;
+diagnose.py: an image argument), turns it into an image ref (registry.py), and words the token its
+own way; what happens in between is only here. The values passed are in models.py, the settings in
+one Options (options.py); an Observer hears of the cache outcome and of every AWS call.
 
 A cache hit runs only our modules and what the interpreter has built in (test_hit_imports lists what
 it must not load): botocore, pydantic, logging and re are imported on a miss, for an unusual request
@@ -19,28 +21,21 @@ import time
 
 from ecr_kubelet import logs
 from ecr_kubelet.cache import TokenCache, cache_key, prepare_cache_dir, unnamed_flight_key
-from ecr_kubelet.deadline import Deadline
 from ecr_kubelet.errors import ProviderError
 from ecr_kubelet.identity import plan_identity
 from ecr_kubelet.mirrors import resolve_registry
-from ecr_kubelet.models import Answer
-from ecr_kubelet.registry import parse_image
-from ecr_kubelet.wire import encode_response, read_request
+from ecr_kubelet.models import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import NoReturn
 
-    from ecr_kubelet.models import Identity, Registry, Request, Token
+    from ecr_kubelet.deadline import Deadline
+    from ecr_kubelet.models import Identity, ImageRef, Registry, Token
     from ecr_kubelet.observe import Observer
     from ecr_kubelet.options import Options
 
 log = logs.get(__name__)
-
-# How long the kubelet may remember "no credentials" for public ECR on a node outside the aws
-# partition: the node's partition does not change, but a short time keeps a wrong region setting cheap.
-PUBLIC_FALLBACK_CACHE = "1h0m0s"
 
 
 class NoPublicCredentials(ProviderError):
@@ -49,43 +44,28 @@ class NoPublicCredentials(ProviderError):
     shared_with_waiters = False  # found from the node's own settings, before any AWS call
 
 
-def handle(stdin_fd: int, options: Options, observer: Observer,
-           expire: Callable[[Deadline], NoReturn] | None = None) -> bytes:
-    """Read the kubelet's request from `stdin_fd` and return the response to write on stdout.
+class Route(Value):
+    """Where an image's credentials come from: its ECR registry and the identity that fetches them."""
 
-    `expire` ends the run should AWS work that ignores the deadline (a hung credential_process) still
-    be running at the deadline (Deadline.backstop)."""
-    deadline = Deadline.from_process_start(options.timeout, expire)
-    request = read_request(stdin_fd, deadline)
-    answer = answer_request(request, options, deadline, observer)
-    observer.credentials = bool(answer.auth)
-    return encode_response(request.api_version, answer)
+    __slots__ = ("identity", "registry")
+    registry: Registry
+    identity: Identity
+
+    def __init__(self, registry: Registry, identity: Identity) -> None:
+        self._init(registry=registry, identity=identity)
 
 
-def answer_request(request: Request, options: Options, deadline: Deadline,
-                   observer: Observer | None = None) -> Answer:
-    image = parse_image(request.image)
-    registry = resolve_registry(image, options.mirrors)
+def resolve(ref: ImageRef, options: Options, sa_token: str | None = None,
+            annotations: dict[str, str] | None = None) -> Route | None:
+    """The registry and identity for an image's registry part, or None when it is neither an ECR registry
+    nor a configured mirror (it gets no credentials: an ECR token never reaches a foreign host)."""
+    registry = resolve_registry(ref, options.mirrors)
     if registry is None:
-        log.info("%s is neither an ECR registry nor a configured mirror: no credentials", image.auth_key)
-        return Answer(auth={}, cache_duration=None)
-    identity = choose_identity(registry, request.service_account_token, request.service_account_annotations,
-                               options)
-    log.info("%s: %s, as %s", image.auth_key, registry.describe(), identity.describe())
-
-    def respond(token: Token, outcome: str) -> Answer:
-        log.info("token %s; expires at %s", outcome, logs.when(token.expires_at))
-        duration = options.freshness.cache_duration(token, time.time(), stale=outcome == "stale")
-        return Answer(auth={image.auth_key: (token.username, token.password)}, cache_duration=duration)
-
-    try:
-        token, outcome = obtain_token(registry, identity, options, deadline,
-                                      lambda cached: encode_response(request.api_version, respond(cached, "stale")),
-                                      observer)
-    except NoPublicCredentials as exc:
-        log.warning("%s; the kubelet will pull anonymously", exc)
-        return Answer(auth={}, cache_duration=PUBLIC_FALLBACK_CACHE)
-    return respond(token, outcome)
+        log.info("%s is neither an ECR registry nor a configured mirror: no credentials", ref.auth_key)
+        return None
+    identity = choose_identity(registry, sa_token, annotations or {}, options)
+    log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
+    return Route(registry, identity)
 
 
 def choose_identity(registry: Registry, sa_token: str | None, annotations: dict[str, str],
@@ -201,9 +181,7 @@ def fetch_token(registry: Registry, identity: Identity, options: Options, deadli
 
     def fetch_as(who: Identity) -> Token:
         if who.registry_role is not None:
-            from ecr_kubelet import roles
-
-            return roles.fetch_token(registry, who, session, deadline, options.max_attempts)
+            return tokens.fetch_as_registry_role(registry, who, session, deadline, options.max_attempts)
         # An access-denied answer (say, a node role without ecr-public permission) is a failure, not an
         # empty answer: the kubelet then logs our reason, caches nothing, and still pulls anonymously.
         return tokens.fetch_token(registry, who, session, deadline, options.max_attempts)

@@ -18,23 +18,19 @@ from __future__ import annotations
 import re
 
 from ecr_kubelet import logs
+from ecr_kubelet.claims import is_role_arn
 from ecr_kubelet.errors import BadInputError
-from ecr_kubelet.identity import is_role_arn
 from ecr_kubelet.registry import classify_host, normalize_host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from botocore.credentials import ReadOnlyCredentials
-    from botocore.session import Session
 
-    from ecr_kubelet.deadline import Deadline
-    from ecr_kubelet.models import Identity, Registry, Token
+    from ecr_kubelet.models import Identity, Registry
 
 log = logs.get(__name__)
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ROLE_PARTITION = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::")
-SESSION_NAME = "ecr-credential-provider"
 
 
 def split_env(value: str | None) -> list[str]:
@@ -104,48 +100,3 @@ def apply(identity: Identity, registry: Registry, roles: dict[str, str]) -> Iden
     if role is None:
         return identity
     return identity.replace(registry_role=role)
-
-
-def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
-                max_attempts: int) -> Token:
-    """GetAuthorizationToken as the registry role, assumed with the node identity (after --role-arn).
-
-    The token lives no longer than the assumed credentials (ECR ends it with them), so its expiry is
-    the earlier of the two: the cacheDuration we return and the cache both follow from it. Every call
-    is sized from the run's deadline and retried as the plugin's other calls are (awsapi).
-    """
-    from ecr_kubelet import tokens
-    from ecr_kubelet.identity import credentials_for
-
-    assert identity.registry_role is not None
-    base, as_keyed = credentials_for(identity.replace(registry_role=None), registry, session,
-                                     deadline, max_attempts)
-    creds, expiration = assume(session, registry, base, identity.registry_role, deadline, max_attempts)
-    token = tokens.fetch_token(registry, identity, session, deadline, max_attempts, credentials=creds)
-    if expiration is not None and (token.expires_at is None or expiration < token.expires_at):
-        log.info("token life capped at the assumed role's credentials (%s)", identity.registry_role)
-        token = token.replace(expires_at=expiration)
-    if not as_keyed:  # the node credentials came from another source than the cache key names
-        token = token.replace(cacheable=False)
-    return token
-
-
-def assume(session: Session, registry: Registry, caller: ReadOnlyCredentials, role_arn: str,
-           deadline: Deadline, max_attempts: int) -> tuple[ReadOnlyCredentials, float | None]:
-    """sts:AssumeRole in the registry's region (so its partition) with the caller's credentials."""
-    from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
-    from ecr_kubelet.identity import _from_sts
-
-    clients = ClientPool(lambda config: session.create_client(
-        "sts", region_name=registry.region, config=config,
-        aws_access_key_id=caller.access_key, aws_secret_access_key=caller.secret_key,
-        aws_session_token=caller.token,
-    ))
-    result = call_with_retries(
-        lambda current: clients.get(client_config("sts", registry, deadline=current)).assume_role(
-            RoleArn=role_arn, RoleSessionName=SESSION_NAME),
-        f"sts:AssumeRole for registry role {role_arn}", deadline, max_attempts, patient=deadline.fallback is None,
-    )
-    creds = result["Credentials"]
-    expiration = creds.get("Expiration")
-    return _from_sts(creds), expiration.timestamp() if hasattr(expiration, "timestamp") else None

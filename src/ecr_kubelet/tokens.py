@@ -7,8 +7,8 @@ import binascii
 import time
 
 from ecr_kubelet import logs, redact
+from ecr_kubelet.credentials import assume, credentials_for
 from ecr_kubelet.errors import ProviderError
-from ecr_kubelet.identity import credentials_for
 from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
 
 TYPE_CHECKING = False
@@ -128,3 +128,24 @@ def node_partition(session: Session, env: Mapping[str, str]) -> str | None:
         return str(session.get_partition_for_region(region))
     except Exception:
         return None
+
+
+def fetch_as_registry_role(registry: Registry, identity: Identity, session: Session, deadline: Deadline,
+                max_attempts: int) -> Token:
+    """GetAuthorizationToken as the registry role, assumed with the node identity (after --role-arn).
+
+    The token lives no longer than the assumed credentials (ECR ends it with them), so its expiry is
+    the earlier of the two: the cacheDuration we return and the cache both follow from it. Every call
+    is sized from the run's deadline and retried as the plugin's other calls are (awsapi).
+    """
+    assert identity.registry_role is not None
+    base, as_keyed = credentials_for(identity.replace(registry_role=None), registry, session,
+                                     deadline, max_attempts)
+    creds, expiration = assume(session, registry, base, identity.registry_role, deadline, max_attempts)
+    token = fetch_token(registry, identity, session, deadline, max_attempts, credentials=creds)
+    if expiration is not None and (token.expires_at is None or expiration < token.expires_at):
+        log.info("token life capped at the assumed role's credentials (%s)", identity.registry_role)
+        token = token.replace(expires_at=expiration)
+    if not as_keyed:  # the node credentials came from another source than the cache key names
+        token = token.replace(cacheable=False)
+    return token

@@ -31,17 +31,6 @@ _REQUEST_FIELDS = frozenset(
 )
 
 
-def read_request(fd: int, deadline: Deadline) -> Request:
-    """The kubelet's request from `fd`, read within the deadline, decoded and validated."""
-    payload = decode_json_object(read_request_fd(fd, deadline))
-    request = quick_request(payload)
-    if request is None:
-        from ecr_kubelet.protocol import validate_request  # pydantic: only for an unusual request
-
-        request = validate_request(payload)
-    return request
-
-
 def read_request_fd(fd: int, deadline: Deadline) -> bytes:
     """The request up to end of file, read within the deadline (the kubelet closes stdin after it)."""
     import select
