@@ -242,7 +242,6 @@ def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
 ) -> None:
     # In process and without any AWS call: only the endpoint resolution runs.
     from ecr_kubelet import diagnose as diag
-    from ecr_kubelet.awsapi import new_session
     from ecr_kubelet.models import Identity
     from ecr_kubelet.options import Options
     from ecr_kubelet.registry import classify_host
@@ -251,7 +250,7 @@ def test_the_endpoint_shown_is_the_one_botocore_resolves_for_the_host(
         monkeypatch.delenv(name, raising=False)
     registry = classify_host(host)
     assert registry is not None
-    diag._explain_endpoints(new_session(), registry, Identity(mode="role", role_arn=ROLE), Options(environ={}))
+    diag._explain_endpoints(registry, Identity(mode="role", role_arn=ROLE), Options(environ={}))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"endpoint:  ecr: {endpoint} ({registry.partition} partition, {registry.variant})"
     assert out[1].startswith("endpoint:  sts: https://sts.")
@@ -331,3 +330,30 @@ def test_a_node_denied_by_eks_auth_gets_the_node_policy_hint(
                       str(token_file), env=env)
     assert result.returncode == 3, result.stdout
     assert any("eks-auth:AssumeRoleForPodIdentity" in hint for hint in lines(result, "hint"))
+
+
+def test_the_credential_chain_is_resolved_once_by_the_run_it_observes(
+    diagnose: Diagnose, stub: StubClient, provider_env: dict[str, str], tmp_path: Path
+) -> None:
+    # diagnose observes the pipeline: a credential_process (or instance metadata) runs once, not twice.
+    runs = tmp_path / "runs"
+    script = tmp_path / "creds.sh"
+    script.write_text(f'#!/bin/sh\necho run >> {runs}\n'
+                      'echo \'{"Version":1,"AccessKeyId":"AKIAPROCESSKEY000001","SecretAccessKey":"s"}\'\n')
+    script.chmod(0o700)
+    config = tmp_path / "config"
+    config.write_text(f"[default]\ncredential_process = {script}\n")
+    config.chmod(0o600)
+    env = {k: v for k, v in provider_env.items() if not k.startswith("AWS_ACCESS") and k != "AWS_SECRET_ACCESS_KEY"}
+    result = subprocess.run([*diagnose.cmd, "diagnose", f"{HOST}/app"], env={**env, "AWS_CONFIG_FILE": str(config)},
+                            capture_output=True, text=True, timeout=70, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines(result, "chain") == ["found by the 'custom-process' provider: long-term credentials, "
+                                      "access key id AKIA...0001"]
+    assert runs.read_text().splitlines() == ["run"]
+    # A cache hit resolves nothing, and says so.
+    again = subprocess.run([*diagnose.cmd, "diagnose", f"{HOST}/app"], env={**env, "AWS_CONFIG_FILE": str(config)},
+                           capture_output=True, text=True, timeout=70, check=False)
+    assert again.returncode == 0 and lines(again, "chain") == ["not resolved: the token came from the cache"]
+    assert runs.read_text().splitlines() == ["run"]
+    assert len(stub.calls()) == 1

@@ -253,3 +253,44 @@ def test_the_module_loads_neither_logging_nor_pathlib() -> None:
     env = {**os.environ, "PYTHONPATH": src}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out == "[]\n"
+
+
+def test_a_held_metrics_lock_never_delays_the_answer_at_the_deadline(
+    run_provider: RunProvider, stub: StubClient, provider_env: dict[str, str], metrics_dir: Path, tmp_path: Path
+) -> None:
+    # A refresh hangs in something that ignores the deadline (a credential_process), so the backstop answers
+    # with the still-valid cached token; another run holds the metrics file's lock all along. The answer
+    # comes at the deadline, and the counting waits no longer than what is left of it.
+    import fcntl
+
+    script = tmp_path / "creds.sh"
+    script.write_text('#!/bin/sh\necho \'{"Version":1,"AccessKeyId":"AKIAPROCESSKEY000001","SecretAccessKey":"s"}\'\n')
+    script.chmod(0o700)
+    config = tmp_path / "config"
+    config.write_text(f"[default]\ncredential_process = {script}\n")
+    config.chmod(0o600)
+    env = {k: v for k, v in provider_env.items() if not k.startswith("AWS_ACCESS") and k != "AWS_SECRET_ACCESS_KEY"}
+    env["AWS_CONFIG_FILE"] = str(config)
+    image = make_request(f"{HOST}/app")
+    path = metrics_dir / "ecr.prom"
+    first = run_provider(image, "--metrics-file", str(path), env=env)
+    assert first.returncode == 0, first.stderr
+    cached = json.loads(first.stdout)["auth"][HOST]["password"]
+    for entry in Path(env["ECR_KUBELET_CACHE_DIR"]).glob("*.json"):  # past its refresh point, still valid
+        data = json.loads(entry.read_bytes())
+        data["fetched_at"] -= 7 * 3600
+        data["expires_at"] -= 7 * 3600
+        entry.write_text(json.dumps(data))
+    script.write_text("#!/bin/sh\nexec sleep 30\n")  # same identity (the config is unchanged); now it hangs
+    lock = os.open(metrics_dir / ".ecr.prom.lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        result = run_provider(image, "--metrics-file", str(path), "--timeout", "4s", env=env)
+        took = time.monotonic() - started
+    finally:
+        os.close(lock)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["auth"][HOST]["password"] == cached
+    assert took < 4 + metrics.LOCK_TIMEOUT  # the metrics lock's own 10 s wait would come on top
+    assert "not updated" in result.stderr and cached not in result.stderr

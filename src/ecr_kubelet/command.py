@@ -170,8 +170,12 @@ def verbosity_in(argv: list[str]) -> int:
 
 
 def record_metrics(options: Options | None, observer: Observer, mode: str, exit_code: int) -> None:
-    """Count this run in the metrics file, if one is configured; never fails (metrics.record warns)."""
+    """Count this run in the metrics file, if one is configured, once its answer is out (Command's
+    before_exit, the deadline fallbacks). Never fails (metrics.record warns), and never waits for the
+    file's lock past the run's own deadline: the kubelet's kill must not find us counting."""
     if options is not None and options.metrics_file is not None:
         from ecr_kubelet import metrics
+        from ecr_kubelet.deadline import Deadline
 
-        metrics.record(options.metrics_file, observer, mode, exit_code)
+        remaining = max(0.0, Deadline.from_process_start(options.timeout).remaining())
+        metrics.record(options.metrics_file, observer, mode, exit_code, lock_timeout=remaining)

@@ -120,8 +120,9 @@ def _read_token_file(path: Path) -> str:
 
 
 def diagnose(image: str, options: Options, sa_token: str | None, annotations: dict[str, str]) -> int:
-    from ecr_kubelet.mirrors import resolve_registry
-    from ecr_kubelet.provider import choose_identity
+    """The pipeline (provider.py) for one image, with what it decided and what it called told step by
+    step: diagnose observes the run, it never re-runs a part of it."""
+    from ecr_kubelet.provider import resolve
     from ecr_kubelet.registry import parse_image
 
     say("image", image)
@@ -131,18 +132,17 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         say("host", f"the image is not valid: {exc}")
         say("result", f"FAILED (exit {EXIT_BAD_INPUT}): the kubelet would not get an answer for it")
         return EXIT_BAD_INPUT
-    registry = resolve_registry(ref, options.mirrors)
-    if registry is None:
+    route = resolve(ref, options, sa_token, annotations)
+    if route is None:
         _explain_foreign(ref.auth_key, ref.normalized_host)
         say("result", "OK: no credentials, correctly (empty auth; the kubelet pulls without plugin credentials)")
         return 0
+    registry, identity = route.registry, route.identity
     mirror = ref.normalized_host != registry.host
     via = f" (mirror {ref.auth_key}, mapped by --mirror)" if mirror else ""
     say("host", f"{ref.auth_key} is {registry.describe()}{via}")
     if registry.kind == "public":
         say("host", "public ECR authenticates only from the aws partition, via ecr-public in us-east-1")
-
-    identity = choose_identity(registry, sa_token, annotations, options)
     _explain_identity(identity, registry, options, sa_token, annotations)
 
     observer = Observer()
@@ -165,27 +165,26 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
 
 def _run(auth_key: str, registry: Registry, identity: Identity, options: Options, observer: Observer,
          run_deadline: Deadline) -> int:
-    from ecr_kubelet.awsapi import new_session
     from ecr_kubelet.provider import NoPublicCredentials, obtain_token
 
-    logs.set_up()
-    session = new_session()
-    creds_ok = _explain_chain(session, identity)
-    _explain_endpoints(session, registry, identity, options)
+    _explain_endpoints(registry, identity, options)
     _explain_cache(registry, identity, options)
     try:
         # No answer of last resort: at the deadline, diagnose reports the failure (on_deadline).
         token, outcome = obtain_token(registry, identity, options, run_deadline, lambda _cached: b"", observer)
     except NoPublicCredentials as exc:
+        _explain_chain(observer, identity)
         _explain_calls(observer)
         say("result", f"OK: no credentials ({exc}); the kubelet pulls anonymously (cacheDuration 1h0m0s)")
         return 0
     except ProviderError as exc:
+        creds_ok = _explain_chain(observer, identity)
         _explain_calls(observer)
         _explain_exchange(observer)
         say("result", f"FAILED (exit {exc.exit_code}): {exc}")
         _failure_hints(exc, observer, identity, registry, creds_ok, options.environ)
         return exc.exit_code
+    _explain_chain(observer, identity)
     _explain_calls(observer)
     _explain_exchange(observer)
     _explain_outcome(outcome)
@@ -266,32 +265,37 @@ def _explain_exchange(observer: Observer) -> None:
             "(ResourceNotFoundException): --sa-without-role decides")
 
 
-def _explain_chain(session: Any, identity: Identity) -> bool:
+def _explain_chain(observer: Observer, identity: Identity) -> bool:
+    """What the run's own resolution of the default chain found (Observer.chain); False if it found none."""
     if identity.mode == "service-account":
         say("chain", "not used: the pod's token is exchanged directly (unsigned AssumeRoleWithWebIdentity)")
         return True
-    from ecr_kubelet.awsapi import translate_error
+    chain = observer.chain
+    if chain is None:
+        reason = "the token came from the cache" if observer.cache == "hit" else "the run ended before it"
+        say("chain", f"not resolved: {reason}")
+        return True
+    if chain.error is not None:
+        from ecr_kubelet.awsapi import translate_error
 
-    try:
-        creds = session.get_credentials()
-    except Exception as exc:
-        say("chain", f"resolving credentials failed: {translate_error(exc, 'the default credential chain')}")
+        say("chain", f"resolving credentials failed: {translate_error(chain.error, 'the default credential chain')}")
         return False
-    if creds is None:
+    if chain.method is None:
         say("chain", "no AWS credentials found (environment, shared files, web identity, container or "
             "instance metadata)")
         return False
-    frozen = creds.get_frozen_credentials()
-    redact.register(frozen.secret_key, frozen.token)
-    key = frozen.access_key or ""
-    shown = f"{key[:4]}...{key[-4:]}" if len(key) >= 12 else "(short key id)"
-    kind = "temporary" if frozen.token else "long-term"
-    say("chain", f"found by the '{creds.method}' provider: {kind} credentials, access key id {shown}")
+    kind = "temporary" if chain.temporary else "long-term"
+    say("chain", f"found by the '{chain.method}' provider: {kind} credentials, access key id {chain.key_hint}")
     return True
 
 
-def _explain_endpoints(session: Any, registry: Registry, identity: Identity, options: Options) -> None:
-    from ecr_kubelet.awsapi import client_config
+def _explain_endpoints(registry: Registry, identity: Identity, options: Options) -> None:
+    """The URL botocore would call for each service (clients made with placeholder keys: naming an
+    endpoint resolves no credentials)."""
+    from ecr_kubelet.awsapi import client_config, new_session
+
+    logs.set_up()
+    session = new_session()
 
     services = [registry.service]
     if identity.mode != "node" or identity.registry_role is not None:

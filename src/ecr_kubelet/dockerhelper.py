@@ -24,9 +24,9 @@ import os
 import sys
 
 from ecr_kubelet import jsoncodec, logs, redact
-from ecr_kubelet.command import record_metrics
+from ecr_kubelet.command import Command, record_metrics
 from ecr_kubelet.deadline import Deadline
-from ecr_kubelet.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, BadInputError, ProviderError
+from ecr_kubelet.errors import EXIT_UNAVAILABLE, BadInputError, ProviderError
 from ecr_kubelet.flags import HELPER_PROG, parse_options
 from ecr_kubelet.observe import Observer
 
@@ -100,25 +100,30 @@ def _main(args: list[str]) -> int:
     if len(args) != 1:
         return _fail(USAGE, EXIT_FAILED)
     verb = "version" if args[0] in ("-v", "--version") else args[0]  # Amazon's helper takes -v
-    try:
-        options = _options()
-    except ProviderError as exc:
-        return _fail(f"{HELPER_PROG}: {exc}", exc.exit_code)
-    except Exception as exc:  # a bug: say what, not where
-        return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
+    # The one error handler of every subcommand (command.py); the protocol wants the line on stdout.
+    command = Command(HELPER_PROG, report=_report)
     observer = Observer()
-    code = _run(verb, options, observer)
-    if verb == "get":  # the only verb that looks anything up
-        record_metrics(options, observer, "docker-helper", code)
-    return code
+
+    def body() -> int:
+        options = _options()
+        command.verbosity = options.verbosity
+        if verb == "get":  # the only verb that looks anything up: counted once its answer is out
+            command.before_exit = lambda code: record_metrics(options, observer, "docker-helper", code)
+        return _run(verb, options, observer)
+
+    return command.run(body)
+
+
+def _report(line: str) -> None:
+    _write(f"{HELPER_PROG}: {_in_helper_terms(line)}".encode() + b"\n")
 
 
 def _run(verb: str, options: Options, observer: Observer) -> int:
-    verbosity = options.verbosity
+    """One verb's answer on stdout; a failure raises, for Command to word."""
     run = _Get(options, observer)
+    logs.configure(options.verbosity, prog=HELPER_PROG, extra_handler=lambda: _log_file(options))
+    _warn_of_cache_dir(options)
     try:
-        logs.configure(verbosity, prog=HELPER_PROG, extra_handler=lambda: _log_file(options))
-        _warn_of_cache_dir(options)
         if verb == "get":
             deadline = Deadline.from_process_start(options.timeout, run.expire)  # stdin, the lock and AWS
             server_url = _read_stdin(deadline)
@@ -144,12 +149,6 @@ def _run(verb: str, options: Options, observer: Observer) -> int:
     except CredentialsNotFound:
         observer.not_found = True
         return _fail(NOT_FOUND, EXIT_FAILED)
-    except ProviderError as exc:
-        return _fail(f"{HELPER_PROG}: {_in_helper_terms(str(exc))}", exc.exit_code)
-    except Exception as exc:  # a bug: say what, not where, unless asked
-        if verbosity:
-            log.exception("internal error")
-        return _fail(f"{HELPER_PROG}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
     _write(output)
     return 0
 

@@ -107,12 +107,10 @@ def answer_request(request: Request, options: Options, deadline: Deadline,
 
 def expire_action(options: Options, observer: Observer, command: Command) -> Callable[[Deadline], NoReturn]:
     """What ends a kubelet run whose deadline passed during something that ignores it (Deadline.backstop):
-    the cached token if the run has one, else the one-line failure; counted in the metrics first."""
+    the cached token if the run has one, else the one-line failure; counted in the metrics after it."""
     def expire(deadline: Deadline) -> NoReturn:
         if deadline.fallback is not None:
             observer.credentials, observer.stale = True, True
-            command.before_exit = None
-            record_metrics(options, observer, "kubelet", 0)
             logs.release_held()
             try:  # noqa: SIM105 (contextlib is not loaded on a hit)
                 sys.stderr.write(f"{PROG}: warning: deadline reached; answering with the cached token, still valid\n")
@@ -121,7 +119,9 @@ def expire_action(options: Options, observer: Observer, command: Command) -> Cal
             try:
                 write_stdout(deadline.fallback)
             except StdoutError as exc:
-                os._exit(command.fail(str(exc), exc.exit_code))
+                os._exit(command.fail(str(exc), exc.exit_code))  # counted by before_exit, as every failure
+            command.before_exit = None
+            record_metrics(options, observer, "kubelet", 0)  # after the answer
             os._exit(0)
         os._exit(command.fail(f"gave up after {deadline.timeout:g}s: the AWS credential source or API did not answer "
                               "in time (--timeout)", EXIT_UNAVAILABLE))

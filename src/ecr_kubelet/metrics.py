@@ -104,10 +104,10 @@ def increments(observer: Observer, mode: str, exit_code: int) -> dict[Key, float
     return add
 
 
-def record(path: StrPath, observer: Observer, mode: str, exit_code: int) -> None:
+def record(path: StrPath, observer: Observer, mode: str, exit_code: int, lock_timeout: float = LOCK_TIMEOUT) -> None:
     """Add this run to the metrics file; any failure is logged as a warning, never raised."""
     try:
-        update(path, increments(observer, mode, exit_code), exit_code == 0, time.time())
+        update(path, increments(observer, mode, exit_code), exit_code == 0, time.time(), lock_timeout)
     except MetricsError as exc:
         log.warning("metrics file %s not updated: %s", path, exc)
     except OSError as exc:
@@ -116,7 +116,8 @@ def record(path: StrPath, observer: Observer, mode: str, exit_code: int) -> None
         log.warning("metrics file %s not updated: %s: %s", path, type(exc).__name__, exc)
 
 
-def update(path: StrPath, add: dict[Key, float], success: bool, now: float) -> None:
+def update(path: StrPath, add: dict[Key, float], success: bool, now: float,
+           lock_timeout: float = LOCK_TIMEOUT) -> None:
     """Read-modify-write the file under its lock: counters are added, the timestamp gauge set."""
     directory, name = os.path.split(os.fspath(path))
     if not name or name in (".", "..") or name.startswith("."):
@@ -125,7 +126,7 @@ def update(path: StrPath, add: dict[Key, float], success: bool, now: float) -> N
     try:
         lock_fd = _open_no_follow(f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600, dir_fd)
         try:
-            _lock(lock_fd)
+            _lock(lock_fd, lock_timeout)
             series = parse(_read(name, dir_fd))
             for key, value in add.items():
                 series[key] = series.get(key, 0.0) + value
@@ -159,15 +160,15 @@ def _open_no_follow(name: str, flags: int, mode: int, dir_fd: int) -> int:
         raise
 
 
-def _lock(fd: int) -> None:
-    deadline = time.monotonic() + LOCK_TIMEOUT
+def _lock(fd: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise MetricsError(f"its lock was held by another run for {LOCK_TIMEOUT:g}s") from None
+                raise MetricsError(f"its lock was held by another run for {timeout:g}s") from None
             time.sleep(_LOCK_POLL)
 
 

@@ -42,8 +42,24 @@ class AwsCall(Value):
         return f"{self.service}:{self.operation}"
 
 
+class Chain(Value):
+    """What botocore's default credential chain found when the pipeline resolved it (for diagnose, which
+    so never resolves the credentials a second time): the provider's method, whether the credentials are
+    temporary, the access key id cut to its ends; or the exception it raised (`error`)."""
+
+    __slots__ = ("error", "key_hint", "method", "temporary")
+    method: str | None  # None: the chain found no credentials (or failed: `error`)
+    temporary: bool
+    key_hint: str
+    error: Exception | None
+
+    def __init__(self, method: str | None, temporary: bool = False, key_hint: str = "",
+                 error: Exception | None = None) -> None:
+        self._init(method=method, temporary=temporary, key_hint=key_hint, error=error)
+
+
 class Observer:
-    __slots__ = ("cache", "calls", "credentials", "not_found", "pod_identity", "stale")
+    __slots__ = ("cache", "calls", "chain", "credentials", "not_found", "pod_identity", "stale")
 
     def __init__(self) -> None:
         self.cache: str | None = None  # "hit" or "miss" once the token cache was consulted
@@ -53,10 +69,30 @@ class Observer:
         self.calls: list[AwsCall] = []
         # What eks-auth answered in pod-identity mode (association, role, subject), for diagnose.
         self.pod_identity: dict[str, str] | None = None
+        self.chain: Chain | None = None  # None: the run never resolved the node's credentials
 
     def attach(self, session: Session) -> None:
-        """Watch every AWS call made through clients created from this session afterwards."""
+        """Watch every AWS call made through clients created from this session afterwards, and what its
+        credential chain finds (session.get_credentials is wrapped on this run's own session object)."""
         session.register("response-received", self._on_response)
+        resolve = session.get_credentials
+
+        def get_credentials() -> Any:
+            try:
+                creds = resolve()
+            except Exception as exc:
+                self.chain = Chain(None, error=exc)
+                raise
+            if creds is None:
+                self.chain = Chain(None)
+            elif self.chain is None or self.chain.method is None:
+                frozen = creds.get_frozen_credentials()
+                key = frozen.access_key or ""
+                hint = f"{key[:4]}...{key[-4:]}" if len(key) >= 12 else "(short key id)"
+                self.chain = Chain(str(getattr(creds, "method", "unknown")), bool(frozen.token), hint)
+            return creds
+
+        session.get_credentials = get_credentials  # type: ignore[method-assign]
 
     def _on_response(self, event_name: str = "", parsed_response: Any = None, exception: Any = None,
                      **_kwargs: Any) -> None:
