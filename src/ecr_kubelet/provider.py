@@ -3,7 +3,7 @@
     image ref -> resolve: mirrors.resolve_registry (ECR hosts, --mirror) -> choose_identity (identity,
                  roles, pod_identity) -> Route(registry, identity), or None: not ours, no credentials
               -> obtain_token: the cache (one flight per key); on a miss fetch_token via AWS
-                 (credentials, tokens, pod_identity), checked against the expiry margin
+                 (credentials, tokens, eks_auth), checked against the expiry margin
 
 Each front end reads its own input (kubelet.py: the request on stdin; dockerhelper.py: a server URL;
 diagnose.py: an image argument), turns it into an image ref (registry.py), and words the token its
@@ -187,8 +187,8 @@ def fetch_token(registry: Registry, identity: Identity, options: Options, deadli
         return tokens.fetch_token(registry, who, session, deadline, options.max_attempts)
 
     if identity.mode == "pod-identity":
-        from ecr_kubelet import pod_identity
+        from ecr_kubelet import eks_auth
 
-        return pod_identity.fetch_token(registry, identity, session, deadline, options.max_attempts, fetch_as,
-                                        observer)
+        return eks_auth.fetch_token(registry, identity, session, deadline, options.max_attempts, fetch_as,
+                                    observer)
     return fetch_as(identity)
