@@ -13,7 +13,8 @@ One port serves:
 * EKS Auth ``AssumeRoleForPodIdentity`` (REST-JSON: ``POST /clusters/{clusterName}/assume-role-for-pod-identity``
   with ``{"token": ...}``, as botocore's eks-auth model declares), answering for the pod identity
   associations set with ``pod_identity_associations``; the credentials it issues belong to the associated
-  role's account (so the stub's ECR attributes their tokens to it)
+  role's account (so the stub's ECR attributes their tokens to it); with ``password_pod_identity_only`` only
+  those credentials get the configured ``password``
 * control endpoints under ``/_stub/``: ``GET /_stub/calls``, ``POST /_stub/reset``,
   ``POST /_stub/config``, ``GET /_stub/health``
 
@@ -86,6 +87,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "delay_seconds": 0.0,  # sleep before answering ECR/ECR Public calls
     "malformed_token": False,  # True -> MALFORMED_TOKEN; a string -> that exact token
     "password": None,  # a string: every token carries this password (a real registry's htpasswd knows it)
+    # True: only callers signing with credentials eks-auth issued get `password`; any other caller's token
+    # carries a random one (a real registry refuses it), so a pull proves the Pod Identity role fetched it.
+    "password_pod_identity_only": False,
     # ECR's GetAuthorizationToken quota, per account and region: {"rate": calls/s, "burst": N}, a
     # token bucket; calls over it get 400 ThrottlingException and consume nothing. None: unlimited.
     "rate_limit": None,
@@ -124,6 +128,7 @@ class IssuedIdentity:
     account_id: str
     arn: str
     user_id: str
+    issuer: str = "sts"  # who issued the key: "sts", "eks-auth", or "static" (not the stub)
 
 
 def _random_id(prefix: str, length: int = 16) -> str:
@@ -286,6 +291,7 @@ class StubState:
             account_id=DEFAULT_ACCOUNT_ID,
             arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:user/stub-user",
             user_id=access_key_id or "anonymous",
+            issuer="static",
         )
 
 
@@ -434,7 +440,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _issue_token(self, service: str, caller: Caller, registry_ids: list[str]) -> tuple[Any, str]:
         cfg = self._state.config()
-        password = cfg["password"] or "stubpw-" + secrets.token_urlsafe(24)
+        password = cfg["password"]
+        if cfg["password_pod_identity_only"] and self._state.identity(caller.access_key_id).issuer != "eks-auth":
+            password = None
+        password = password or "stubpw-" + secrets.token_urlsafe(24)
         malformed = cfg["malformed_token"]
         if isinstance(malformed, str) and malformed:
             token = malformed
@@ -532,7 +541,8 @@ class _Handler(BaseHTTPRequestHandler):
             access_key_id = _random_id("ASIA")
             role_id = _random_id("AROA")
             assumed_arn = f"arn:aws:sts::{account}:assumed-role/{role_name}/{session}"
-            self._state.remember(access_key_id, IssuedIdentity(account, assumed_arn, f"{role_id}:{session}"))
+            self._state.remember(access_key_id, IssuedIdentity(account, assumed_arn, f"{role_id}:{session}",
+                                                                   issuer="eks-auth"))
             record.update(role_arn=role_arn, association_arn=association_arn, issued_access_key_id=access_key_id)
             payload = {
                 "subject": {"namespace": namespace, "serviceAccount": account_name},

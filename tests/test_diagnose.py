@@ -357,3 +357,25 @@ def test_the_credential_chain_is_resolved_once_by_the_run_it_observes(
     assert again.returncode == 0 and lines(again, "chain") == ["not resolved: the token came from the cache"]
     assert runs.read_text().splitlines() == ["run"]
     assert len(stub.calls()) == 1
+
+
+def test_the_eks_auth_endpoint_shown_is_in_the_node_region_from_aws_region(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process, no AWS call: eks-auth is called in the node's region, which AWS_REGION alone may name.
+    from ecr_kubelet import diagnose as diag
+    from ecr_kubelet.models import Identity, PodIdentity
+    from ecr_kubelet.options import Options
+    from ecr_kubelet.registry import classify_host
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EKS_AUTH", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 *diag.PROXY_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    registry = classify_host(HOST)
+    assert registry is not None
+    identity = Identity(mode="pod-identity", web_identity_token="x.y.z",
+                        pod_identity=PodIdentity("my-cluster", "", None))
+    diag._explain_endpoints(registry, identity, Options(environ={"AWS_REGION": "eu-west-1"}))
+    [eks_auth] = [line for line in capsys.readouterr().out.splitlines() if "eks-auth:" in line]
+    assert "eu-west-1" in eks_auth and "us-east-1" not in eks_auth

@@ -190,6 +190,18 @@ def test_sustained_throttling_is_exit_4(run_provider: RunProvider, stub: StubCli
     assert stub.calls("ecr") == []
 
 
+def test_the_node_region_may_come_from_aws_region_alone(
+    run_provider: RunProvider, stub: StubClient, env: dict[str, str]
+) -> None:
+    # AWS_REGION is what the SDKs read first and what the region error asks for; botocore alone ignores it.
+    only = {k: v for k, v in env.items() if k != "AWS_DEFAULT_REGION"}
+    answer(run_provider(pod_request(), env={**only, "AWS_REGION": "eu-central-1"}))
+    [exchange] = stub.calls("eks-auth", "AssumeRoleForPodIdentity")
+    assert (exchange["status"], exchange["region"]) == (200, "eu-central-1")
+    line = failed(run_provider(pod_request("system:serviceaccount:team:builder"), env=only), 2)
+    assert "region is unknown" in line and "AWS_REGION" in line
+
+
 def test_the_eks_auth_endpoint_variable_is_honoured(
     run_provider: RunProvider, stub: StubClient, env: dict[str, str]
 ) -> None:

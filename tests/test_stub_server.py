@@ -212,6 +212,23 @@ def test_eks_auth_answers_the_models_shape_with_credentials_of_the_roles_account
     assert data["proxyEndpoint"] == "https://210987654321.dkr.ecr.us-west-2.amazonaws.com"
 
 
+def test_password_pod_identity_only_gives_the_password_to_eks_auth_credentials_alone(stub: StubClient) -> None:
+    stub.configure(pod_identity_associations={"prod": {"team/puller": POD_ROLE}}, password="known",
+                   password_pod_identity_only=True)
+    jwt = make_jwt("system:serviceaccount:team:puller", aud="pods.eks.amazonaws.com")
+    creds = _client("eks-auth", stub.url).assume_role_for_pod_identity(clusterName="prod", token=jwt)["credentials"]
+    assumed = _client("sts", stub.url).assume_role(RoleArn=POD_ROLE, RoleSessionName="other")["Credentials"]
+    pod = boto3.client("ecr", endpoint_url=stub.url, region_name="us-west-2", aws_access_key_id=creds["accessKeyId"],
+                       aws_secret_access_key=creds["secretAccessKey"], aws_session_token=creds["sessionToken"])
+    role = boto3.client("ecr", endpoint_url=stub.url, region_name="us-west-2",
+                        aws_access_key_id=assumed["AccessKeyId"], aws_secret_access_key=assumed["SecretAccessKey"],
+                        aws_session_token=assumed["SessionToken"])
+    passwords = [_decode(client.get_authorization_token()["authorizationData"][0]["authorizationToken"])[1]
+                 for client in (pod, role, _client("ecr", stub.url, region="us-west-2"))]
+    assert passwords[0] == "known"
+    assert "known" not in passwords[1:] and len(set(passwords)) == 3
+
+
 @pytest.mark.parametrize("settings, cluster, token, code, status", [
     ({}, "prod", make_jwt("system:serviceaccount:team:other", aud="pods.eks.amazonaws.com"),
      "ResourceNotFoundException", 404),

@@ -305,7 +305,9 @@ def _explain_endpoints(registry: Registry, identity: Identity, options: Options)
     for service in services:
         region = registry.region
         if service == "eks-auth":  # called in the node's region
-            region = session.get_config_variable("region") or registry.region
+            from ecr_kubelet.tokens import node_region
+
+            region = node_region(session, options.environ) or registry.region
         try:
             client = session.create_client(service, region_name=region,
                                            config=client_config(service, registry),

@@ -12,7 +12,7 @@ from ecr_kubelet.pod_identity import OPERATION, SERVICE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from botocore.credentials import ReadOnlyCredentials
     from botocore.session import Session
@@ -42,14 +42,14 @@ class Exchanged(Value):
 
 
 def fetch_token(registry: Registry, identity: Identity, session: Session, deadline: Deadline, max_attempts: int,
-                fetch_as: Callable[[Identity], Token], observer: Observer | None = None) -> Token:
+                fetch_as: Callable[[Identity], Token], observer: Observer | None, env: Mapping[str, str]) -> Token:
     """The ECR token of the service account's associated role; for a service account without an
     association, `fetch_as` of the fallback identity (or AuthError under --sa-without-role fail)."""
     from ecr_kubelet import tokens
 
     pod = identity.pod_identity
     assert pod is not None and identity.web_identity_token is not None
-    exchanged = exchange(pod.cluster, identity.web_identity_token, session, deadline, max_attempts)
+    exchanged = exchange(pod.cluster, identity.web_identity_token, session, deadline, max_attempts, env)
     if observer is not None:
         observer.pod_identity = None if exchanged is None else {
             "association": exchanged.association, "role": exchanged.role, "subject": exchanged.subject}
@@ -70,7 +70,7 @@ def fetch_token(registry: Registry, identity: Identity, session: Session, deadli
 
 
 def exchange(cluster: str, token: str, session: Session, deadline: Deadline,
-             max_attempts: int) -> Exchanged | None:
+             max_attempts: int, env: Mapping[str, str]) -> Exchanged | None:
     """AssumeRoleForPodIdentity in the node's region, signed with the node's credentials; None when the
     service account has no association (ResourceNotFoundException). Throttling is retried until the
     deadline like every other call (awsapi); an invalid or expired token is an AuthError (exit 3)."""
@@ -82,7 +82,7 @@ def exchange(cluster: str, token: str, session: Session, deadline: Deadline,
     from ecr_kubelet.awsapi import ClientPool, call_with_retries, client_config
     from ecr_kubelet.models import Registry
 
-    region = node_region(session)
+    region = node_region(session, env)
     # eks-auth has no FIPS or dual-stack variant to follow from the registry: its regional endpoint.
     where = Registry(kind="private", host="", partition="", region=region, account=None)
     clients = ClientPool(lambda config: session.create_client(SERVICE, region_name=region, config=config))
@@ -121,12 +121,15 @@ def exchange(cluster: str, token: str, session: Session, deadline: Deadline,
     )
 
 
-def node_region(session: Session) -> str:
-    """The node's region: botocore's configuration (AWS_REGION, AWS_DEFAULT_REGION, the profile), else the
-    instance's own from instance metadata (as the SDKs' region chain ends)."""
-    region = session.get_config_variable("region")
+def node_region(session: Session, env: Mapping[str, str]) -> str:
+    """The node's region: as the SDKs configure it (tokens.node_region: AWS_REGION, which botocore alone
+    ignores, then AWS_DEFAULT_REGION and the profile), else the instance's own from instance metadata (as
+    the SDKs' region chain ends)."""
+    from ecr_kubelet.tokens import node_region as configured_region
+
+    region = configured_region(session, env)
     if region:
-        return str(region)
+        return region
     from botocore.utils import InstanceMetadataRegionFetcher
 
     try:

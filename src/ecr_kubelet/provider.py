@@ -190,5 +190,5 @@ def fetch_token(registry: Registry, identity: Identity, options: Options, deadli
         from ecr_kubelet import eks_auth
 
         return eks_auth.fetch_token(registry, identity, session, deadline, options.max_attempts, fetch_as,
-                                    observer)
+                                    observer, options.environ)
     return fetch_as(identity)

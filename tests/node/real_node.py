@@ -6,9 +6,10 @@ mount, PID): /etc, /usr and /var are overlays whose changes die with the namespa
 tmpfs, and the ECR host names map to loopback through the overlay's /etc/hosts. Nothing of the
 machine's own /etc, /usr or /var changes. In there run the AWS stub (tests/stub_server.py), Debian's
 docker-registry (htpasswd over TLS, a throwaway CA trusted through containerd's certs.d), Debian's
-containerd + runc, and the kubelet (and, for service-account mode, etcd and kube-apiserver) built by
-tests/node/build-kube. The kubelet's provider configuration is a shipped example, unchanged but for
-the AWS endpoints (its `env`), and the RBAC and workload manifests are the shipped ones.
+containerd + runc, and the kubelet (and, for service-account and Pod Identity modes, etcd and
+kube-apiserver) built by tests/node/build-kube. The kubelet's provider configuration is a shipped
+example, unchanged but for the AWS endpoints (its `env`; one Pod Identity check adds
+--sa-without-role=fail to its `args`), and the RBAC and workload manifests are the shipped ones.
 
 Checks, each proven from the stub's call log, the registry's log, the kubelet's pod status and the
 plugin's metrics file (one increment per run of the plugin):
@@ -20,6 +21,11 @@ plugin's metrics file (one increment per run of the plugin):
   names (AssumeRoleWithWebIdentity), and the pull uses that role's token;
 * a second pull by the same service account uses the kubelet's cache: the registry serves it, the
   plugin does not run, AWS is not called;
+* EKS Pod Identity (the shipped pod-identity.yaml and its RBAC, a service account without annotation):
+  the pod's token (audience pods.eks.amazonaws.com) is exchanged once with AssumeRoleForPodIdentity for
+  the cluster the config names, signed by the node, and ECR is asked with the association's credentials
+  only (the stub gives the registry's password to those alone); a service account without association
+  falls back to the node (its token refused: 401) and, with --sa-without-role=fail, gets no ECR call;
 * the other install routes, each followed by a pull: the single file with deploy/node/install.sh (the
   kubelet's flags from its drop-in), and, after `dpkg -r`, the DaemonSet (the installer image imported
   from the release's OCI archive, the DaemonSet's pod run by the kubelet with the host paths it mounts).
@@ -71,6 +77,11 @@ SINGLE_ACCOUNT = "444455556666"  # pulled from after the single-file install
 SINGLE_HOST = f"{SINGLE_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 DAEMONSET_ACCOUNT = "777788889999"  # pulled from after the DaemonSet's installer ran
 DAEMONSET_HOST = f"{DAEMONSET_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+POD_IDENTITY_ACCOUNT = "135791357913"  # the Pod Identity role's account; its pods pull from its registry
+POD_IDENTITY_HOST = f"{POD_IDENTITY_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+POD_IDENTITY_ROLE = f"arn:aws:iam::{POD_IDENTITY_ACCOUNT}:role/team-b-ecr-pull"
+POD_IDENTITY_REPO, POD_IDENTITY_TAG = "team-b/app", "2.0"
+NODE_KEY = "AKIANODETEST00000001"  # the node's access key id (the kubelet's environment)
 NODE_IMAGE_REPO, NODE_IMAGE_TAG = "team/app", "v1"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 STATUS_LINE = "ecr-kubelet node test: running"  # what tests/node/hello prints
@@ -487,15 +498,18 @@ def provider_config(example: Path, stub_url: str) -> dict[str, Any]:
     for provider in config["providers"]:
         provider["env"] = [*provider.get("env", []),
                            {"name": "AWS_ENDPOINT_URL_ECR", "value": stub_url},
-                           {"name": "AWS_ENDPOINT_URL_STS", "value": stub_url}]
+                           {"name": "AWS_ENDPOINT_URL_STS", "value": stub_url},
+                           {"name": "AWS_ENDPOINT_URL_EKS_AUTH", "value": stub_url}]
     return dict(config)
 
 
 class Kubelet:
     def __init__(self, stack: Stack, kube: Path, name: str, config: dict[str, Any],
-                 provider: dict[str, Any] | list[str], kubeconfig: Path | None = None) -> None:
+                 provider: dict[str, Any] | list[str], kubeconfig: Path | None = None,
+                 node_env: dict[str, str] | None = None) -> None:
         """`provider`: a CredentialProviderConfig (written here; the plugin from the package's BIN_DIR),
-        or the two credential provider flags as an installer configured them."""
+        or the two credential provider flags as an installer configured them. `node_env`: more of the
+        node's environment (what instance metadata would tell the plugin)."""
         self.dir = stack.work / name
         self.dir.mkdir()
         (self.dir / "config.json").write_text(json.dumps(config))
@@ -510,8 +524,8 @@ class Kubelet:
         # The node's identity, as an instance profile would give it; the kubelet hands its environment
         # to the plugin (with the provider's env on top). No metadata service: the chain stops here.
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
-               "AWS_ACCESS_KEY_ID": "AKIANODETEST00000001", "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
-               "AWS_EC2_METADATA_DISABLED": "true", "ECR_KUBELET_METRICS_FILE": METRICS_FILE}
+               "AWS_ACCESS_KEY_ID": NODE_KEY, "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
+               "AWS_EC2_METADATA_DISABLED": "true", "ECR_KUBELET_METRICS_FILE": METRICS_FILE, **(node_env or {})}
         self.log = stack.work / "logs" / f"{name}.log"
         self.proc = stack.start(name, argv, env=env)
         wait_for(f"{name}'s health endpoint", self._healthy, timeout=120)
@@ -660,6 +674,28 @@ class ApiServer:
         status, answer = self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
         return answer if status == 200 and isinstance(answer, dict) else None
 
+    def delete_pods(self, namespace: str) -> None:
+        """Delete the namespace's pods and wait until the kubelet has stopped them (it confirms the deletion)."""
+        status, answer = self.request("GET", f"/api/v1/namespaces/{namespace}/pods")
+        if status != 200:
+            raise Failed(f"listing the pods of {namespace}: {status} {answer}")
+        for pod in answer["items"]:
+            name = pod["metadata"]["name"]
+            status, answer = self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                                          {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 1})
+            if status not in {200, 202, 404}:
+                raise Failed(f"deleting pod {namespace}/{name}: {status} {answer}")
+        wait_for(f"the pods of {namespace} to go", lambda: True if not self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods")[1]["items"] else None)
+
+    def namespace(self, stack: Stack, name: str) -> None:
+        """A namespace with what kube-controller-manager would publish in it (the pods' API access volume
+        reads kube-root-ca.crt)."""
+        self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        ca = (stack.work / "apiserver" / "pki" / "apiserver.crt").read_text()
+        self.create({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "kube-root-ca.crt", "namespace": name}, "data": {"ca.crt": ca}})
+
 
 # ---- the test ----------------------------------------------------------------------------------
 
@@ -729,7 +765,7 @@ def node_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containe
                                                      else _pull_failed(p))(kubelet.pod(f"app-{NODE}")))
     calls = [c for c in stub.calls() if c["action"] == "GetAuthorizationToken" and c["status"] == 200]
     if not any(c["region"] == REGION and c["password"] == password
-               and c["access_key_id"] == "AKIANODETEST00000001" for c in calls):
+               and c["access_key_id"] == NODE_KEY for c in calls):
         raise Failed(f"no GetAuthorizationToken with the node's identity in the stub's log: {calls}")
     if not registry.manifest_fetches(NODE_IMAGE_REPO, NODE_IMAGE_TAG):
         raise Failed("the registry served no manifest of the image")
@@ -887,11 +923,128 @@ def _container_log(work: Path, container: str) -> str | None:
     return None
 
 
-def service_account_mode(stack: Stack, kube: Path, stub: Stub, registry: Registry, containerd: Containerd,
-                         password: str, release: Path) -> None:
+def _eks_cluster_name(provider: dict[str, Any]) -> str:
+    """The cluster the shipped config names (its env), for the stub's associations."""
+    from ecr_kubelet.options import EKS_CLUSTER_NAME_VARIABLE
+
+    (entry,) = provider["providers"]
+    return str(next(e["value"] for e in entry["env"] if e["name"] == EKS_CLUSTER_NAME_VARIABLE))
+
+
+def pod_identity_mode(stack: Stack, kube: Path, api: ApiServer, stub: Stub, registry: Registry,
+                      containerd: Containerd, password: str) -> None:
+    """(f) EKS Pod Identity: the shipped pod-identity.yaml and its RBAC; a service account without a role
+    annotation, whose token (audience pods.eks.amazonaws.com) the plugin exchanges with eks-auth for its
+    association's role. The stub gives the registry's password to eks-auth's credentials alone, so a pull
+    proves the role fetched the token; then a service account without association falls back to the node
+    (its token is refused: 401) and, under --sa-without-role=fail, gets no credentials at all."""
     import yaml
 
-    api = ApiServer(stack, kube)
+    from stub_server import POD_IDENTITY_AUDIENCE
+
+    for obj in yaml.safe_load_all((SA_EXAMPLES / "rbac" / "pod-identity-rbac.yaml").read_text()):
+        api.create(obj)
+    provider = provider_config(SA_EXAMPLES / "pod-identity.yaml", stub.url)
+    cluster = _eks_cluster_name(provider)
+    namespace, associated, unassociated = "team-b", "app-puller", "no-association"
+    stub.configure(pod_identity_associations={cluster: {f"{namespace}/{associated}": POD_IDENTITY_ROLE}},
+                   password_pod_identity_only=True)
+    # eks-auth is called in the node's region: instance metadata would give it; here the node's environment.
+    node_env = {"AWS_REGION": REGION}
+    Kubelet(stack, kube, "kubelet-pod-identity", kubelet_config(stack.work, containerd.socket, stack.cgroup_root,
+                                                                None),
+            provider, kubeconfig=api.kubeconfig, node_env=node_env)
+    wait_for("the node to register", lambda: True if api.request("GET", f"/api/v1/nodes/{NODE}")[0] == 200 else None)
+    api.namespace(stack, namespace)
+    for account in (associated, unassociated):  # no role annotation on either
+        api.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": account, "namespace": namespace}})
+    image = f"{POD_IDENTITY_HOST}/{POD_IDENTITY_REPO}:{POD_IDENTITY_TAG}"
+
+    def pod(name: str, account: str) -> dict[str, Any]:  # no scheduler, no CNI: names its node, host network
+        # Always: every pod pulls, though containerd has the image after the first (a new kubelet would
+        # count it as preloaded and start it without asking for credentials).
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+                "spec": {"serviceAccountName": account, "nodeName": NODE, "hostNetwork": True,
+                         "containers": [{"name": "app", "image": image, "imagePullPolicy": "Always"}]}}
+
+    def pull_refused(name: str) -> tuple[str, str]:
+        return wait_for(f"pod {namespace}/{name}'s image pull error", lambda: (lambda s: s if s[1] in {
+            "ErrImagePull", "ImagePullBackOff"} else None)(container_state(api.pod(namespace, name))))
+
+    # (f) the associated service account: one exchange, then ECR with the association's credentials.
+    mark, started = len(stub.calls()), time.monotonic()
+    api.create(pod("app", associated))
+    wait_for(f"pod {namespace}/app to run", lambda: True if container_state(api.pod(namespace, "app"))[0] == "running"
+             else _pull_failed(api.pod(namespace, "app")))
+    calls = stub.calls()[mark:]
+    subject = f"system:serviceaccount:{namespace}:{associated}"
+    exchanges = [c for c in calls if c["service"] == "eks-auth"]
+    if len(exchanges) != 1:
+        raise Failed(f"expected exactly one AssumeRoleForPodIdentity call, got {exchanges}")
+    (exchange,) = exchanges
+    if (exchange["status"], exchange["cluster"], exchange["region"], exchange["access_key_id"]) != \
+            (200, cluster, REGION, NODE_KEY) or exchange["role_arn"] != POD_IDENTITY_ROLE \
+            or exchange["web_identity"]["sub"] != subject \
+            or POD_IDENTITY_AUDIENCE not in json.dumps(exchange["web_identity"]["aud"]):
+        raise Failed(f"not the exchange of {subject}'s token (audience {POD_IDENTITY_AUDIENCE}) for cluster "
+                     f"{cluster}, signed by the node in {REGION}: {exchange}")
+    ecr = [c for c in calls if c["action"] == "GetAuthorizationToken"]
+    if not ecr or any(c["access_key_id"] != exchange["issued_access_key_id"] or c["status"] != 200
+                      or c["password"] != password or c["registry_ids"] != [POD_IDENTITY_ACCOUNT] for c in ecr):
+        raise Failed(f"ECR was not asked with the association's credentials only: {ecr}")
+    if any(c["action"] == "AssumeRoleWithWebIdentity" for c in calls):
+        raise Failed(f"the plugin used IRSA for a service account without annotation: {calls}")
+    if not registry.manifest_fetches(POD_IDENTITY_REPO, POD_IDENTITY_TAG):
+        raise Failed("the registry served no manifest of the Pod Identity pod's image")
+    log(f"ok: EKS Pod Identity: {subject}'s token (audience {POD_IDENTITY_AUDIENCE}) exchanged once with "
+        f"AssumeRoleForPodIdentity (cluster {cluster}, signed by the node) for {POD_IDENTITY_ROLE}; ECR asked "
+        f"with the association's key only; {image} pulled and runs ({time.monotonic() - started:.1f} s)")
+
+    # (g) a service account without association, shipped default (--sa-without-role node): eks-auth says
+    # 404, the node's credentials fetch the token, and its password is not the registry's.
+    mark = len(stub.calls())
+    api.create(pod("fallback", unassociated))
+    state = pull_refused("fallback")
+    calls = stub.calls()[mark:]
+    other = f"system:serviceaccount:{namespace}:{unassociated}"
+    if not any(c["service"] == "eks-auth" and c["status"] == 404 and c["web_identity"]["sub"] == other
+               for c in calls) or any(c["service"] == "eks-auth" and c["status"] == 200 for c in calls):
+        raise Failed(f"no ResourceNotFoundException from eks-auth for {other}: {calls}")
+    ecr = [c for c in calls if c["action"] == "GetAuthorizationToken"]
+    if not ecr or any(c["access_key_id"] != NODE_KEY or c["password"] == password for c in ecr):
+        raise Failed(f"the service account without association did not fall back to the node's key: {ecr}")
+    log(f"ok: EKS Pod Identity, no association: eks-auth 404 for {other}, then ECR with the node's key, whose "
+        f"token the registry refuses: {state[1]}")
+    api.delete_pods(namespace)
+    stack.stop("kubelet-pod-identity")
+
+    # (h) the same, with the config's args adding --sa-without-role=fail: no credentials, no ECR call.
+    (entry,) = provider["providers"]
+    entry["args"] = [*entry.get("args", []), "--sa-without-role", "fail"]
+    kubelet = Kubelet(stack, kube, "kubelet-pod-identity-fail", kubelet_config(stack.work, containerd.socket,
+                                                                               stack.cgroup_root, None),
+                      provider, kubeconfig=api.kubeconfig, node_env=node_env)
+    mark, runs = len(stub.calls()), plugin_runs()
+    api.create(pod("refused", unassociated))
+    state = pull_refused("refused")
+    calls = stub.calls()[mark:]
+    if plugin_runs() <= runs or not any(c["service"] == "eks-auth" and c["status"] == 404 for c in calls) \
+            or any(c["action"] == "GetAuthorizationToken" or c["status"] == 200 for c in calls):
+        raise Failed(f"--sa-without-role=fail: expected eks-auth 404 and no ECR call: {calls}")
+    wait_for("the kubelet to log the plugin's refusal", lambda: kubelet_log_has(
+        kubelet, "ecr-credential-provider", POD_IDENTITY_HOST, "exit status 3"))
+    log(f"ok: EKS Pod Identity, no association, --sa-without-role=fail: eks-auth 404, the plugin exits 3 (the "
+        f"kubelet logs it), no ECR call, {state[1]}")
+    api.delete_pods(namespace)
+    stack.stop("kubelet-pod-identity-fail")
+    stub.configure(password_pod_identity_only=False)
+
+
+def service_account_mode(stack: Stack, kube: Path, api: ApiServer, stub: Stub, registry: Registry,
+                         containerd: Containerd, password: str, release: Path) -> None:
+    import yaml
+
     for obj in yaml.safe_load_all((SA_EXAMPLES / "rbac" / "service-account-rbac.yaml").read_text()):
         api.create(obj)
     provider = provider_config(SA_EXAMPLES / "service-account.yaml", stub.url)
@@ -904,11 +1057,7 @@ def service_account_mode(stack: Stack, kube: Path, stub: Stub, registry: Registr
     pod = next(o for o in workload if o["kind"] == "Pod")
     namespace = account["metadata"]["namespace"]
     role = account["metadata"]["annotations"]["eks.amazonaws.com/ecr-role-arn"]
-    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    # What kube-controller-manager would publish (the pod's API access volume reads it).
-    ca = (stack.work / "apiserver" / "pki" / "apiserver.crt").read_text()
-    api.create({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "kube-root-ca.crt", "namespace": namespace}, "data": {"ca.crt": ca}})
+    api.namespace(stack, namespace)
     api.create(account)
     # No scheduler and no CNI: the pod names its node and uses the host's network.
     pod["spec"].update(nodeName=NODE, hostNetwork=True)
@@ -977,7 +1126,8 @@ def work_directory(keep: bool) -> Iterator[Path]:
 
 
 def inside(args: argparse.Namespace) -> int:
-    hosts = [NODE_HOST, WRONG_HOST, SINGLE_HOST, DAEMONSET_HOST, "210987654321.dkr.ecr.us-west-2.amazonaws.com"]
+    hosts = [NODE_HOST, WRONG_HOST, SINGLE_HOST, DAEMONSET_HOST, POD_IDENTITY_HOST,
+             "210987654321.dkr.ecr.us-west-2.amazonaws.com"]
     password = "node-test-" + secrets.token_hex(12)
     failed = False
     with work_directory(args.keep) as work:
@@ -996,12 +1146,15 @@ def inside(args: argparse.Namespace) -> int:
                                                   "message.txt": (b"pulled from a private registry\n", 0o644)})
             registry.push(NODE_IMAGE_REPO, NODE_IMAGE_TAG, app_manifest, app_blobs)
             registry.push("team-a/app", "1.4.2", app_manifest, app_blobs)
+            registry.push(POD_IDENTITY_REPO, POD_IDENTITY_TAG, app_manifest, app_blobs)
             containerd = Containerd(stack, registry, hosts)
             oci_archive(work / "pause.tar", PAUSE_IMAGE, pause_manifest, pause_blobs)
             run(containerd.ctr("images", "import", str(work / "pause.tar")))
             node_mode(stack, args.kube, stub, registry, containerd, password)
             single_file_route(stack, args.kube, stub, containerd, args.release)
-            service_account_mode(stack, args.kube, stub, registry, containerd, password, args.release)
+            api = ApiServer(stack, args.kube)
+            pod_identity_mode(stack, args.kube, api, stub, registry, containerd, password)
+            service_account_mode(stack, args.kube, api, stub, registry, containerd, password, args.release)
         except Exception as exc:  # every failure ends in the same report and the same clean-up
             failed = True
             log(f"FAILED: {exc}" if isinstance(exc, Failed) else f"FAILED: {traceback.format_exc()}")
