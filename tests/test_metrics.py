@@ -253,3 +253,42 @@ def test_the_module_loads_neither_logging_nor_pathlib() -> None:
     env = {**os.environ, "PYTHONPATH": src}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out == "[]\n"
+
+
+# ---- the lock: bounded by the caller's deadline (in process) -----------------------------------------
+
+
+@pytest.mark.parametrize(("given", "waited"), [(3.25, 3.25), (0.0, 0.0), (-2.0, -2.0), (60.0, metrics.LOCK_TIMEOUT)])
+def test_the_lock_wait_is_bounded_by_the_callers_remaining_deadline(
+    metrics_dir: Path, monkeypatch: pytest.MonkeyPatch, given: float, waited: float
+) -> None:
+    from ecr_kubelet import private_files
+
+    timeouts: list[float] = []
+
+    def wait_runs_out(_fd: int, timeout: float, **_kwargs: Any) -> bool:
+        timeouts.append(timeout)
+        return False
+
+    monkeypatch.setattr(private_files, "lock", wait_runs_out)
+    with pytest.raises(metrics.MetricsError, match="held by another run"):
+        metrics.update(metrics_dir / "ecr.prom", {}, True, 1.0, lock_timeout=given)
+    assert timeouts == [waited]
+    assert not (metrics_dir / "ecr.prom").exists()
+
+
+def test_a_held_lock_with_no_time_left_is_a_warning_at_once(
+    metrics_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fcntl
+
+    from ecr_kubelet.observe import Observer
+
+    holder = os.open(metrics_dir / ".ecr.prom.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        metrics.record(metrics_dir / "ecr.prom", Observer(), "kubelet", 0, lock_timeout=0.0)  # never raises
+    finally:
+        os.close(holder)
+    assert "not updated" in caplog.text and "held by another run" in caplog.text
+    assert not (metrics_dir / "ecr.prom").exists()
