@@ -92,6 +92,14 @@ class RunProvider(Protocol):
     ) -> subprocess.CompletedProcess[str]: ...
 
 
+def blocked_waiters(path: Path) -> int:
+    """Processes blocked waiting for a lock on `path` (the kernel's /proc/locks lists them with `->`): the
+    event a test waits for before it lets a lock go, instead of a guessed delay."""
+    inode = path.stat().st_ino
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines()
+               if "->" in line and line.split()[-3].endswith(f":{inode}"))
+
+
 def require_tool(name: str, found: str | None) -> str:
     """A tool a test needs: its path, else a skip locally and a failure in CI (scripts/setup installs it)."""
     import os

@@ -15,17 +15,16 @@ import resource
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ecr_kubelet import cache as cache_mod
+from ecr_kubelet import private_files
 from ecr_kubelet.cache import (
     ENTRY_VERSION,
     TokenCache,
@@ -35,7 +34,7 @@ from ecr_kubelet.cache import (
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.freshness import Freshness
 from ecr_kubelet.models import Token
-from helpers import RunProvider, StubClient, make_request
+from helpers import RunProvider, StubClient, blocked_waiters, make_request
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -446,28 +445,25 @@ def test_waiter_uses_the_token_stored_by_the_lock_holder(cache_dir: Path, lock_w
 def test_a_waiter_whose_wait_runs_out_fails_and_never_fetches_itself(
         cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """However long the holder's fetch takes (throttling retried until its deadline), a waiter never
-    calls AWS beside it: at the end of its own wait it fails, unavailable."""
-    clock = [0.0]
+    calls AWS beside it: at the end of its own wait (private_files.lock, given its lock_timeout) it
+    fails, unavailable."""
+    timeouts: list[float] = []
 
-    def sleep(seconds: float) -> None:
-        clock[0] += seconds
+    def wait_runs_out(fd: int, timeout: float, **_kwargs: Any) -> bool:
+        timeouts.append(timeout)
+        return False
 
-    monkeypatch.setattr(cache_mod, "time", SimpleNamespace(time=time.time, monotonic=lambda: clock[0], sleep=sleep))
-    monkeypatch.setattr(cache_mod, "_block", lambda _fd, _timeout: None)  # the polling wait, as in a thread
-    holder = _hold_lock(cache_dir)
+    monkeypatch.setattr(private_files, "lock", wait_runs_out)
     fetch = Fetcher(make_token())
-    try:
-        with pytest.raises(UnavailableError):
-            TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=7.5)
-    finally:
-        os.close(holder)
+    with pytest.raises(UnavailableError):
+        TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=7.5)
     assert fetch.calls == 0
-    assert 7.5 <= clock[0] < 7.5 + 0.1  # it waited exactly the timeout on its clock
+    assert timeouts == [7.5]  # it waited its own timeout
 
 
 def test_a_waiter_whose_wait_runs_out_serves_a_still_valid_token(
         cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache_mod, "_block", lambda _fd, _timeout: False)  # the wait runs out at once
+    monkeypatch.setattr(private_files, "lock", lambda _fd, _timeout, **_kwargs: False)  # the wait runs out at once
     stale = make_token(lifetime=3600, age=2000)
     TokenCache(cache_dir, FRESH).store(KEY, stale)
     holder = _hold_lock(cache_dir)
@@ -479,62 +475,27 @@ def test_a_waiter_whose_wait_runs_out_serves_a_still_valid_token(
     assert fetch.calls == 0
 
 
-def _blocked_waiters(path: Path) -> int:
-    """Processes blocked waiting for a lock on `path` (the kernel's /proc/locks lists them with `->`)."""
-    inode = path.stat().st_ino
-    return sum(1 for line in Path("/proc/locks").read_text().splitlines()
-               if "->" in line and line.split()[-3].endswith(f":{inode}"))
-
-
-def test_a_blocked_wait_ends_when_the_holder_lets_go(cache_dir: Path) -> None:
+def test_a_waiter_takes_the_lock_the_moment_the_holder_lets_go(cache_dir: Path) -> None:
+    """The kernel wait (the main thread): no fetch beside the holder, the holder's token once it is done."""
     holder = _hold_lock(cache_dir)
     lock = cache_dir / f"{KEY}.lock"
-    fd = os.open(lock, os.O_RDWR)
+    stored = make_token(password="from-the-holder")
 
     def release_once_blocked() -> None:
-        while _blocked_waiters(lock) == 0:  # an event the kernel reports, not a guessed delay
+        while not blocked_waiters(lock):  # an event the kernel reports, not a guessed delay
             time.sleep(0.001)
+        TokenCache(cache_dir, FRESH).store(KEY, stored)
         os.close(holder)
 
     releaser = threading.Thread(target=release_once_blocked)
     releaser.start()
+    fetch = Fetcher(make_token(password="should-not-be-fetched"))
     try:
-        started = time.monotonic()
-        assert cache_mod._block(fd, 30.0) is True  # the main thread: a kernel wait, not polling
-        assert time.monotonic() - started < 25
+        assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=60) == (stored, "hit")
     finally:
         releaser.join(30)
-        os.close(fd)
+    assert fetch.calls == 0
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
-
-
-def test_a_blocked_wait_gives_up_at_its_timeout_and_leaves_no_timer(cache_dir: Path) -> None:
-    holder = _hold_lock(cache_dir)
-    fd = os.open(cache_dir / f"{KEY}.lock", os.O_RDWR)
-    try:
-        started = time.monotonic()
-        assert cache_mod._block(fd, 0.2) is False
-        assert time.monotonic() - started >= 0.2
-    finally:
-        os.close(fd)
-        os.close(holder)
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
-
-
-def test_a_running_timer_or_another_thread_means_polling(cache_dir: Path) -> None:
-    fd = os.open(cache_dir / "some.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 60)  # diagnose's backstop, say
-        try:
-            assert cache_mod._block(fd, 1.0) is None
-            assert signal.getitimer(signal.ITIMER_REAL)[0] > 50  # untouched
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        thread, outcome = _in_thread(lambda: cache_mod._block(fd, 1.0))
-        thread.join(30)
-        assert outcome == [None]
-    finally:
-        os.close(fd)
 
 
 def test_lock_files_are_private(cache_dir: Path) -> None:
@@ -553,7 +514,7 @@ def test_failing_writes_are_warned_and_the_token_still_returned(
     def read_only(*_args: Any, **_kwargs: Any) -> tuple[int, str]:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(private_files, "_create_temp", read_only)
     token = make_token()
     fetch = Fetcher(token)
     assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=1) == (token, "fetched")

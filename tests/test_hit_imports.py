@@ -64,7 +64,7 @@ def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(
 ) -> None:
     command, not_on_a_hit = install
     # The default chain's last source, the usual one on EKS nodes: the role is read from instance
-    # metadata on every run (the cache key names it), over a plain socket (node_source._plain_http).
+    # metadata on every run (the cache key names it), over a plain socket (metadata.plain_http).
     from metadata_server import MetadataServer
 
     metadata = MetadataServer().start()

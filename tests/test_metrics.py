@@ -294,3 +294,41 @@ def test_a_held_metrics_lock_never_delays_the_answer_at_the_deadline(
     assert json.loads(result.stdout)["auth"][HOST]["password"] == cached
     assert took < 4 + metrics.LOCK_TIMEOUT  # the metrics lock's own 10 s wait would come on top
     assert "not updated" in result.stderr and cached not in result.stderr
+
+# ---- the lock: bounded by the caller's deadline (in process) -----------------------------------------
+
+
+@pytest.mark.parametrize(("given", "waited"), [(3.25, 3.25), (0.0, 0.0), (-2.0, -2.0), (60.0, metrics.LOCK_TIMEOUT)])
+def test_the_lock_wait_is_bounded_by_the_callers_remaining_deadline(
+    metrics_dir: Path, monkeypatch: pytest.MonkeyPatch, given: float, waited: float
+) -> None:
+    from ecr_kubelet import private_files
+
+    timeouts: list[float] = []
+
+    def wait_runs_out(_fd: int, timeout: float, **_kwargs: Any) -> bool:
+        timeouts.append(timeout)
+        return False
+
+    monkeypatch.setattr(private_files, "lock", wait_runs_out)
+    with pytest.raises(metrics.MetricsError, match="held by another run"):
+        metrics.update(metrics_dir / "ecr.prom", {}, True, 1.0, lock_timeout=given)
+    assert timeouts == [waited]
+    assert not (metrics_dir / "ecr.prom").exists()
+
+
+def test_a_held_lock_with_no_time_left_is_a_warning_at_once(
+    metrics_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fcntl
+
+    from ecr_kubelet.observe import Observer
+
+    holder = os.open(metrics_dir / ".ecr.prom.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        metrics.record(metrics_dir / "ecr.prom", Observer(), "kubelet", 0, lock_timeout=0.0)  # never raises
+    finally:
+        os.close(holder)
+    assert "not updated" in caplog.text and "held by another run" in caplog.text
+    assert not (metrics_dir / "ecr.prom").exists()

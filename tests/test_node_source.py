@@ -213,117 +213,6 @@ def test_a_fifo_as_a_config_file_neither_blocks_nor_names_an_identity(
     assert len(result) == 1 and getattr(result[0], "fingerprint", "") is None
 
 
-# ---- the metadata HTTP exchange: the plain-socket path against http.client ---------------------------
-
-class RawServer:
-    """Answers every connection with the same raw bytes, whatever it was asked, then closes it (or, with
-    `keep_open`, waits for the client to close it first, as a server that ignores `Connection: close`)."""
-
-    def __init__(self, answer: bytes, keep_open: bool = False) -> None:
-        import socket
-
-        self.answer = answer
-        self.keep_open = keep_open
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.requests: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            with connection:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data)
-                connection.sendall(self.answer)
-                while self.keep_open and connection.recv(4096):
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def both(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[object, object]:
-    from ecr_kubelet import node_source
-
-    return (node_source._plain_http(method, url, headers or {}, 2.0),
-            node_source._http_client(method, url, headers or {}, 2.0))
-
-
-def test_plain_http_agrees_with_http_client_on_instance_metadata(metadata: MetadataServer) -> None:
-    token, token_client = both("PUT", metadata.url + "/latest/api/token",
-                               {"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
-    assert isinstance(token, bytes) and token and isinstance(token_client, bytes)
-    headers = {"X-aws-ec2-metadata-token": token.decode()}
-    listing = both("GET", metadata.url + "/latest/meta-data/iam/security-credentials/", headers)
-    assert listing[0] == listing[1] == metadata.role.encode()
-    assert both("GET", metadata.url + "/no/such/path", headers) == (None, None)
-
-
-@pytest.mark.parametrize(("answer", "plain"), [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nrole1", b"role1"),
-    (b"HTTP/1.0 200 OK\r\n\r\nrole2", b"role2"),  # no length: up to the end
-    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!", None),
-    # cut short: no answer, where http.client's read(amt) returns the part it got
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", "cut"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nrole3\r\n0\r\n\r\n", "unsure"),
-    (b"garbage", "unsure"),
-])
-def test_plain_http_answers_as_http_client_or_leaves_it_to_it(answer: bytes, plain: object) -> None:
-    from ecr_kubelet import node_source
-
-    server = RawServer(answer)
-    try:
-        ours, theirs = both("GET", server.url + "/x")
-        expected = {"unsure": node_source._UNSURE, "cut": None}.get(plain, plain)  # type: ignore[call-overload]
-        assert ours == expected
-        if plain not in ("unsure", "cut"):
-            assert ours == theirs  # what http.client makes of the same bytes
-        assert node_source._http("GET", server.url + "/x", {}, 2.0) == (theirs if plain == "unsure" else expected)
-        assert server.requests[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:")
-    finally:
-        server.close()
-
-
-def test_plain_http_reads_no_further_than_the_body_when_the_server_keeps_the_connection() -> None:
-    from ecr_kubelet import node_source
-
-    server = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", keep_open=True)
-    try:
-        # Waiting for the server to close would end at the timeout with no answer.
-        assert node_source._plain_http("GET", server.url + "/x", {}, 5.0) == b"{}"
-    finally:
-        server.close()
-
-
-def test_plain_http_never_sends_a_header_that_could_split_the_request() -> None:
-    from ecr_kubelet import node_source
-
-    server = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    try:
-        answer = node_source._plain_http("GET", server.url + "/x", {"X-Token": "a\r\nX-Evil: 1"}, 2.0)
-        assert answer is node_source._UNSURE and server.requests == []
-    finally:
-        server.close()
-
-
-def test_plain_http_takes_only_ip_literal_http_endpoints() -> None:
-    from ecr_kubelet import node_source
-
-    for url in ("https://127.0.0.1/x", "http://localhost:9/x", "http://[::1/x", "http://127.0.0.1:99999/x",
-                "http://127.0.0.1:9/\u00e9", "http://127.0.0.1:9/a b"):
-        assert node_source._plain_http("GET", url, {}, 0.5) is node_source._UNSURE, url
-    assert node_source._plain_http("GET", "http://127.0.0.1:9/x", {}, 0.5) is None  # nothing listens there
-
-
 # ---- the prediction against botocore's own chain, over generated environments and files ----------------
 
 _UNSET = None
@@ -604,7 +493,7 @@ def path_server() -> Iterator[PathServer]:
 def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
     path_server: PathServer, token: bytes, listing: bytes, info: bytes
 ) -> None:
-    from ecr_kubelet import node_source
+    from ecr_kubelet import metadata, node_source
 
     path_server.answers = {"/latest/api/token": token, "/latest/meta-data/iam/security-credentials/": listing,
                            "/latest/meta-data/iam/info": info}
@@ -615,7 +504,7 @@ def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
     chain = node_source._Chain(env)
     try:
         name: str | None = chain._instance_metadata()
-    except (node_source._Unnamed, node_source._NoCredentials):
+    except (metadata.Unnamed, metadata.NoCredentials):
         name = None
     source = resolve_node_source(env)
     assert not source.reason.startswith("naming the node identity failed"), source.reason  # a defect
@@ -633,18 +522,6 @@ def test_white_space_for_the_role_list_is_not_cacheable(path_server: PathServer)
     assert source.fingerprint is None and not source.no_credentials and "role name" in source.reason
 
 
-@pytest.mark.parametrize(("endpoint", "plain"), [
-    ("http://127.0.0.1:9", True), ("http://127.0.0.1:9/", True), ("http://[fd00:ec2::254]", True),
-    ("https://imds.example:443", True), ("not a url", False), ("http://", False), ("http://x/y", False),
-    ("http://x?y", False), ("ftp://x", False), ("http://u@x", False), ("http://x:0", False),
-    ("http://x:99999", False), ("http://[::1", False), ("http://[::1]x", False), ("http://\u00e9", False),
-])
-def test_only_a_plain_metadata_endpoint_is_followed(endpoint: str, plain: bool) -> None:
-    from ecr_kubelet.node_source import _plain_endpoint
-
-    assert _plain_endpoint(endpoint) is plain
-
-
 def test_metadata_that_never_answers_ends_at_the_timeout_as_no_credentials() -> None:
     import socket
 
@@ -654,3 +531,15 @@ def test_metadata_that_never_answers_ends_at_the_timeout_as_no_credentials() -> 
                                       "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": url,
                                       "AWS_METADATA_SERVICE_TIMEOUT": "1"})
     assert source.fingerprint is None and source.no_credentials
+
+
+def test_metadata_past_the_deadline_is_not_cacheable_and_not_asked(metadata: MetadataServer) -> None:
+    """Out of time is not "no credentials": botocore decides, and nothing waits for the endpoint."""
+    from ecr_kubelet.deadline import Deadline
+
+    env = {"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "", "BOTO_CONFIG": "",
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": metadata.url}
+    before = len(metadata.requests)
+    source = resolve_node_source(env, Deadline(0.0))
+    assert source.fingerprint is None and not source.no_credentials and len(metadata.requests) == before
+    assert resolve_node_source(env, Deadline(30.0)).method == "iam-role"

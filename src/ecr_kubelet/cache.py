@@ -15,14 +15,11 @@ this is the cache-hit path.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import math
 import os
-import stat
 import time
 
-from ecr_kubelet import jsoncodec, logs, redact
+from ecr_kubelet import jsoncodec, logs, private_files, redact
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.hashing import sha256
 from ecr_kubelet.models import CLOCK_SKEW, MAX_PASSWORD, MAX_TOKEN_LIFETIME, MAX_USERNAME, Token, is_token_text
@@ -49,7 +46,6 @@ _MAX_ATTEMPTS_BYTES = 1024
 _ERRORS_BY_CODE: dict[str, type[ProviderError]] = {
     str(kind.exit_code): kind for kind in (ProviderError, BadInputError, AuthError, UnavailableError)
 }
-_LOCK_POLL_SECONDS = 0.02
 # Temp files of writers killed mid-write are removed once they are this old.
 _STALE_TEMP_SECONDS = 600.0
 
@@ -192,7 +188,7 @@ class TokenCache:
         """(fetches finished so far, the last one's error if it failed); (0, None) if unknown."""
         if self.directory is None:
             return 0, None
-        raw = _read_private_file(self._path(key, ".attempts"), _MAX_ATTEMPTS_BYTES)
+        raw = private_files.read_usable(self._path(key, ".attempts"), _MAX_ATTEMPTS_BYTES, private=True)
         if raw is None:
             return 0, None
         count, _, rest = raw.decode("utf-8", "replace").partition(" ")
@@ -247,9 +243,11 @@ class TokenCache:
     def _read(self, key: str) -> Token | None:
         path = self._path(key, ".json")
         try:
-            raw = _read_private_file(path, _MAX_ENTRY_BYTES + 1, strict=True)
-        except _UnusableFile as exc:
-            self._warn_once(key, "ignoring %s cache entry %s%s", exc.what, os.path.basename(path), exc.detail)
+            raw = private_files.read_file(path, _MAX_ENTRY_BYTES, private=True)
+        except private_files.TooLarge:
+            raw = b""  # not an entry we wrote: reported as one that does not decode
+        except private_files.UnusableFile as exc:
+            self._warn_once(key, "ignoring %s cache entry %s: %s", exc.what, os.path.basename(path), exc.reason)
             return None
         if raw is None:
             return None
@@ -271,24 +269,10 @@ class TokenCache:
         self._write_file(key, ".json", body)
 
     def _write_file(self, key: str, suffix: str, body: bytes) -> None:
-        """Atomically replace the key's file: temp file (0600), fsync, rename, fsync the directory."""
-        import tempfile
-        from contextlib import suppress  # writes happen on a miss only: a hit does not load these
-
+        """Atomically replace the key's file (private_files.write_file: 0600, fsync, rename)."""
         assert self.directory is not None
         _remove_stale_temp_files(self.directory)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=suffix)  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._path(key, suffix))
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_directory(self.directory)
+        private_files.write_file(self.directory, f"{key}{suffix}", body)
 
     def _lock(self, key: str, timeout: float) -> int | None:
         """Take the key's inter-process lock, waiting at most `timeout` seconds; the open lock file,
@@ -297,14 +281,11 @@ class TokenCache:
         if self.directory is None:
             return None
         try:
-            # O_NONBLOCK: a FIFO planted at the path must not block us; then it must be a plain file.
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            fd = os.open(self._path(key, ".lock"), flags, 0o600)
+            fd = private_files.open_lock(self._path(key, ".lock"))
         except OSError as exc:
             log.warning("cannot open the cache lock: %s; going on without it", exc.strerror)
             return None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+        except private_files.UnusableFile:
             log.warning("cannot use the cache lock: it is not a regular file; going on without it")
             return None
         acquired = _acquire(fd, timeout)
@@ -320,81 +301,18 @@ class TokenCache:
 
 
 def _acquire(fd: int, timeout: float) -> bool | None:
-    """Take the lock, waiting at most `timeout` seconds: blocked in the kernel where this thread can
-    take a timer signal, else polling. True: locked; False: the wait ran out; None: this file system
-    cannot lock (warned), so the run goes on without the lock rather than fail the pull."""
+    """Take the lock, waiting at most `timeout` seconds (private_files.lock). True: locked; False: the
+    wait ran out; None: this file system cannot lock (warned), so the run goes on without the lock
+    rather than fail the pull."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        pass
+        return private_files.lock(fd, timeout, waiting=_waiting)
     except OSError as exc:  # e.g. ENOLCK where the file system has no flock: never fail the pull
         log.warning("cannot lock the token cache: %s; going on without the lock", exc.strerror)
         return None
+
+
+def _waiting() -> None:
     log.info("another run is fetching this token; waiting for it")
-    try:
-        acquired = _block(fd, timeout)
-        if acquired is None:
-            acquired = _poll(fd, timeout)
-    except OSError as exc:
-        log.warning("cannot lock the token cache: %s; going on without the lock", exc.strerror)
-        return None
-    return acquired
-
-
-class _WaitOver(Exception):
-    """The timer of a blocked lock wait went off."""
-
-
-def _wait_over(_signum: int, _frame: object) -> None:
-    raise _WaitOver
-
-
-def _block(fd: int, timeout: float) -> bool | None:
-    """Wait for the lock in the kernel, which wakes us the moment its holder lets go; a one-shot
-    timer signal ends the wait. None where that cannot be done: in a thread other than the main one,
-    or while another timer runs (diagnose's backstop), whose signal this must not take.
-
-    At node boot dozens of processes wait here for one fetch: blocked, they leave the CPU to the
-    process that fetches (polling, they slowed it by a third on two cores). `_signal` is signal's C
-    module: signal.py would load enum (about 4 ms) into every waiter.
-    """
-    if TYPE_CHECKING:
-        import signal as _signal  # the same functions, typed
-    else:
-        import _signal
-
-    if timeout <= 0:
-        return False
-    if _signal.getitimer(_signal.ITIMER_REAL)[0] > 0:
-        return None
-    try:
-        previous = _signal.signal(_signal.SIGALRM, _wait_over)
-    except ValueError:  # not the main thread
-        return None
-    try:
-        _signal.setitimer(_signal.ITIMER_REAL, timeout)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # EINTR from the timer raises _WaitOver (PEP 475)
-            return True
-        finally:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-    except _WaitOver:
-        return False  # even if the lock came a moment before the timer: we go on as if without it
-    finally:
-        _signal.signal(_signal.SIGALRM, previous)
-
-
-def _poll(fd: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_LOCK_POLL_SECONDS)
 
 
 def _remove_stale_temp_files(directory: str) -> None:
@@ -409,60 +327,9 @@ def _remove_stale_temp_files(directory: str) -> None:
                     os.unlink(entry.path)
 
 
-class _UnusableFile(Exception):
-    def __init__(self, what: str, detail: str = "") -> None:
-        super().__init__(what)
-        self.what = what
-        self.detail = detail
-
-
 def _one_line(text: str, limit: int = 400) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _read_private_file(path: str, limit: int, *, strict: bool = False) -> bytes | None:
-    """Up to `limit` bytes of a regular file private to us; None if it is absent or (unless
-    `strict`, which raises _UnusableFile) unusable.
-
-    Opened without following links and without blocking: a FIFO or device planted at the path must
-    neither block the run nor be read.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT or not strict:
-            return None
-        raise _UnusableFile("unreadable", f": {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            problem = _UnusableFile("unusable", ": not a regular file")
-        elif info.st_uid != os.geteuid() or info.st_mode & 0o077:
-            problem = _UnusableFile("unusable", ": not private to this user")
-        else:
-            return _read_at_most(fd, limit)
-    except OSError as exc:
-        problem = _UnusableFile("unreadable", f": {exc.strerror}")
-    finally:
-        os.close(fd)
-    if strict:
-        raise problem
-    return None
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        chunk = os.read(fd, remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
 
 
 def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
@@ -503,17 +370,6 @@ _ENTRY_FIELDS = frozenset({"version", "key", "username", "password", "expires_at
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _fsync_directory(directory: str) -> None:
-    from contextlib import suppress
-
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # `.host` and `log`: the Docker helper's notes of the registries it served (for `list`) and its log.

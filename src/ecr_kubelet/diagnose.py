@@ -132,19 +132,6 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
         say("host", f"the image is not valid: {exc}")
         say("result", f"FAILED (exit {EXIT_BAD_INPUT}): the kubelet would not get an answer for it")
         return EXIT_BAD_INPUT
-    route = resolve(ref, options, sa_token, annotations)
-    if route is None:
-        _explain_foreign(ref.auth_key, ref.normalized_host)
-        say("result", "OK: no credentials, correctly (empty auth; the kubelet pulls without plugin credentials)")
-        return 0
-    registry, identity = route.registry, route.identity
-    mirror = ref.normalized_host != registry.host
-    via = f" (mirror {ref.auth_key}, mapped by --mirror)" if mirror else ""
-    say("host", f"{ref.auth_key} is {registry.describe()}{via}")
-    if registry.kind == "public":
-        say("host", "public ECR authenticates only from the aws partition, via ecr-public in us-east-1")
-    _explain_identity(identity, registry, options, sa_token, annotations)
-
     observer = Observer()
 
     def on_deadline(_expired: Deadline) -> NoReturn:
@@ -159,6 +146,19 @@ def diagnose(image: str, options: Options, sa_token: str | None, annotations: di
 
     # Resolving credentials may hang too (instance metadata, a credential_process): all under the deadline.
     run_deadline = Deadline.from_process_start(options.timeout, on_deadline)
+    route = resolve(ref, options, sa_token, annotations, run_deadline)
+    if route is None:
+        _explain_foreign(ref.auth_key, ref.normalized_host)
+        say("result", "OK: no credentials, correctly (empty auth; the kubelet pulls without plugin credentials)")
+        return 0
+    registry, identity = route.registry, route.identity
+    mirror = ref.normalized_host != registry.host
+    via = f" (mirror {ref.auth_key}, mapped by --mirror)" if mirror else ""
+    say("host", f"{ref.auth_key} is {registry.describe()}{via}")
+    if registry.kind == "public":
+        say("host", "public ECR authenticates only from the aws partition, via ecr-public in us-east-1")
+    _explain_identity(identity, registry, options, sa_token, annotations)
+
     with run_deadline.backstop():
         return _run(ref.auth_key, registry, identity, options, observer, run_deadline)
 

@@ -194,7 +194,7 @@ class _Get:
             log.info("%r is not a registry host (%s): no credentials", server_url, exc)
             raise CredentialsNotFound from None
         # An ECR host with a port is still that registry, as for docker-credential-ecr-login.
-        route = resolve(ref, options)
+        route = resolve(ref, options, deadline=deadline)
         if route is None:
             raise CredentialsNotFound
         registry, self.identity = route.registry, route.identity
@@ -319,7 +319,8 @@ def _log_file(options: Options) -> logging.Handler | None:
 
 def _note_host(registry: Registry, identity: Identity, options: Options) -> None:
     """Beside the cache entry just written, the registry host it serves: what `list` answers."""
-    from ecr_kubelet.cache import TokenCache, cache_key
+    from ecr_kubelet import private_files
+    from ecr_kubelet.cache import cache_key
     from ecr_kubelet.trust import Untrusted, trusted_directory
 
     key = cache_key(registry, identity, options.endpoints)
@@ -334,7 +335,7 @@ def _note_host(registry: Registry, identity: Identity, options: Options) -> None
     if os.path.exists(os.path.join(directory, key + HOST_NOTE)):
         return  # noted at an earlier fetch: a key names one registry host
     try:
-        TokenCache(directory, options.freshness)._write_file(key, HOST_NOTE, registry.host.encode())
+        private_files.write_file(directory, key + HOST_NOTE, registry.host.encode())
     except OSError as exc:
         log.debug("could not note %s for `list`: %s", registry.host, exc.strerror)
 
@@ -345,7 +346,8 @@ def _list(options: Options) -> bytes:
     MAX_LISTED, each checked to be an ECR host again; Amazon's also fetches tokens first, ours calls no one."""
     import re
 
-    from ecr_kubelet.cache import _read_private_file, prepare_cache_dir
+    from ecr_kubelet import private_files
+    from ecr_kubelet.cache import prepare_cache_dir
     from ecr_kubelet.mirrors import resolve_registry
     from ecr_kubelet.registry import parse_server_url
 
@@ -359,7 +361,7 @@ def _list(options: Options) -> bytes:
         key = name[: -len(HOST_NOTE)]
         if len(listed) >= MAX_LISTED or not os.path.exists(os.path.join(directory, key + ".json")):
             continue
-        raw = _read_private_file(os.path.join(directory, name), 256)
+        raw = private_files.read_usable(os.path.join(directory, name), 256, private=True)
         try:
             host = (raw or b"").decode("ascii")
             registry = resolve_registry(parse_server_url(host), {})

@@ -13,8 +13,7 @@ from ecr_kubelet.models import Identity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-
-
+    from ecr_kubelet.deadline import Deadline
     from ecr_kubelet.options import Options
 
 log = logs.get(__name__)
@@ -23,7 +22,8 @@ log = logs.get(__name__)
 WEB_IDENTITY_TOKEN_LENGTH = (4, 20000)
 
 
-def plan_identity(token: str | None, annotations: dict[str, str], options: Options) -> Identity:
+def plan_identity(token: str | None, annotations: dict[str, str], options: Options,
+                  deadline: Deadline | None = None) -> Identity:
     if token is not None:
         redact.register(token)
         role = next((annotations[k] for k in options.sa_role_annotations if annotations.get(k)), None)
@@ -52,7 +52,7 @@ def plan_identity(token: str | None, annotations: dict[str, str], options: Optio
         log.info("service account has no role annotation; using node credentials")
     from ecr_kubelet.node_source import resolve_node_source
 
-    node = resolve_node_source(options.environ)
+    node = resolve_node_source(options.environ, deadline)  # instance metadata asked within the run's deadline
     if node.fingerprint is None:
         log.info("not cacheable: the node identity cannot be named: %s", node.reason)
     if options.role_arn:

@@ -86,7 +86,7 @@ def answer_request(request: Request, options: Options, deadline: Deadline,
     """The pipeline (provider.py) for the request's image; the token as the kubelet's `auth` entry and
     a cacheDuration that ends at its refresh point."""
     image = parse_image(request.image)
-    route = resolve(image, options, request.service_account_token, request.service_account_annotations)
+    route = resolve(image, options, request.service_account_token, request.service_account_annotations, deadline)
     if route is None:
         return Answer(auth={}, cache_duration=None)
 

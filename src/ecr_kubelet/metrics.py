@@ -25,16 +25,12 @@ output with prometheus_client's own parser. Standard library only.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import math
 import os
 import re
-import stat
 import time
-from contextlib import suppress
 
-from ecr_kubelet import logs
+from ecr_kubelet import logs, private_files
 from ecr_kubelet.observe import Observer
 from ecr_kubelet.trust import Untrusted, trusted_directory
 
@@ -44,8 +40,9 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 
-LOCK_TIMEOUT = 10.0  # after the answer is written; with the 45 s deadline still inside the kubelet's 60 s
-_LOCK_POLL = 0.005
+# The longest a run waits for another run's update, at most: the callers pass what remains of their
+# deadline, so the update never outlasts the run's answer.
+LOCK_TIMEOUT = 10.0
 _MAX_BYTES = 1024 * 1024
 _MAX_SERIES = 2000  # a bound on what a hostile or broken file can make us carry
 
@@ -105,7 +102,8 @@ def increments(observer: Observer, mode: str, exit_code: int) -> dict[Key, float
 
 
 def record(path: StrPath, observer: Observer, mode: str, exit_code: int, lock_timeout: float = LOCK_TIMEOUT) -> None:
-    """Add this run to the metrics file; any failure is logged as a warning, never raised."""
+    """Add this run to the metrics file, waiting at most `lock_timeout` seconds (what remains of the
+    run's deadline) for another run's update; any failure is logged as a warning, never raised."""
     try:
         update(path, increments(observer, mode, exit_code), exit_code == 0, time.time(), lock_timeout)
     except MetricsError as exc:
@@ -118,22 +116,27 @@ def record(path: StrPath, observer: Observer, mode: str, exit_code: int, lock_ti
 
 def update(path: StrPath, add: dict[Key, float], success: bool, now: float,
            lock_timeout: float = LOCK_TIMEOUT) -> None:
-    """Read-modify-write the file under its lock: counters are added, the timestamp gauge set."""
+    """Read-modify-write the file under its lock, waited for at most `lock_timeout` seconds: counters are
+    added, the timestamp gauge set."""
     directory, name = os.path.split(os.fspath(path))
     if not name or name in (".", "..") or name.startswith("."):
         raise MetricsError("the file name must not be empty or start with a dot")
     dir_fd = _open_trusted_directory(directory)
     try:
-        lock_fd = _open_no_follow(f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600, dir_fd)
+        lock_fd = _open_lock(f".{name}.lock", dir_fd)
         try:
-            _lock(lock_fd, lock_timeout)
+            if not private_files.lock(lock_fd, min(lock_timeout, LOCK_TIMEOUT)):
+                raise MetricsError(f"its lock was held by another run for {max(0.0, lock_timeout):.3g}s")
             series = parse(_read(name, dir_fd))
             for key, value in add.items():
                 series[key] = series.get(key, 0.0) + value
             gauge = "ecr_kubelet_last_success_timestamp_seconds" if success else \
                 "ecr_kubelet_last_failure_timestamp_seconds"
             series[(gauge, ())] = now
-            _write(name, dir_fd, render(series).encode())
+            # 0644: the collector may run as another user; the temp name does not end in .prom, so the
+            # collector never reads half a file.
+            private_files.write_file(dir_fd, name, render(series).encode(), mode=0o644,
+                                     temp_prefix=f".{name}.", temp_suffix=".tmp")
         finally:
             os.close(lock_fd)  # releases the lock
     finally:
@@ -151,69 +154,19 @@ def _open_trusted_directory(directory: str) -> int:
         raise MetricsError(f"cannot open its directory: {exc.strerror}") from None
 
 
-def _open_no_follow(name: str, flags: int, mode: int, dir_fd: int) -> int:
+def _open_lock(name: str, dir_fd: int) -> int:
     try:
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise MetricsError(f"refusing {name}: it is a symbolic link") from None
-        raise
-
-
-def _lock(fd: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise MetricsError(f"its lock was held by another run for {timeout:g}s") from None
-            time.sleep(_LOCK_POLL)
+        return private_files.open_lock(name, dir_fd=dir_fd)
+    except private_files.UnusableFile as exc:
+        raise MetricsError(f"refusing its lock {name}: {exc.reason}") from None
 
 
 def _read(name: str, dir_fd: int) -> str:
     try:
-        fd = _open_no_follow(name, os.O_RDONLY, 0, dir_fd)
-    except FileNotFoundError:
-        return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise MetricsError("refusing it: not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= _MAX_BYTES:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > _MAX_BYTES:
-            raise MetricsError(f"refusing it: larger than {_MAX_BYTES} bytes")
-        return b"".join(chunks).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
-
-
-def _write(name: str, dir_fd: int, body: bytes) -> None:
-    tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-    fd = _open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd)
-    try:
-        try:
-            os.fchmod(fd, 0o644)  # the collector may run as another user; the umask must not hide it
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-    with suppress(OSError):
-        os.fsync(dir_fd)
+        raw = private_files.read_file(name, _MAX_BYTES, dir_fd=dir_fd)
+    except private_files.UnusableFile as exc:
+        raise MetricsError(f"refusing it: {exc.reason}") from None
+    return "" if raw is None else raw.decode("utf-8", "replace")
 
 
 def parse(text: str) -> dict[Key, float]:

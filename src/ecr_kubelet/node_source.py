@@ -20,38 +20,32 @@ Wherever botocore would fail, or take a path this module does not follow exactly
 "not cacheable" (`NodeSource.fingerprint` is None, `reason` says why): botocore then decides on every
 run and no token is shared. On a cache miss the provider also checks that botocore really used the
 predicted source (`creds.method`). Only the two metadata sources need a request, and those go to the
-node-local metadata endpoints, never to AWS.
+node-local metadata endpoints, never to AWS, within the run's deadline (metadata.py).
 """
 
 from __future__ import annotations
 
 import os
 
-from ecr_kubelet import jsoncodec
+from ecr_kubelet import jsoncodec, metadata
 from ecr_kubelet.hashing import sha256
+from ecr_kubelet.metadata import NoCredentials as _NoCredentials
+from ecr_kubelet.metadata import Unnamed as _Unnamed
 from ecr_kubelet.models import NodeSource
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ecr_kubelet.deadline import Deadline
+
 _CONTAINER_HOST = "http://169.254.170.2"
-_CONTAINER_ALLOWED_HOSTS = ("169.254.170.23", "fd00:ec2::23", "localhost", "169.254.170.2")
 _IMDS_IPV4 = "http://169.254.169.254"
 _IMDS_IPV6 = "http://[fd00:ec2::254]"
 # botocore's CanonicalNameCredentialSourcer: credential_source values and what each one names.
 _CREDENTIAL_SOURCES = ("Environment", "Ec2InstanceMetadata", "EcsContainer")
 _SSO_PROFILE_KEYS = ("sso_role_name", "sso_account_id")
 _SSO_REQUIRED_KEYS = ("sso_role_name", "sso_account_id", "sso_start_url", "sso_region")
-_ROLE_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+=,.@-")
-
-
-class _Unnamed(Exception):
-    """The identity cannot be told for sure: the message says why."""
-
-
-class _NoCredentials(Exception):
-    """botocore's chain ends without credentials."""
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -100,12 +94,13 @@ def _config_path(env: Mapping[str, str], variable: str, default: str) -> str:
     return os.path.expanduser(path)
 
 
-def resolve_node_source(env: Mapping[str, str]) -> NodeSource:
-    """The source botocore's default chain will use, or why it cannot be told (then: no cache).
+def resolve_node_source(env: Mapping[str, str], deadline: Deadline | None = None) -> NodeSource:
+    """The source botocore's default chain will use, or why it cannot be told (then: no cache). The
+    metadata endpoints, when the chain reaches them, are asked within `deadline` (metadata.py).
 
     Never raises: anything unexpected while naming the identity only makes it "not cacheable"."""
     try:
-        return _Chain(env).resolve()
+        return _Chain(env, deadline).resolve()
     except _NoCredentials:
         return NodeSource.unnamed("the default credential chain finds no credentials", no_credentials=True)
     except _Unnamed as exc:
@@ -117,8 +112,9 @@ def resolve_node_source(env: Mapping[str, str]) -> NodeSource:
 class _Chain:
     """botocore's default chain for one environment, as far as naming the identity needs it."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], deadline: Deadline | None = None) -> None:
         self.env = env
+        self.deadline = deadline
         # botocore's `profile` variable: AWS_DEFAULT_PROFILE first, set-but-empty counts as set.
         explicit = next((env[name] for name in ("AWS_DEFAULT_PROFILE", "AWS_PROFILE") if name in env), None)
         self.profile = explicit or "default"
@@ -163,7 +159,7 @@ class _Chain:
         endpoint = self._setting("AWS_EC2_METADATA_SERVICE_ENDPOINT", "ec2_metadata_service_endpoint")
         if not endpoint:
             return _IMDS_IPV6 if mode == "ipv6" else _IMDS_IPV4
-        if not _plain_endpoint(endpoint):
+        if not metadata.plain_endpoint(endpoint):
             raise _Unnamed("the instance metadata endpoint is not a plain http(s)://host[:port] URL")
         return endpoint
 
@@ -314,10 +310,12 @@ class _Chain:
         return None
 
     def _container(self) -> str:
-        return _container(self.env)
+        return _container(self.env, self.deadline)
 
     def _instance_metadata(self) -> str:
-        return _instance_metadata(self.env, self.imds_endpoint)
+        """The instance profile's role and ARN (metadata.instance_identity) with the endpoint asked."""
+        role, profile_arn = metadata.instance_identity(self.env, self.imds_endpoint, self.deadline)
+        return _digest(self.imds_endpoint.rstrip("/"), role, profile_arn)
 
 
 def _sections(raw: bytes | None, path: str) -> dict[str, dict[str, str]]:
@@ -366,7 +364,9 @@ def _profile_map(sections: dict[str, dict[str, str]]) -> tuple[dict[str, dict[st
     return profiles, sso_sessions
 
 
-def _container(env: Mapping[str, str]) -> str:
+def _container(env: Mapping[str, str], deadline: Deadline | None) -> str:
+    """The container credentials endpoint and the role it serves, as botocore's ContainerProvider finds
+    them (its rules for the URL and the authorization token)."""
     from urllib.parse import urlsplit
 
     if "AWS_CONTAINER_CREDENTIALS_FULL_URI" not in env and "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" not in env:
@@ -378,7 +378,7 @@ def _container(env: Mapping[str, str]) -> str:
         url = env["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
         parts = urlsplit(url)
         # botocore's rule: plain HTTP only to the container endpoints or loopback (the token is sent).
-        if not (parts.scheme == "https" or (parts.scheme == "http" and _local_host(parts.hostname))):
+        if not (parts.scheme == "https" or (parts.scheme == "http" and metadata.local_host(parts.hostname))):
             raise _Unnamed("the container credentials URL is not one botocore accepts")
     headers = {}
     token: str | None = None
@@ -396,8 +396,8 @@ def _container(env: Mapping[str, str]) -> str:
         if "\r" in token or "\n" in token:
             raise _Unnamed("the container authorization token is not a header value")  # botocore refuses it
         headers["Authorization"] = token
-    body = _http("GET", url, headers, _metadata_timeout(env))
-    document = _json_object(body)
+    body = metadata.http("GET", url, headers, metadata.metadata_timeout(env), deadline)
+    document = metadata.json_object(body)
     if document is None:
         raise _Unnamed("the container credentials endpoint gave no credentials")
     role = document.get("RoleArn")
@@ -409,209 +409,3 @@ def _container(env: Mapping[str, str]) -> str:
     else:
         raise _Unnamed("the container credentials endpoint named neither a role nor a key")
     return _digest(url, who)
-
-
-def _local_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in _CONTAINER_ALLOWED_HOSTS:
-        return True
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _plain_endpoint(url: str) -> bool:
-    """http(s)://host[:port][/], host a name or an IP literal: a metadata endpoint botocore accepts
-    and that names one place (anything else is not followed here). By hand: urllib.parse imports re,
-    which a cache hit does not load."""
-    scheme, separator, rest = url.partition("://")
-    if scheme not in ("http", "https") or not separator or not (url.isascii() and url.isprintable()):
-        return False
-    hostport = rest.removesuffix("/")
-    if hostport.startswith("["):
-        host, bracket, port = hostport[1:].partition("]")
-        allowed = set("0123456789abcdefABCDEF:.")
-        if not bracket or (port and not port.startswith(":")):
-            return False
-        port = port[1:]
-    else:
-        host, _, port = hostport.partition(":")
-        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
-    return bool(host) and set(host) <= allowed and (
-        port == "" or (port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536))
-
-
-def _instance_metadata(env: Mapping[str, str], endpoint: str) -> str:
-    """The instance profile's role and ARN (so its account: the same role name in two accounts is two
-    identities), as botocore's InstanceMetadataFetcher finds the role."""
-    if env.get("AWS_EC2_METADATA_DISABLED", "false").lower() == "true":
-        raise _NoCredentials
-    endpoint = endpoint.rstrip("/")
-    timeout = _metadata_timeout(env)
-    headers: dict[str, str] = {}
-    token = _http("PUT", endpoint + "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "21600"}, timeout)
-    if token:
-        # botocore sends the token as it came: name nothing when that is not a plain header value
-        text = token.decode("ascii", "replace")
-        if not (text.isprintable() and text == text.strip() and "\ufffd" not in text):
-            raise _Unnamed("instance metadata answered the session token request with something that is not one")
-        headers["X-aws-ec2-metadata-token"] = text
-    listing = _http("GET", endpoint + "/latest/meta-data/iam/security-credentials/", headers, timeout)
-    if not listing:
-        raise _NoCredentials  # no answer, an error or an empty list: botocore finds no role either
-    # botocore requests the credentials of the whole answer as one role name: name only a plain one.
-    role = listing.decode("ascii", "replace")
-    if not (len(role) <= 64 and set(role) <= _ROLE_NAME_CHARACTERS):
-        raise _Unnamed("instance metadata answered the role list with something that is not a role name")
-    info = _json_object(_http("GET", endpoint + "/latest/meta-data/iam/info", headers, timeout))
-    profile_arn = None if info is None else info.get("InstanceProfileArn")
-    if not (isinstance(profile_arn, str) and profile_arn.startswith("arn:") and profile_arn.isascii()
-            and profile_arn.isprintable() and len(profile_arn) <= 2048):
-        raise _Unnamed("instance metadata gave no instance profile ARN (iam/info)")
-    return _digest(endpoint, role, profile_arn)
-
-
-def _metadata_timeout(env: Mapping[str, str]) -> float:
-    try:
-        return min(max(float(env.get("AWS_METADATA_SERVICE_TIMEOUT") or 1.0), 0.1), 5.0)
-    except ValueError:
-        return 1.0
-
-
-def _http(method: str, url: str, headers: dict[str, str], timeout: float) -> bytes | None:
-    """The body of a 200 answer from a node-local metadata endpoint, else None."""
-    answer = _plain_http(method, url, headers, timeout)
-    if not isinstance(answer, _Unsure):
-        return answer
-    return _http_client(method, url, headers, timeout)
-
-
-class _Unsure:
-    """_plain_http could not tell: http.client decides."""
-
-
-_UNSURE = _Unsure()
-_MAX_BODY = 64 * 1024
-_MAX_HEAD = 16 * 1024
-
-
-def _plain_http(method: str, url: str, headers: dict[str, str], timeout: float) -> bytes | _Unsure | None:
-    """One HTTP/1.1 exchange over a plain socket with an IP-literal `http://` endpoint, as instance
-    metadata is (169.254.169.254, fd00:ec2::254): the body of a 200 answer, None for any other answer or
-    a network failure, and _UNSURE for anything else (a host name, https, a chunked or odd answer).
-
-    Hand-written because this runs on every cache hit of an EC2 node, where http.client costs more
-    than the whole hit (it imports email, ssl and socket's enums: about 40 ms in the binary); what it
-    does not handle goes to http.client, which the tests check it against.
-    """
-    import _socket
-
-    if not url.startswith("http://"):
-        return _UNSURE
-    hostport, _, path = url[len("http://"):].partition("/")
-    if hostport.startswith("["):  # [IPv6]:port
-        host, bracket, rest = hostport[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            return _UNSURE
-        port = rest[1:] or "80"
-    else:
-        host, _, port = hostport.partition(":")
-        port = port or "80"
-    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    try:
-        _socket.inet_pton(family, host)
-    except OSError:
-        return _UNSURE  # a host name: leave resolving it to http.client
-    fields = [("Host", hostport), *headers.items(), ("Connection", "close")]
-    if method == "PUT":
-        fields.append(("Content-Length", "0"))
-    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or not all(
-        f"{k}{v}".isascii() and f"{k}{v}".isprintable() for k, v in fields
-    ) or not (f"{method}{path}".isascii() and f"{method}{path}".isprintable()) or " " in path:
-        return _UNSURE
-    request = f"{method} /{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n"
-    sock = _socket.socket(family, _socket.SOCK_STREAM)
-    data, answer = b"", _parse_answer(b"")
-    try:
-        sock.settimeout(timeout)
-        sock.connect((host, int(port)))
-        sock.sendall(request.encode("ascii"))
-        while len(data) <= _MAX_HEAD + _MAX_BODY:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            answer = _parse_answer(data)
-            if isinstance(answer, tuple) and answer[2] is not None and len(answer[1]) >= answer[2]:
-                break  # the whole body is here: the server need not close the connection
-    except OSError:
-        return None
-    finally:
-        sock.close()
-    if answer is None or isinstance(answer, _Unsure):  # parsed after each read: `answer` is all of `data`
-        return _UNSURE
-    status, body, length = answer
-    if length is not None:
-        if len(body) < length:
-            return None  # cut short: no answer
-        body = body[:length]
-    return body[:_MAX_BODY] if status == b"200" else None
-
-
-def _parse_answer(data: bytes) -> tuple[bytes, bytes, int | None] | _Unsure | None:
-    """(status code, body so far, Content-Length) of an HTTP answer; None while its head is incomplete;
-    _UNSURE for what _plain_http leaves to http.client (a chunked or malformed answer)."""
-    head, separator, body = data.partition(b"\r\n\r\n")
-    if not separator:
-        return None if len(head) <= _MAX_HEAD else _UNSURE
-    lines = head.split(b"\r\n")
-    status = lines[0].split(b" ", 2)
-    if len(status) < 2 or status[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        return _UNSURE
-    fields = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return _UNSURE
-        fields[name.strip().lower()] = value.strip()
-    if b"transfer-encoding" in fields:
-        return _UNSURE
-    length = fields.get(b"content-length")
-    if length is not None and not (length.isdigit() and len(length) <= 12):
-        return _UNSURE
-    return status[1], body, None if length is None else int(length)
-
-
-def _http_client(method: str, url: str, headers: dict[str, str], timeout: float) -> bytes | None:
-    """The body of a 200 answer from a node-local metadata endpoint, else None."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    try:
-        connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
-        try:
-            connection.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                               headers=headers)
-            response = connection.getresponse()
-            body = response.read(64 * 1024)
-            return body if response.status == 200 else None
-        finally:
-            connection.close()
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-
-
-def _json_object(body: bytes | None) -> dict[str, object] | None:
-    if body is None:
-        return None
-    try:
-        document = jsoncodec.loads(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-    return document if isinstance(document, dict) else None

@@ -56,28 +56,28 @@ class Route(Value):
 
 
 def resolve(ref: ImageRef, options: Options, sa_token: str | None = None,
-            annotations: dict[str, str] | None = None) -> Route | None:
+            annotations: dict[str, str] | None = None, deadline: Deadline | None = None) -> Route | None:
     """The registry and identity for an image's registry part, or None when it is neither an ECR registry
     nor a configured mirror (it gets no credentials: an ECR token never reaches a foreign host)."""
     registry = resolve_registry(ref, options.mirrors)
     if registry is None:
         log.info("%s is neither an ECR registry nor a configured mirror: no credentials", ref.auth_key)
         return None
-    identity = choose_identity(registry, sa_token, annotations or {}, options)
+    identity = choose_identity(registry, sa_token, annotations or {}, options, deadline)
     log.info("%s: %s, as %s", ref.auth_key, registry.describe(), identity.describe())
     return Route(registry, identity)
 
 
 def choose_identity(registry: Registry, sa_token: str | None, annotations: dict[str, str],
-                    options: Options) -> Identity:
+                    options: Options, deadline: Deadline | None = None) -> Identity:
     """The identity that fetches this registry's token: the pod's service account, the node's
     credentials (after --role-arn), and a per-registry role on top (--registry-role)."""
-    identity = plan_identity(sa_token, annotations, options)
+    identity = plan_identity(sa_token, annotations, options, deadline)
     if identity.mode == "pod-identity":
         # --registry-role serves the node identity only: here, what a pod without an association gets.
         from ecr_kubelet import pod_identity
 
-        fallback = choose_identity(registry, None, {}, options) if options.sa_without_role == "node" else None
+        fallback = choose_identity(registry, None, {}, options, deadline) if options.sa_without_role == "node" else None
         return pod_identity.with_fallback(identity, fallback)
     if options.registry_roles:
         from ecr_kubelet import roles
@@ -137,7 +137,7 @@ def _cached_or_fetched(registry: Registry, identity: Identity, options: Options,
         return fetch(identity), "fetched (not cacheable)"
 
     def renamed() -> tuple[Identity, str | None]:
-        who = choose_identity(registry, None, {}, options)
+        who = choose_identity(registry, None, {}, options, deadline)
         return who, cache_key(registry, who, options.endpoints)
 
     def unnamed_flight() -> tuple[Token, str]:
