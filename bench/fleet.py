@@ -21,7 +21,7 @@ All nodes run on this one machine, where a real fleet has one machine per node. 
 providers alike (``--model``, default both): ``at-once``, every node boots at t=0, so 120 nodes'
 start-ups share this machine's CPUs (a Python provider's first calls then come tens of seconds late,
 while the quota's bucket sits full: a model of the CPUs as much as of the quota); and ``cpu-fair``,
-nodes boot one after another as fast as the CPUs take them (see Admission), times still counted from
+at most ``--boot-slots`` nodes in their start-up at a time (see Admission), times still counted from
 the fleet start. The release binary's bundle is unpacked once before the clock starts, as the
 installers do.
 
@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -107,18 +107,18 @@ def node_env(stub_url: str, home: Path, index: int) -> dict[str, str]:
 def run_node(cmd: Sequence[str], env: dict[str, str], images: int, start: float, horizon: float,
              result: dict[str, Any], admission: Admission | None = None) -> None:
     """One node's kubelet: one pull loop per image, all started at once (once admitted, see Admission)."""
-    if admission is not None:
-        admission.enter()
+    slot = admission is not None and admission.enter(start + horizon)
     result["boot_at"] = round(time.monotonic() - start, 2)
-    pulls: list[dict[str, Any]] = [{"spawned": threading.Event()} for _ in range(images)]
+    pulls: list[dict[str, Any]] = [{"first_ended": threading.Event()} for _ in range(images)]
     threads = [threading.Thread(target=run_image, args=(cmd, env, f"{REGISTRY}/team/app-{i}", start, horizon, pulls[i]))
                for i in range(images)]
     for thread in threads:
         thread.start()
     if admission is not None:
-        for pull in pulls:
-            pull["spawned"].wait()
-        admission.leave()
+        while not admission.started(env["AWS_ACCESS_KEY_ID"],
+                                    lambda: all(pull["first_ended"].is_set() for pull in pulls)):
+            time.sleep(0.01)
+        admission.leave(slot)
     for thread in threads:
         thread.join()
     result["runs"] = [run for pull in pulls for run in pull["runs"]]
@@ -128,36 +128,54 @@ def run_node(cmd: Sequence[str], env: dict[str, str], images: int, start: float,
 
 
 class Admission:
-    """The CPU-fair model: a node boots (starts its K runs) only when this machine has a CPU free, the
-    same rule for every provider.
+    """The CPU-fair model: at most `slots` nodes in their start-up at once, the same rule for every provider.
 
     Booted all at once, 120 nodes share this machine's CPUs with each other (and with the harness that
     starts them): every process gets 1/360th of them, so all of a Python provider's runs finish their
     start-up together, tens of seconds late, while the quota's bucket sits full, where each real node,
-    on its own CPUs, calls within a second. Here nodes boot one after another as fast as the CPUs take
-    them: the next when fewer tasks are runnable than there are CPUs (/proc/loadavg, other jobs
-    included). Times still count from the fleet's start, so the wait to boot counts against the
-    provider: a pessimistic model of a real fleet, not a flattering one.
+    on its own CPUs, calls within a second. Here a node boots (starts its K runs) when a slot is free
+    and holds it until the stub has seen a call from it or its first runs have all ended: its start-up
+    is over. Times still count from the fleet's start, so the wait for a slot counts against the
+    provider: a pessimistic model of a real fleet, not a flattering one. Too few slots, and nodes boot
+    more slowly than the quota serves them (the model then measures the harness); too many, and it
+    turns into the at-once model.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stub: Stub, slots: int, nodes: int) -> None:
+        self._stub = stub
+        self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
-        self._cpus = os.cpu_count() or 1
+        self._seen: frozenset[str] = frozenset()
+        self._booting = nodes
+        self._done = threading.Event()
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+        self._poller.start()
 
-    def enter(self) -> None:
-        """Wait for a free CPU; the node then starts its runs and calls `leave`."""
-        self._lock.acquire()  # one node at a time: each sees the CPUs its predecessors left
-        while _runnable() - 1 >= self._cpus:  # less this thread, which reads it
-            time.sleep(0.005)
+    def _poll(self) -> None:
+        while not self._done.wait(0.02):  # until every node's start-up is over
+            seen = frozenset(self._stub.call("GET", "/_stub/callers"))
+            with self._lock:
+                self._seen = seen
 
-    def leave(self) -> None:
-        """The node's processes are started (runnable): the next node may look."""
-        self._lock.release()
+    def enter(self, until: float) -> bool:
+        """Wait for a slot, at most until the model's horizon; whether the node has it."""
+        return self._slots.acquire(timeout=max(0.0, until - time.monotonic()))
 
+    def started(self, access_key_id: str, first_runs_ended: Callable[[], bool]) -> bool:
+        with self._lock:
+            return access_key_id in self._seen or first_runs_ended()
 
-def _runnable() -> int:
-    """Tasks runnable on the machine right now (the kernel's count in /proc/loadavg)."""
-    return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    def leave(self, slot: bool) -> None:
+        if slot:
+            self._slots.release()
+        with self._lock:
+            self._booting -= 1
+            if self._booting == 0:
+                self._done.set()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._poller.join()
 
 
 def run_image(cmd: Sequence[str], env: dict[str, str], image: str, start: float, horizon: float,
@@ -170,7 +188,6 @@ def run_image(cmd: Sequence[str], env: dict[str, str], image: str, start: float,
         began = time.monotonic()
         proc = subprocess.Popen(list(cmd), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL)
-        result["spawned"].set()
         try:
             out, _ = proc.communicate(request, timeout=KUBELET_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -182,16 +199,18 @@ def run_image(cmd: Sequence[str], env: dict[str, str], image: str, start: float,
         except ValueError:
             ok = False
         runs.append({"start": round(began - start, 2), "end": round(ended - start, 2), "ok": ok})
+        result["first_ended"].set()
         if ok:
             break
         pause = BACKOFF[min(len(runs) - 1, len(BACKOFF) - 1)]
         time.sleep(max(0.0, min(pause, horizon - (time.monotonic() - start))))
+    result["first_ended"].set()  # also when booted too late to run at all
     result["runs"] = runs
     result["served_at"] = next((r["end"] for r in runs if r["ok"]), None)
 
 
 def fleet(cmd: Sequence[str], nodes: int, images: int, rate: float, burst: int, horizon: float,
-          cpu_fair: bool = False) -> dict[str, Any]:
+          boot_slots: int = 0) -> dict[str, Any]:
     stub = Stub()
     admission: Admission | None = None
     wall_start = time.time()
@@ -210,8 +229,8 @@ def fleet(cmd: Sequence[str], nodes: int, images: int, rate: float, burst: int, 
         subprocess.run([*cmd, "--version"], env=envs[0], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=60, check=False)
         cpu_before = _children_cpu()
-        if cpu_fair:
-            admission = Admission()
+        if boot_slots:
+            admission = Admission(stub, boot_slots, nodes)
         start = time.monotonic()
         wall_start = time.time()
         threads = [threading.Thread(target=run_node, args=(cmd, envs[i], images, start, horizon, results[i],
@@ -225,6 +244,8 @@ def fleet(cmd: Sequence[str], nodes: int, images: int, rate: float, burst: int, 
         wall = time.monotonic() - start
         stub_cpu = stub.cpu_seconds()
     finally:
+        if admission is not None:
+            admission.stop()
         stub.stop()
         shutil.rmtree(base, ignore_errors=True)
     served = [r["served_at"] for r in results if r["served_at"] is not None]
@@ -243,7 +264,7 @@ def fleet(cmd: Sequence[str], nodes: int, images: int, rate: float, burst: int, 
             per_second[second][1] += c["status"] == 200
     return {
         "nodes": nodes, "images_per_node": images, "rate": rate, "burst": burst,
-        "model": "cpu-fair" if cpu_fair else "at once",
+        "model": f"cpu-fair, {boot_slots} nodes booting at a time" if boot_slots else "at once",
         "last_boot_at": max(r["boot_at"] for r in results),
         "served_first_run_pct": round(100 * first / nodes, 1),
         "served_within_60s_pct": round(100 * sum(1 for t in served if t <= 60) / nodes, 1),
@@ -298,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--go", action="store_true", help=f"also the Go provider ({GO_BINARY})")
     parser.add_argument("--no-ours", action="store_true", help="only the Go provider")
     parser.add_argument("--model", default="at-once,cpu-fair",
-                        help="at-once (every node boots at t=0), cpu-fair (nodes boot at most as many at a time "
-                             "as this machine has CPUs, see Admission), or both, comma-separated")
+                        help="at-once (every node boots at t=0), cpu-fair (at most --boot-slots nodes in their "
+                             "start-up at a time, see Admission), or both, comma-separated")
+    parser.add_argument("--boot-slots", type=int, default=4 * (os.cpu_count() or 1),
+                        help="cpu-fair: nodes in their start-up at once (default: 4 per CPU)")
     parser.add_argument("--output", type=Path, default=RESULTS / "fleet-latest.json")
     args = parser.parse_args(argv)
 
@@ -321,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 load = os.getloadavg()  # the machine's, just before: other jobs compete for the CPUs
                 log(f"{name}: {args.nodes} nodes x {images} images, {model}, quota {args.rate:g}/s burst "
                     f"{args.burst}, {args.horizon:g}s, load {load[0]:.1f}")
-                r = fleet(cmd, args.nodes, images, args.rate, args.burst, args.horizon, model == "cpu-fair")
+                r = fleet(cmd, args.nodes, images, args.rate, args.burst, args.horizon,
+                          args.boot_slots if model == "cpu-fair" else 0)
                 r["load_before"], r["load_after"] = load, os.getloadavg()
                 report.setdefault(name, {})[f"images={images}" + (",cpu-fair" if model == "cpu-fair" else "")] = r
                 print(f"{name:4} K={images} {model:8} all images within 60 s {r['served_within_60s_pct']:5.1f}%  "
