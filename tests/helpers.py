@@ -73,6 +73,11 @@ class StubClient:
             if (service is None or r["service"] == service) and (action is None or r["action"] == action)
         ]
 
+    def callers(self) -> list[str]:
+        """The access key ids that have called the stub so far, each once, sorted."""
+        result: list[str] = self._request("GET", "/_stub/callers")
+        return result
+
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Merge settings (see ``stub_server.DEFAULT_CONFIG``); returns the full effective config."""
         result: dict[str, Any] = self._request("POST", "/_stub/config", settings)

@@ -15,8 +15,8 @@ One port serves:
   associations set with ``pod_identity_associations``; the credentials it issues belong to the associated
   role's account (so the stub's ECR attributes their tokens to it); with ``password_pod_identity_only`` only
   those credentials get the configured ``password``
-* control endpoints under ``/_stub/``: ``GET /_stub/calls``, ``POST /_stub/reset``,
-  ``POST /_stub/config``, ``GET /_stub/health``
+* control endpoints under ``/_stub/``: ``GET /_stub/calls``, ``GET /_stub/callers`` (the access key
+  ids that have called so far: cheap to poll), ``POST /_stub/reset``, ``POST /_stub/config``, ``GET /_stub/health``
 
 The caller's region and access key id come from the SigV4 ``Authorization`` header's
 credential scope. Static (non-``ASIA``) keys belong to ``DEFAULT_ACCOUNT_ID``; keys issued by
@@ -278,6 +278,10 @@ class StubState:
         with self._lock:
             return [dict(c) for c in self._calls]
 
+    def callers(self) -> list[str]:
+        with self._lock:
+            return sorted({c["access_key_id"] for c in self._calls if c.get("access_key_id")})
+
     def remember(self, access_key_id: str, identity: IssuedIdentity) -> None:
         with self._lock:
             self._identities[access_key_id] = identity
@@ -338,6 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path == "/_stub/calls":
             self._send_json(200, self._state.calls())
+        elif path == "/_stub/callers":
+            self._send_json(200, self._state.callers())
         elif path == "/_stub/config":
             self._send_json(200, self._state.config())
         elif path == "/_stub/health":

@@ -312,6 +312,17 @@ def test_rate_limit_is_a_token_bucket_per_account_and_region(stub: StubClient) -
         stub.configure(rate_limit={"rate": 0, "burst": 3})
 
 
+def test_callers_lists_each_access_key_that_called_once(stub: StubClient) -> None:
+    assert stub.callers() == []
+    stub.configure(deny=True)  # a refused call is a call too
+    for key in ("AKIASECONDCALLER0001", "AKIAFIRSTCALLER00001", "AKIASECONDCALLER0001"):
+        ecr = boto3.client("ecr", endpoint_url=stub.url, region_name="us-east-1", aws_access_key_id=key,
+                           aws_secret_access_key="stub-secret", config=Config(retries={"total_max_attempts": 1}))
+        with pytest.raises(ClientError):
+            ecr.get_authorization_token()
+    assert stub.callers() == ["AKIAFIRSTCALLER00001", "AKIASECONDCALLER0001"]
+
+
 def test_unknown_setting_rejected(stub: StubClient) -> None:
     with pytest.raises(urllib.error.HTTPError):
         stub.configure(throttle_nxt=1)
