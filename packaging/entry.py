@@ -9,10 +9,6 @@ if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from types import CodeType, ModuleType
 
-# A run answers one request and exits (botocore clients are kept for the whole run anyway), so
-# there is no garbage worth collecting; the collector's passes over the objects created while
-# importing botocore cost ~8 ms of a cache miss. os and sys were loaded by the bootstrap already.
-gc.disable()
 
 
 def _restore_environment() -> None:
@@ -39,7 +35,8 @@ def _restore_environment() -> None:
         sys.argv[0] = argv0
 
 
-# Our own modules, as one table written by the spec (the same code objects as in PyInstaller's PYZ).
+# Our own modules, as one table written by the spec (the same code objects as in PyInstaller's PYZ);
+# the spec and packaging/sbom.py import the name from here (importing this module does nothing else).
 MODULES_FILE = "ecr_kubelet-modules.marshal"
 
 
@@ -107,6 +104,10 @@ def _serve_our_modules() -> None:
 
 
 if __name__ == "__main__":
+    # A run answers one request and exits (botocore clients are kept for the whole run anyway), so
+    # there is no garbage worth collecting; the collector's passes over the objects created while
+    # importing botocore cost ~8 ms of a cache miss. gc, os and sys were loaded by the bootstrap already.
+    gc.disable()
     _restore_environment()
     _serve_our_modules()
     from ecr_kubelet.cli import main
