@@ -945,6 +945,42 @@ static int set_target(struct target *t, const struct bundle *b, const char *dir)
 }
 
 /*
+ * What PyInstaller's bootloader would set up and then restart itself for (a second exec of the
+ * loader and the bootloader on every call: it can only change its library search path through
+ * LD_LIBRARY_PATH, which takes effect at exec). Set here, before the one exec, the bootloader finds
+ * itself already restarted and goes straight on: its archive (the executable's real path) in
+ * _PYI_ARCHIVE_FILE, its level before a restart (-1, PYI_PROCESS_LEVEL_PARENT_NEEDS_RESTART) in
+ * _PYI_PARENT_PROCESS_LEVEL, and the library path it would set: the bundle's library directory,
+ * then the node's LD_LIBRARY_PATH, which it keeps in LD_LIBRARY_PATH_ORIG for packaging/entry.py
+ * to restore for the programs the plugin starts. The same path goes to the loader's --library-path.
+ * Checked against PyInstaller 6.22.3's bootloader (pyi_main.c, pyi_utils_posix.c); the spec stops
+ * the build on any other version. Anything the bootloader does not recognise (another archive
+ * path) makes it reset these and restart as before. Returns the library path.
+ */
+static const char *node_library_path; /* the node's LD_LIBRARY_PATH, NULL if unset or empty */
+
+static const char *bootloader_environment(const struct target *t)
+{
+    static char *libpath;
+    char archive[PATH_MAX];
+    size_t size = strlen(t->libdir) + (node_library_path ? strlen(node_library_path) + 1 : 0) + 1;
+    free(libpath);
+    if (!(libpath = malloc(size)))
+        die("out of memory");
+    strcpy(libpath, t->libdir);
+    if (node_library_path) {
+        strcat(libpath, ":");
+        strcat(libpath, node_library_path);
+    }
+    if (setenv("LD_LIBRARY_PATH", libpath, 1) != 0 ||
+        (node_library_path && setenv("LD_LIBRARY_PATH_ORIG", node_library_path, 1) != 0))
+        die("cannot set LD_LIBRARY_PATH: %s", strerror(errno));
+    if (realpath(t->exe, archive) && setenv("_PYI_ARCHIVE_FILE", archive, 1) == 0)
+        setenv("_PYI_PARENT_PROCESS_LEVEL", "-1", 1);
+    return libpath;
+}
+
+/*
  * exec the bundled loader on the bundled executable: the bundle's glibc, never the node's. Open
  * descriptors without FD_CLOEXEC (the .use lock, the watchdog pipe) stay with the program.
  * Returns only when the kernel or a security module refuses to execute from the directory
@@ -956,9 +992,10 @@ static void exec_bundle(const struct target *t, int argc, char **argv)
     char **args = calloc((size_t)argc + 4, sizeof *args);
     if (!args)
         die("out of memory");
+    const char *libpath = bootloader_environment(t);
     args[0] = (char *)t->loader;
     args[1] = "--library-path";
-    args[2] = (char *)t->libdir;
+    args[2] = (char *)libpath;
     args[3] = (char *)t->exe;
     for (int i = 1; i < argc; i++)
         args[i + 3] = argv[i];
@@ -1424,6 +1461,9 @@ static int want_verbose(int argc, char **argv)
  */
 static void set_environment(int argc, char **argv)
 {
+    const char *libpath = getenv("LD_LIBRARY_PATH");
+    if (libpath && libpath[0] && !(node_library_path = strdup(libpath)))
+        die("out of memory");
     if (argc > 0 && argv[0] && setenv("ECR_KUBELET_ARGV0", argv[0], 1) != 0)
         die("cannot set ECR_KUBELET_ARGV0: %s", strerror(errno));
     const char *preload = getenv("LD_PRELOAD");

@@ -42,6 +42,7 @@ from cyclonedx.model.license import LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from entry import MODULES_FILE
 from packageurl import PackageURL
 from packaging.requirements import Requirement
 
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             key = "deb:libpython3.11-stdlib"  # the frozen standard library
         elif inner == COMPILED_PATTERNS:
             key = "own:compiled-patterns"  # made by the build itself (packaging/re_cache.py)
+        elif inner == MODULES_FILE:
+            key = "own:modules"  # made by the build itself (the spec, from the bytecode archive)
         elif inner in record_owner:
             key = f"pypi:{record_owner[inner]}"
         elif path.name in owners:
@@ -263,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
                                      props=[("ecr-kubelet:file", f) for f in patterns],
                                      description="the bundled program's regular expressions, compiled at build "
                                      "time by its own Python (packaging/re_cache.py)"))
+    modules = files.pop("own:modules", [])
+    if modules:
+        bom.components.add(component("ecr-kubelet-modules", version, "Apache-2.0",
+                                     PackageURL("generic", name="ecr-kubelet-modules", version=version),
+                                     props=[("ecr-kubelet:file", f) for f in modules],
+                                     description="the bundled program's own modules (and the standard library's "
+                                     "__future__), byte-compiled by its own Python: the code objects of its bytecode "
+                                     "archive, in one table (packaging/entry.py)"))
     keys = sorted(set(files) | {f"pypi:{k}" for k in py} | {"pypi:pyinstaller"})
     for key in keys:
         kind, name = key.split(":", 1)

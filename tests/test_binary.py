@@ -13,7 +13,9 @@ glibc of the Debian 12 build roots, whatever the machine running the tests has.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import marshal
 import os
 import re
 import subprocess
@@ -120,6 +122,27 @@ def test_binary_size_and_contents(binary: Path, bundle: Bundle) -> None:
         assert len(partition["services"]) <= len(BOTOCORE_SERVICES), "endpoints.json is not trimmed"
     unwanted = [n for n in names if n.startswith(("boto3/", "cryptography", "s3transfer/")) or "_tkinter" in n]
     assert not unwanted, f"unused packages bundled: {unwanted}"
+
+
+def test_bundle_imports_our_modules_from_one_table_of_the_archives_own_code(launcher: Bundle, tmp_path: Path) -> None:
+    """packaging/entry.py imports every module of ours (and __future__) from one table, the spec's copy of the
+    code objects in PyInstaller's bytecode archive: the same modules, without PyInstaller's importer."""
+    from entry import MODULES_FILE
+    from PyInstaller.archive.readers import CArchiveReader  # type: ignore[import-untyped]
+
+    data = next((e.data for e in launcher.entries if e.name == MODULES_FILE), None)
+    assert data is not None, f"no {MODULES_FILE} in the bundle"
+    table = marshal.loads(data)
+    ours = {"ecr_kubelet" if p.stem == "__init__" else f"ecr_kubelet.{p.stem}"
+            for p in (ROOT / "src" / "ecr_kubelet").glob("*.py") if p.stem != "__main__"}  # `python -m` only
+    assert set(table["modules"]) == ours | {"ecr_kubelet._build_info", "__future__"}
+    assert table["magic"] == importlib.util.MAGIC_NUMBER  # the same Python minor version as the tests'
+    program = tmp_path / "program"
+    program.write_bytes(next(e.data for e in launcher.entries if e.path == launcher.entry))
+    archive = CArchiveReader(str(program)).open_embedded_archive("PYZ.pyz")
+    for name, (is_package, code) in table["modules"].items():
+        assert code == archive.extract(name, raw=True), name
+        assert is_package == (name == "ecr_kubelet"), name
 
 
 def test_version_prints_version_and_commit(binary: Path, tmp_path: Path) -> None:

@@ -200,6 +200,24 @@ def test_the_answering_process_is_the_one_the_kubelet_started(
         assert ask(proc)["auth"]
 
 
+def test_a_run_execs_the_bundled_loader_once(binary: Path, launcher: Bundle, runtime: Path, tmp_path: Path) -> None:
+    """The launcher sets up what PyInstaller's bootloader would restart itself for: no second exec."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    env = launcher_env(runtime, LD_LIBRARY_PATH="/opt/node-libs")
+    run_version(binary, env)  # unpacked
+    trace = tmp_path / "trace"
+    proc = subprocess.run([strace, "-f", "-qq", "-e", "trace=execve", "-o", str(trace), str(binary), "--version"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"cannot trace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    execs = [line for line in trace.read_text().splitlines() if "execve(" in line and "= 0" in line]
+    assert len(execs) == 2, execs  # the launcher, then the loader on the bundled program
+    assert str(runtime / launcher.id / launcher.loader) in execs[1]
+
+
 def test_concurrent_first_runs_unpack_once(binary: Path, launcher: Bundle, runtime: Path) -> None:
     env = launcher_env(runtime)
     procs = [subprocess.Popen([str(binary), "--version", "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
