@@ -81,6 +81,8 @@ def test_plain_http_agrees_with_http_client_on_instance_metadata(metadata_server
     (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", "cut"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nrole3\r\n0\r\n\r\n", "unsure"),
     (b"garbage", "unsure"),
+    # larger than plain_http reads: not "no answer" (botocore reads it all), so http.client decides
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100_000, "unsure"),
 ])
 def test_plain_http_answers_as_http_client_or_leaves_it_to_it(answer: bytes, plain: object) -> None:
     server = RawServer(answer)

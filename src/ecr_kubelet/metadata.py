@@ -203,7 +203,8 @@ def plain_http(method: str, url: str, headers: dict[str, str], timeout: float,
     status, body, length = answer
     if length is not None:
         if len(body) < length:
-            return None  # cut short: no answer
+            # Larger than we read: not "no answer" (botocore would read it all), so http.client decides.
+            return UNSURE if len(data) > _MAX_HEAD + _MAX_BODY else None  # else cut short: no answer
         body = body[:length]
     return body[:_MAX_BODY] if status == b"200" else None
 
