@@ -206,7 +206,9 @@ def plain_http(method: str, url: str, headers: dict[str, str], timeout: float,
             # Larger than we read: not "no answer" (botocore would read it all), so http.client decides.
             return UNSURE if len(data) > _MAX_HEAD + _MAX_BODY else None  # else cut short: no answer
         body = body[:length]
-    return body[:_MAX_BODY] if status == b"200" else None
+    if len(body) > _MAX_BODY:
+        return UNSURE  # read whole by luck of the reads, but larger than we take: as above
+    return body if status == b"200" else None
 
 
 def parse_answer(data: bytes) -> tuple[bytes, bytes, int | None] | Unsure | None:
