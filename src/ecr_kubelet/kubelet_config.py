@@ -407,7 +407,7 @@ def _flag_values(args: list[str], flag: str) -> Iterator[tuple[int, str | None]]
 
 
 def plugin_settings_error(lp: LoadedProvider, err: Callable[[LoadedProvider, str, str], None]) -> None:
-    """What the plugin itself refuses in a provider's `args` and `env` (its own option parsing, cli.py),
+    """What the plugin itself refuses in a provider's `args` and `env` (its own option parsing, flags.py),
     which fails every pull with exit 2; the kubelet never looks at them. The `env` is checked alone: the
     kubelet's own environment, which comes first, is not known here."""
     from ecr_kubelet.flags import check_plugin_settings

@@ -1,6 +1,6 @@
 """`--mirror HOST[:PORT]=ECR_HOST`: answer for a mirror or pull-through cache with an ECR registry's token.
 
-One parser for the command line (cli) and for `validate-config`, which checks the `args` of a provider
+One parser for the command line (flags) and for `validate-config`, which checks the `args` of a provider
 in the kubelet's config the same way. Standard library only: it runs on every call that passes the flag.
 """
 
