@@ -57,6 +57,13 @@ def test_a_kubelet_cache_hit_loads_none_of_the_expensive_modules(
     assert len(stub.calls()) == 1
     assert {"ecr_kubelet.provider", "ecr_kubelet.cache"} <= hit
     assert {m for m in hit if m.split(".")[0] in not_on_a_hit} == set()
+    # Our own modules that serve only a miss or a pod's token: each is unmarshalled and run for nothing.
+    assert hit.isdisjoint(OURS_NOT_ON_A_NODE_HIT)
+
+
+OURS_NOT_ON_A_NODE_HIT = {f"ecr_kubelet.{name}" for name in (
+    "awsapi", "credentials", "tokens", "eks_auth", "aws_errors", "claims", "protocol", "diagnose", "dockerhelper",
+    "validate_config", "kubelet_config", "metrics")}
 
 
 def test_a_cache_hit_on_an_ec2_node_asks_instance_metadata_without_http_client(

@@ -7,7 +7,6 @@ that name it in the cache key. Turning the plan into credentials is credentials.
 from __future__ import annotations
 
 from ecr_kubelet import logs, redact
-from ecr_kubelet.claims import is_role_arn, jwt_claims
 from ecr_kubelet.errors import AuthError, BadInputError
 from ecr_kubelet.models import Identity
 
@@ -25,6 +24,8 @@ WEB_IDENTITY_TOKEN_LENGTH = (4, 20000)
 def plan_identity(token: str | None, annotations: dict[str, str], options: Options,
                   deadline: Deadline | None = None) -> Identity:
     if token is not None:
+        from ecr_kubelet.claims import is_role_arn, jwt_claims  # a pod's token only: not on a node-mode hit
+
         redact.register(token)
         role = next((annotations[k] for k in options.sa_role_annotations if annotations.get(k)), None)
         if role is not None:

@@ -8,8 +8,6 @@ library only: a cache hit never loads botocore for this.
 
 from __future__ import annotations
 
-from ecr_kubelet import aws_errors
-from ecr_kubelet.aws_errors import classify
 from ecr_kubelet.models import Value
 
 TYPE_CHECKING = False
@@ -98,6 +96,8 @@ class Observer:
                      **_kwargs: Any) -> None:
         import re  # loaded by botocore already: this runs only for AWS calls
 
+        from ecr_kubelet.aws_errors import classify  # AWS calls only: a cache hit never loads it
+
         parts = event_name.split(".")
         service, operation = (parts[1], parts[2]) if len(parts) >= 3 else ("unknown", "unknown")
         if exception is not None:
@@ -112,4 +112,6 @@ class Observer:
 
 
 def is_clock_skew(call: AwsCall) -> bool:
+    from ecr_kubelet import aws_errors
+
     return aws_errors.is_clock_skew(call.code, call.message)
