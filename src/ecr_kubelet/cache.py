@@ -244,14 +244,14 @@ class TokenCache:
         path = self._path(key, ".json")
         try:
             raw = private_files.read_file(path, _MAX_ENTRY_BYTES, private=True)
+            if raw is None:
+                return None
+            token = _decode_entry(raw, key, time.time())
         except private_files.TooLarge:
-            raw = b""  # not an entry we wrote: reported as one that does not decode
+            token = None  # larger than any entry we write: as one that does not decode
         except private_files.UnusableFile as exc:
             self._warn_once(key, "ignoring %s cache entry %s: %s", exc.what, os.path.basename(path), exc.reason)
             return None
-        if raw is None:
-            return None
-        token = _decode_entry(raw, key, time.time())
         if token is None:
             self._warn_once(key, "ignoring corrupt or incompatible cache entry %s", os.path.basename(path))
         return token
@@ -333,9 +333,8 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 
 def _decode_entry(raw: bytes, key: str, now: float) -> Token | None:
-    """The entry's token if every field is what we write and within bounds; else None."""
-    if len(raw) > _MAX_ENTRY_BYTES:
-        return None
+    """The entry's token if every field is what we write and within bounds; else None (the entry's size is
+    bounded by its read, private_files.read_file)."""
     try:
         data: Any = jsoncodec.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):

@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 _CONTAINER_HOST = "http://169.254.170.2"
 _IMDS_IPV4 = "http://169.254.169.254"
 _IMDS_IPV6 = "http://[fd00:ec2::254]"
-# botocore's CanonicalNameCredentialSourcer: credential_source values and what each one names.
-_CREDENTIAL_SOURCES = ("Environment", "Ec2InstanceMetadata", "EcsContainer")
 _SSO_PROFILE_KEYS = ("sso_role_name", "sso_account_id")
 _SSO_REQUIRED_KEYS = ("sso_role_name", "sso_account_id", "sso_start_url", "sso_region")
 
