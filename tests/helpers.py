@@ -12,8 +12,10 @@ import platform
 import secrets
 import shlex
 import subprocess
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -186,3 +188,18 @@ def run_released_together(cmd: list[str], env: dict[str, str], outputs: Path,
                 proc.wait()
     return [subprocess.CompletedProcess(cmd, code, (outputs / f"{i}.out").read_text(),
                                         (outputs / f"{i}.err").read_text()) for i, code in enumerate(codes)]
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run `call` in a daemon thread; its result, or what it raised, lands in the list."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome

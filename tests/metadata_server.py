@@ -9,8 +9,10 @@ profile) or "the container-credentials role".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -111,3 +113,44 @@ class MetadataServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+
+class RawServer:
+    """Answers each connection with raw bytes, whatever they are: `answers[path]` for the path asked, else
+    `answer`, then closes it (or, with `keep_open`, waits for the client to close it first, as a server that
+    ignores `Connection: close`). `requests`: each request's head, as it came."""
+
+    def __init__(self, answer: bytes = NOT_FOUND, keep_open: bool = False) -> None:
+        self.answer = answer
+        self.answers: dict[str, bytes] = {}
+        self.keep_open = keep_open
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                path = data.split(b" ", 2)[1].decode() if data.count(b" ") >= 2 else ""
+                with contextlib.suppress(OSError):  # a client that stopped reading (a body past its limit)
+                    connection.sendall(self.answers.get(path, self.answer))
+                    while self.keep_open and connection.recv(4096):
+                        pass
+
+    def close(self) -> None:
+        self.listener.close()

@@ -34,7 +34,7 @@ from ecr_kubelet.cache import (
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.freshness import Freshness
 from ecr_kubelet.models import Token
-from helpers import RunProvider, StubClient, blocked_waiters, make_request
+from helpers import RunProvider, StubClient, blocked_waiters, in_thread, make_request
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -414,26 +414,12 @@ def lock_waits(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     return waiting
 
 
-def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
 def test_waiter_uses_the_token_stored_by_the_lock_holder(cache_dir: Path, lock_waits: threading.Event) -> None:
     """Single flight: a process that waited for the lock re-reads the file and does not fetch."""
     holder = _hold_lock(cache_dir)
     stored = make_token(password="from-the-holder")
     fetch = Fetcher(make_token(password="should-not-be-fetched"))
-    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=60))
+    thread, outcome = in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=60))
     assert lock_waits.wait(30)
     TokenCache(cache_dir, FRESH).store(KEY, stored)  # the holder's fetch succeeds
     os.close(holder)
@@ -731,7 +717,7 @@ def _queue_behind_a_failing_holder(cache_dir: Path, lock_waits: threading.Event,
     if cached is not None:
         TokenCache(cache_dir, FRESH).store(KEY, cached)
     holder = _hold_lock(cache_dir)
-    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, queued, lock_timeout=60))
+    thread, outcome = in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, queued, lock_timeout=60))
     assert lock_waits.wait(30)
     TokenCache(cache_dir, FRESH)._record_attempt(KEY, 0, error)  # the holder's fetch fails while we wait
     os.close(holder)
@@ -847,7 +833,7 @@ def test_a_fifo_at_a_marker_or_lock_path_does_not_block(
     path = cache_dir / f"{KEY}{suffix}"
     os.mkfifo(path, 0o600)
     fetch = Fetcher(UnavailableError("throttled"))  # a failure is recorded: the marker is opened for writing
-    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=1))
+    thread, outcome = in_thread(lambda: TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=1))
     thread.join(30)
     if thread.is_alive():  # unblock it (a writer appears, then goes) so the daemon thread can end
         os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
@@ -980,7 +966,7 @@ def _queue_alone_behind(cache_dir: Path, lock_waits: threading.Event,
                         error: ProviderError) -> tuple[list[Any], Fetcher]:
     holder = _hold_lock(cache_dir, FLIGHT)
     queued = Fetcher(make_token())
-    thread, outcome = _in_thread(lambda: TokenCache(cache_dir, FRESH).fetch_alone(FLIGHT, queued, lock_timeout=60))
+    thread, outcome = in_thread(lambda: TokenCache(cache_dir, FRESH).fetch_alone(FLIGHT, queued, lock_timeout=60))
     assert lock_waits.wait(30)
     TokenCache(cache_dir, FRESH)._record_attempt(FLIGHT, 0, error)
     os.close(holder)

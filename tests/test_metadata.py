@@ -12,7 +12,7 @@ import pytest
 from ecr_kubelet import metadata
 from ecr_kubelet.deadline import Deadline
 from helpers import RunProvider, make_request
-from metadata_server import MetadataServer
+from metadata_server import MetadataServer, RawServer
 
 
 @pytest.fixture
@@ -23,40 +23,6 @@ def metadata_server() -> Iterator[MetadataServer]:
 
 
 # ---- the metadata HTTP exchange: the plain-socket path against http.client ---------------------------
-
-class RawServer:
-    """Answers every connection with the same raw bytes, whatever it was asked, then closes it (or, with
-    `keep_open`, waits for the client to close it first, as a server that ignores `Connection: close`)."""
-
-    def __init__(self, answer: bytes, keep_open: bool = False) -> None:
-        self.answer = answer
-        self.keep_open = keep_open
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.requests: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            with connection:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data)
-                connection.sendall(self.answer)
-                while self.keep_open and connection.recv(4096):
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
-
 
 def both(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[object, object]:
     return (metadata.plain_http(method, url, headers or {}, 2.0),

@@ -7,7 +7,6 @@ identity.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import threading
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 from ecr_kubelet.models import NodeSource
 from ecr_kubelet.node_source import resolve_node_source
 from helpers import make_jwt
-from metadata_server import CONTAINER_PATH, MetadataServer
+from metadata_server import CONTAINER_PATH, MetadataServer, RawServer
 
 Setup = Callable[[Path, MetadataServer], dict[str, str]]
 
@@ -428,38 +427,6 @@ def test_aws_default_profile_wins_over_aws_profile_as_in_botocore(
 
 # ---- odd instance metadata: the naming ends in a name, "not cacheable" or "no credentials", never an error -------
 
-class PathServer:
-    """Instance metadata whose every answer is raw bytes chosen per path (or nothing: the connection closes)."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.answers: dict[str, bytes] = {}
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            with connection:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                path = data.split(b" ", 2)[1].decode() if data.count(b" ") >= 2 else ""
-                with contextlib.suppress(OSError):
-                    connection.sendall(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 def _ok(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
 
@@ -482,8 +449,8 @@ _ANSWERS = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def path_server() -> Iterator[PathServer]:
-    server = PathServer()
+def path_server() -> Iterator[RawServer]:
+    server = RawServer()
     yield server
     server.close()
 
@@ -491,7 +458,7 @@ def path_server() -> Iterator[PathServer]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(token=_ANSWERS, listing=_ANSWERS, info=_ANSWERS)
 def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
-    path_server: PathServer, token: bytes, listing: bytes, info: bytes
+    path_server: RawServer, token: bytes, listing: bytes, info: bytes
 ) -> None:
     from ecr_kubelet import metadata, node_source
 
@@ -515,7 +482,7 @@ def test_any_metadata_answer_gives_a_name_not_cacheable_or_no_credentials(
         assert source.method == "iam-role"
 
 
-def test_white_space_for_the_role_list_is_not_cacheable(path_server: PathServer) -> None:
+def test_white_space_for_the_role_list_is_not_cacheable(path_server: RawServer) -> None:
     path_server.answers = {"/latest/meta-data/iam/security-credentials/": _ok(b"  \n")}
     source = resolve_node_source({"HOME": "/nonexistent", "AWS_CONFIG_FILE": "", "AWS_SHARED_CREDENTIALS_FILE": "",
                                   "BOTO_CONFIG": "", "AWS_EC2_METADATA_SERVICE_ENDPOINT": path_server.url})

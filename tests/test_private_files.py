@@ -9,15 +9,14 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ecr_kubelet import private_files
 from ecr_kubelet.private_files import TooLarge, UnusableFile, lock, open_lock, read_file, read_usable, write_file
-from helpers import blocked_waiters
+from helpers import blocked_waiters, in_thread
 
 NOBODY = 65534
 
@@ -33,20 +32,6 @@ def _file(path: Path, data: bytes, mode: int = 0o600) -> Path:
     path.write_bytes(data)
     path.chmod(mode)
     return path
-
-
-def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
 
 
 # ---- read_file ---------------------------------------------------------------------------------------
@@ -80,7 +65,7 @@ def test_a_symbolic_link_is_never_followed(directory: Path) -> None:
 def test_a_fifo_neither_blocks_nor_is_read(directory: Path) -> None:
     fifo = directory / "fifo"
     os.mkfifo(fifo, 0o600)
-    thread, outcome = _in_thread(lambda: read_file(str(fifo), 100))
+    thread, outcome = in_thread(lambda: read_file(str(fifo), 100))
     thread.join(30)
     if thread.is_alive():  # let the blocked open go so the daemon thread can end
         os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
@@ -250,7 +235,7 @@ def test_a_polling_wait_ends_exactly_at_its_deadline(held: Held) -> None:
     clock = Clock()
     told: list[bool] = []
     # Outside the main thread no timer signal can end a kernel wait: the wait polls.
-    thread, outcome = _in_thread(lambda: lock(held.fd, 7.5, waiting=lambda: told.append(True), clock=clock,
+    thread, outcome = in_thread(lambda: lock(held.fd, 7.5, waiting=lambda: told.append(True), clock=clock,
                                               sleep=clock.sleep))
     thread.join(30)
     assert outcome == [False] and told == [True]
@@ -260,7 +245,7 @@ def test_a_polling_wait_ends_exactly_at_its_deadline(held: Held) -> None:
 
 def test_a_polling_wait_takes_the_lock_when_the_holder_lets_go(held: Held) -> None:
     clock = Clock(release_at=1.0, held=held)
-    thread, outcome = _in_thread(lambda: lock(held.fd, 30.0, clock=clock, sleep=clock.sleep))
+    thread, outcome = in_thread(lambda: lock(held.fd, 30.0, clock=clock, sleep=clock.sleep))
     thread.join(30)
     assert outcome == [True] and 101.0 <= clock.now < 101.0 + private_files.POLL_CAP
 
@@ -307,7 +292,7 @@ def test_a_running_timer_or_another_thread_means_polling(held: Held) -> None:
         assert signal.getitimer(signal.ITIMER_REAL)[0] > 50  # untouched
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    thread, outcome = _in_thread(lambda: private_files._wait_in_kernel(fd, 1.0))
+    thread, outcome = in_thread(lambda: private_files._wait_in_kernel(fd, 1.0))
     thread.join(30)
     assert outcome == [None]
 
