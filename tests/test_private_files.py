@@ -277,7 +277,7 @@ def test_a_kernel_wait_ends_when_the_holder_lets_go(held: Held) -> None:
 
 def test_a_kernel_wait_gives_up_at_its_timeout_and_leaves_no_timer(held: Held) -> None:
     started = time.monotonic()
-    assert private_files._wait_in_kernel(held.fd, 0.2) is False  # the timer signal ended it
+    assert private_files._wait_in_kernel(held.fd, fcntl.LOCK_EX, 0.2) is False  # the timer signal ended it
     assert time.monotonic() - started >= 0.2
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
 
@@ -286,15 +286,49 @@ def test_a_running_timer_or_another_thread_means_polling(held: Held) -> None:
     fd = held.fd
     signal.setitimer(signal.ITIMER_REAL, 60)  # the deadline's backstop, say
     try:
-        assert private_files._wait_in_kernel(fd, 1.0) is None
+        assert private_files._wait_in_kernel(fd, fcntl.LOCK_EX, 1.0) is None
         clock = Clock()
         assert lock(fd, 2.0, clock=clock, sleep=clock.sleep) is False and clock.now == 102.0
         assert signal.getitimer(signal.ITIMER_REAL)[0] > 50  # untouched
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    thread, outcome = in_thread(lambda: private_files._wait_in_kernel(fd, 1.0))
+    thread, outcome = in_thread(lambda: private_files._wait_in_kernel(fd, fcntl.LOCK_EX, 1.0))
     thread.join(30)
     assert outcome == [None]
+
+
+def test_a_shared_lock_is_taken_beside_other_shared_holders_not_beside_an_exclusive_one(directory: Path) -> None:
+    path = str(directory / "l")
+    reader, other, writer = open_lock(path), open_lock(path), open_lock(path)
+    try:
+        assert lock(reader, 0.0, shared=True) is True
+        assert lock(other, 0.0, shared=True) is True  # beside it, at once
+        assert private_files.try_lock(writer) is False  # an exclusive one waits for both
+        os.close(reader)
+        os.close(other)
+        reader = other = -1
+        assert private_files.try_lock(writer) is True
+        clock = Clock()
+        other = open_lock(path)
+        assert lock(other, 2.0, shared=True, clock=clock, sleep=clock.sleep) is False  # behind the exclusive one
+    finally:
+        for fd in (reader, other, writer):
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_a_shared_wait_in_the_kernel_ends_the_moment_the_exclusive_holder_lets_go(held: Held) -> None:
+    def release_once_blocked() -> None:
+        while not blocked_waiters(held.path):  # an event the kernel reports, not a guessed delay
+            time.sleep(0.001)
+        fcntl.flock(held.holder, fcntl.LOCK_SH)  # the holder is done, and stays as a reader
+
+    releaser = threading.Thread(target=release_once_blocked)
+    releaser.start()
+    try:
+        assert lock(held.fd, 30.0, shared=True) is True  # beside the holder, now a reader too
+    finally:
+        releaser.join(30)
 
 
 def test_a_file_system_that_cannot_lock_raises(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:

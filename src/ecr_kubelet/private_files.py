@@ -9,9 +9,10 @@ module). What every one of them needs, written once:
   that no one else may read or write.
 * `write_file`: replace a file atomically: a new temp file in the same directory (created exclusively,
   no link followed), fsync, rename over the name, fsync of the directory. 0600 unless told otherwise.
-* `open_lock` and `lock`: an exclusive `flock` that waits up to a timeout, the caller's remaining
-  deadline, and never past it: blocked in the kernel, which wakes the waiter the moment the holder lets
-  go, ended by a one-shot timer signal; polling where no timer signal can be used.
+* `open_lock`, `try_lock` and `lock`: a `flock`, exclusive or shared, that waits up to a timeout, the
+  caller's remaining deadline, and never past it: blocked in the kernel, which wakes the waiter the
+  moment the holder lets go, ended by a one-shot timer signal; polling where no timer signal can be
+  used.
 
 Standard library only, and only modules the interpreter has built in: a cache hit reads with it.
 """
@@ -167,26 +168,35 @@ def open_lock(path: str, *, dir_fd: int | None = None) -> int:
     return fd
 
 
-def lock(fd: int, timeout: float, *, waiting: Callable[[], None] | None = None,
+def try_lock(fd: int) -> bool:
+    """Take the exclusive flock of `fd` if no one holds it (True), without waiting. Raises OSError when
+    the file system cannot lock."""
+    return _try(fd, fcntl.LOCK_EX)
+
+
+def lock(fd: int, timeout: float, *, shared: bool = False, waiting: Callable[[], None] | None = None,
          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Take the exclusive flock of `fd`, waiting at most `timeout` seconds (what remains of the caller's
-    deadline; at most one try when it is not positive). True: held; False: the wait ran out.
-    `waiting` is called once before a wait begins. Raises OSError when the file system cannot lock.
-    `clock` and `sleep` are the polling wait's, injected in tests."""
+    """Take the flock of `fd`, exclusive, or `shared` with other shared holders, waiting at most
+    `timeout` seconds (what remains of the caller's deadline; at most one try when it is not positive).
+    A shared lock taken where this descriptor holds the exclusive one, or the other way round, replaces
+    it (not atomically: flock lets go first). True: held; False: the wait ran out. `waiting` is called
+    once before a wait begins. Raises OSError when the file system cannot lock. `clock` and `sleep` are
+    the polling wait's, injected in tests."""
+    operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     end = clock() + timeout
-    if _try(fd):
+    if _try(fd, operation):
         return True
     if waiting is not None:
         waiting()
-    acquired = _wait_in_kernel(fd, end - clock())
+    acquired = _wait_in_kernel(fd, operation, end - clock())
     if acquired is None:
-        acquired = _poll(fd, end, clock, sleep)
+        acquired = _poll(fd, operation, end, clock, sleep)
     return acquired
 
 
-def _try(fd: int) -> bool:
+def _try(fd: int, operation: int) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
@@ -200,7 +210,7 @@ def _wait_over(_signum: int, _frame: object) -> None:
     raise _WaitOver
 
 
-def _wait_in_kernel(fd: int, timeout: float) -> bool | None:
+def _wait_in_kernel(fd: int, operation: int, timeout: float) -> bool | None:
     """Wait for the lock in the kernel, which wakes us the moment its holder lets go; a one-shot timer
     signal ends the wait. None where that cannot be done: in a thread other than the main one, or while
     another timer runs (the deadline's backstop), whose signal this must not take.
@@ -225,7 +235,7 @@ def _wait_in_kernel(fd: int, timeout: float) -> bool | None:
     try:
         _signal.setitimer(_signal.ITIMER_REAL, timeout)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # EINTR from the timer raises _WaitOver (PEP 475)
+            fcntl.flock(fd, operation)  # EINTR from the timer raises _WaitOver (PEP 475)
             return True
         finally:
             _signal.setitimer(_signal.ITIMER_REAL, 0)
@@ -235,10 +245,10 @@ def _wait_in_kernel(fd: int, timeout: float) -> bool | None:
         _signal.signal(_signal.SIGALRM, previous)
 
 
-def _poll(fd: int, end: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
+def _poll(fd: int, operation: int, end: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
     interval = POLL_FIRST
     while True:
-        if _try(fd):
+        if _try(fd, operation):
             return True
         left = end - clock()
         if left <= 0:
