@@ -33,7 +33,7 @@ from run import REGISTRY, Sample, Stub, build_runner, log, provider_env, request
 from ecr_kubelet import compiled_re, pinned  # noqa: E402
 from frozen import prelude  # noqa: E402  (tests/frozen.py)
 
-MAIN = "from ecr_kubelet.cli import main\nraise SystemExit(main())\n"
+MAIN = "from ecr_kubelet.cli import run\nrun()\n"
 SERVICES = ("ecr", "ecr-public", "sts", "sso", "sso-oidc", "signin")  # as the spec records them
 
 

@@ -123,6 +123,6 @@ if __name__ == "__main__":
     gc.disable()
     _restore_environment()
     _faster_imports()
-    from ecr_kubelet.cli import main
+    from ecr_kubelet.cli import run
 
-    sys.exit(main())
+    run()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,28 @@ def test_a_malformed_local_aws_configuration_is_bad_input_not_internal(
 def test_closed_stdin_is_bad_input(provider_cmd: list[str], provider_env: dict[str, str], stub: StubClient) -> None:
     result = spawn(["sh", "-c", "exec 0<&-; exec \"$@\"", "sh", *provider_cmd], provider_env)
     assert "stdin" in one_line(result, 2)
+
+
+# ---- the process's end (cli.run) ---------------------------------------------------------------------
+
+
+def test_the_process_ends_at_once_with_its_output_all_out_and_its_exit_code(
+        provider_env: dict[str, str], stub: StubClient) -> None:
+    """cli.run ends the process when the command is done, without the interpreter's teardown (an atexit
+    hook stands for it: it must not run), yet everything printed is out and the exit code is the
+    command's: a whole answer on stdout, or one error line on stderr."""
+    program = ("import atexit, sys\n"
+               "atexit.register(lambda: sys.stderr.write('torn down\\n'))\n"
+               "from ecr_kubelet.cli import run\n"
+               "run()\n")
+
+    def run_program(request: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-c", program], input=request, env=provider_env, capture_output=True,
+                              timeout=60, check=False)
+
+    answered = run_program(REQUEST)
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["auth"][HOST]["password"] and answered.stderr == b""
+    refused = run_program(b"{not json")
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert len(refused.stderr.splitlines()) == 1 and b"torn down" not in refused.stderr

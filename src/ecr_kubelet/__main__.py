@@ -1,3 +1,3 @@
-from ecr_kubelet.cli import main
+from ecr_kubelet.cli import run
 
-raise SystemExit(main())
+run()
