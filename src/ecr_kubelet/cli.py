@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ecr_kubelet.command import end_process
 from ecr_kubelet.flags import HELPER_PROG, HELPER_SUBCOMMAND
 
 TYPE_CHECKING = False
@@ -44,19 +45,5 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The process's entry (the console scripts, `python -m ecr_kubelet`, the binary): `main`, then the
-    process ends at once, without tearing the interpreter down.
-
-    A run answers one request and exits. Tearing down frees every module and runs a last garbage
-    collection over botocore's objects, about 5 ms of a cache hit and 90 ms of a miss, for nothing the
-    kernel does not do at exit anyway. What must outlive the run is already out: cache entries are
-    fsynced and renamed, locks go with the process, the command flushed stdout, and stderr is
-    flushed here. No thread or atexit hook of ours or of botocore's is left to wait for.
-    """
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass  # the command reported an unwritable stdout already; stderr has no one to tell
-    os._exit(code)
+    process ends at once (command.end_process)."""
+    end_process(main())

@@ -31,6 +31,7 @@ from ecr_kubelet.errors import EXIT_INTERNAL, ProviderError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import NoReturn
 
     from ecr_kubelet.observe import Observer
     from ecr_kubelet.options import Options
@@ -102,6 +103,29 @@ class Command:
             sys.stderr.flush()
         except (OSError, ValueError, AttributeError):
             pass  # stderr is closed or full too: the exit code is all that is left
+
+
+def end_process(code: int) -> NoReturn:
+    """End the process now, without the interpreter's teardown (cli.run, after every subcommand).
+
+    A run answers one request and exits; tearing down frees every module and runs a last garbage
+    collection over botocore's objects (about 5 ms of a cache hit and 90 ms of a miss) for nothing the
+    kernel does not do at exit, while the kubelet or a registry client waits for the exit. What must
+    outlive the run is out already or here: cache entries are fsynced and renamed, locks go with the
+    process, stdout and stderr are flushed, and so are logging's handlers (-v, the Docker helper's log
+    file). No thread or atexit hook of ours or of botocore's is left to wait for.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # the command reported an unwritable stdout already; stderr has no one to tell
+    if "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()
+    os._exit(code)
 
 
 def describe(exc: BaseException) -> tuple[str, int]:

@@ -72,24 +72,10 @@ class CredentialsNotFound(Exception):
     """The server URL is not an ECR registry we can serve: the client should pull anonymously."""
 
 
-def main(args: list[str]) -> NoReturn:
-    """Run one helper verb and exit with its code."""
-    _exit_now(_main(args))
-
-
-def _exit_now(code: int) -> NoReturn:
-    """Exit without the interpreter's teardown, about a tenth of a cache hit: registry clients wait for
-    the helper to exit, and everything it had to say is written (flushed here; the log file closed)."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass  # a client that stopped reading: the exit code still says what happened
-    if "logging" in sys.modules:
-        import logging
-
-        logging.shutdown()
-    os._exit(code)
+def main(args: list[str]) -> int:
+    """Run one helper verb: its exit code (the process then ends at once, command.end_process: registry
+    clients wait for the helper's exit)."""
+    return _main(args)
 
 
 def _main(args: list[str]) -> int:

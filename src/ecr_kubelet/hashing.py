@@ -15,12 +15,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING or not pinned.python():
     from hashlib import sha256
 else:
-    try:
-        from _sha2 import sha256
-    except ImportError:
-        try:
+    import sys
+
+    try:  # the one this version has: an import that fails searches every finder first (0.3 ms in the binary)
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256
+        else:
             from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
+    except ImportError:
+        from hashlib import sha256
 
 __all__ = ["sha256"]
