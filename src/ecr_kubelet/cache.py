@@ -342,7 +342,8 @@ def _run_ahead() -> int | None:
     start, and the one that fetches needs a few hundred more (botocore) before anyone can answer. At an
     equal share it finishes after nearly all of them have started, and the CPU then waits on the API's
     answer; ahead of them, its call goes out while they start (a storm of 50 on 2 CPUs: about 0.3 s
-    sooner). The raise ends with the fetch, before the lock is let go.
+    sooner). The raise ends with the fetch, before the lock is let go; a `credential_process` started
+    meanwhile runs at it too, as part of the fetch the others wait for.
     """
     try:
         before = os.getpriority(os.PRIO_PROCESS, 0)
