@@ -107,6 +107,14 @@ def blocked_waiters(path: Path) -> int:
                if "->" in line and line.split()[-3].endswith(f":{inode}"))
 
 
+def flocks_held(path: Path) -> list[str]:
+    """The flocks held on `path` (READ: shared, WRITE: exclusive), as /proc/locks lists them; waiters
+    (`->`) are not holders."""
+    inode = path.stat().st_ino
+    return sorted(line.split()[3] for line in Path("/proc/locks").read_text().splitlines()
+                  if "->" not in line and line.split()[1] == "FLOCK" and line.split()[-3].endswith(f":{inode}"))
+
+
 def require_tool(name: str, found: str | None) -> str:
     """A tool a test needs: its path, else a skip locally and a failure in CI (scripts/setup installs it)."""
     import os

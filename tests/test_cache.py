@@ -34,7 +34,7 @@ from ecr_kubelet.cache import (
 from ecr_kubelet.errors import AuthError, BadInputError, ProviderError, UnavailableError
 from ecr_kubelet.freshness import Freshness
 from ecr_kubelet.models import Token
-from helpers import RunProvider, StubClient, blocked_waiters, in_thread, make_request
+from helpers import RunProvider, StubClient, blocked_waiters, flocks_held, in_thread, make_request
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -526,12 +526,17 @@ def test_a_queued_run_fetches_itself_when_the_holder_left_neither_token_nor_erro
     releaser = threading.Thread(target=die_once_blocked)
     releaser.start()
     token = make_token(password="fetched-by-the-waiter")
-    fetch = Fetcher(token)
+    kinds: list[list[str]] = []
+
+    def fetch() -> Token:
+        kinds.append(flocks_held(lock))  # the lock this run holds while it calls AWS
+        return token
+
     try:
         assert TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=20) == (token, "fetched")
     finally:
         releaser.join(30)
-    assert fetch.calls == 1
+    assert kinds == [["WRITE"]]  # once, and exclusive: no other queued run can fetch beside it
     assert TokenCache(cache_dir, FRESH).lookup(KEY) == token
 
 
@@ -555,6 +560,42 @@ def test_the_run_that_fetches_for_the_others_runs_ahead_of_them_until_it_is_done
                                                   lock_timeout=5)
     assert seen == [max(-20, before - cache_mod.RUN_AHEAD)] * 2
     assert _priority() == before  # given back, whatever the fetch's outcome
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority takes root")
+def test_a_fetch_within_a_fetch_keeps_the_first_raise(cache_dir: Path) -> None:
+    """An unnamed flight whose identity can be named after all fetches through the cache inside its own
+    flight: one raise, not two, and given back once."""
+    before = _priority()
+    seen: list[int] = []
+    cache = TokenCache(cache_dir, FRESH)
+
+    def named_after_all() -> None:
+        seen.append(_priority())
+
+        def fetch() -> Token:
+            seen.append(_priority())
+            return make_token()
+
+        cache.get_or_fetch(KEY, fetch, lock_timeout=5)
+        seen.append(_priority())
+
+    cache.fetch_alone(FLIGHT, named_after_all, lock_timeout=5)
+    assert seen == [max(-20, before - cache_mod.RUN_AHEAD)] * 3
+    assert _priority() == before
+
+
+def test_a_run_without_a_lock_does_not_run_ahead(cache_dir: Path) -> None:
+    """No cache directory (or no lock): no one waits for this run, so it keeps its place."""
+    before = _priority()
+    seen: list[int] = []
+
+    def fetch() -> Token:
+        seen.append(_priority())
+        return make_token()
+
+    TokenCache(None, FRESH).get_or_fetch(KEY, fetch, lock_timeout=5)
+    assert seen == [before]
 
 
 def test_a_run_not_permitted_to_run_ahead_fetches_all_the_same(

@@ -42,7 +42,7 @@ SCRIPT = Path(sys.executable).parent / "ecr-credential-provider"
 def install(request: pytest.FixtureRequest) -> tuple[list[str], set[str]]:
     """The command that runs the plugin, and what a cache hit must not load there."""
     if request.param == "binary":
-        return [sys.executable, "-c", prelude() + "from ecr_kubelet.cli import main\nraise SystemExit(main())"], \
+        return [sys.executable, "-c", prelude() + "from ecr_kubelet.cli import run\nrun()"], \
             NOT_ON_A_HIT
     return [str(SCRIPT)], NOT_ON_A_HIT - JSON_PACKAGE
 

@@ -308,9 +308,8 @@ def test_a_shared_lock_is_taken_beside_other_shared_holders_not_beside_an_exclus
         os.close(other)
         reader = other = -1
         assert private_files.try_lock(writer) is True
-        clock = Clock()
         other = open_lock(path)
-        assert lock(other, 2.0, shared=True, clock=clock, sleep=clock.sleep) is False  # behind the exclusive one
+        assert lock(other, 0.05, shared=True) is False  # behind the exclusive one
     finally:
         for fd in (reader, other, writer):
             if fd >= 0:

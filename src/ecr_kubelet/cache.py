@@ -88,6 +88,7 @@ class TokenCache:
         self.directory = None if directory is None else os.fspath(directory)
         self.freshness = freshness
         self._warned: set[str] = set()  # entries already reported as unusable, to warn once
+        self._niceness_before: int | None = None  # while this run fetches ahead of the others (_run_ahead)
 
     # -- single flight -------------------------------------------------------------------------
 
@@ -117,20 +118,23 @@ class TokenCache:
         try:
             lock = self._open_lock(key)
             try:
-                # Another run is fetching: queue behind it beside the other runs that need it.
-                if lock is not None and not _try_lock(lock) and _wait(lock, end, shared=True):
+                held = lock is not None and _try_lock(lock)
+                if lock is not None and held is False and _wait(lock, end, shared=True):
+                    # Another run was fetching: we queued behind it beside the other runs that need it.
                     answer = self._answer_of_holder(key, attempts_before)
                     if answer is not None:
                         return answer, "hit"
-                    # It ended with neither a token nor an error (killed): fetch it ourselves, one run
-                    # at a time.
-                    _wait(lock, end, shared=False)
+                    # It ended with neither a token nor an error (killed): fetch it ourselves, one run at
+                    # a time. Let go first: where flock is emulated with POSIX locks (NFS), two runs
+                    # turning a shared lock into an exclusive one in place would wait for each other.
+                    private_files.unlock(lock)
+                    held = _wait(lock, end, shared=False)
                 # Whoever held the lock before us may have refreshed the entry already.
                 answer = self._answer_of_holder(key, attempts_before)
                 if answer is not None:
                     return answer, "hit"
                 cached = self.lookup(key) or cached
-                token = self._fetch_and_record(key, fetch, attempts_before)
+                token = self._fetch_and_record(key, fetch, attempts_before, locked=held is True)
             finally:
                 if lock is not None:
                     os.close(lock)  # closing releases the flock
@@ -164,23 +168,24 @@ class TokenCache:
             failure = self._failure_while_queued(flight, attempts_before)
             if isinstance(failure, UnavailableError):
                 raise failure
-            before = _run_ahead()
+            raised = self._run_ahead(lock is not None)
             try:
                 result = fetch()
             except UnavailableError as exc:
                 self._record_attempt(flight, attempts_before, exc)
                 raise
             finally:
-                _fall_back_in_line(before)
+                self._fall_back_in_line(raised)
             self._record_attempt(flight, attempts_before, None)
             return result
         finally:
             if lock is not None:
                 os.close(lock)
 
-    def _fetch_and_record(self, key: str, fetch: Callable[[], Token], attempts_before: int) -> Token:
-        """Call `fetch` under the key's lock and record how it ended for the runs queued behind us."""
-        before = _run_ahead()
+    def _fetch_and_record(self, key: str, fetch: Callable[[], Token], attempts_before: int, locked: bool) -> Token:
+        """Call `fetch` under the key's lock (when `locked`) and record how it ended for the runs queued
+        behind us."""
+        raised = self._run_ahead(locked)
         try:
             try:
                 token = fetch()
@@ -194,8 +199,43 @@ class TokenCache:
             self.store(key, token)  # before the lock is let go: the waiters read it next
             self._record_attempt(key, attempts_before, None)
         finally:
-            _fall_back_in_line(before)
+            self._fall_back_in_line(raised)
         return token
+
+    # -- the fetch ahead of the runs that wait for it -----------------------------------------------
+
+    def _run_ahead(self, locked: bool) -> bool:
+        """Raise this run's CPU priority by RUN_AHEAD (nice) while it fetches for the runs queued behind
+        it: True if raised here (the caller gives it back with _fall_back_in_line). Not where there is
+        no lock (no one waits for us), not where not permitted (not root), and once: a fetch within a
+        fetch (an unnamed flight that can name its identity after all) keeps the first raise.
+
+        At node boot the kubelet starts dozens of runs at once; each costs tens of milliseconds of CPU to
+        start, and the one that fetches needs a few hundred more (botocore) before anyone can answer. At an
+        equal share it finishes after nearly all of them have started, and the CPU then waits on the API's
+        answer; ahead of them, its call goes out while they start (a storm of 50 on 2 CPUs: about 0.3 s
+        sooner). The raise ends with the fetch, before the lock is let go; a `credential_process` started
+        meanwhile runs at it too, as part of the fetch the others wait for.
+        """
+        if not locked or self._niceness_before is not None:
+            return False
+        try:
+            before = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, 0, max(-20, before - RUN_AHEAD))
+        except OSError:
+            return False
+        self._niceness_before = before
+        return True
+
+    def _fall_back_in_line(self, raised: bool) -> None:
+        if not raised:
+            return  # not ours to give back
+        before, self._niceness_before = self._niceness_before, None
+        if before is not None:
+            try:  # noqa: SIM105 (contextlib is not loaded on a hit)
+                os.setpriority(os.PRIO_PROCESS, 0, before)  # a lower priority is always allowed
+            except OSError:
+                pass
 
     # -- failures seen while queued ------------------------------------------------------------
 
@@ -334,41 +374,14 @@ class TokenCache:
         return None
 
 
-def _run_ahead() -> int | None:
-    """Raise this run's CPU priority by RUN_AHEAD (nice) while it fetches for the runs queued behind it:
-    its niceness before, to restore; None where that is not permitted (not root), which changes nothing.
-
-    At node boot the kubelet starts dozens of runs at once; each costs tens of milliseconds of CPU to
-    start, and the one that fetches needs a few hundred more (botocore) before anyone can answer. At an
-    equal share it finishes after nearly all of them have started, and the CPU then waits on the API's
-    answer; ahead of them, its call goes out while they start (a storm of 50 on 2 CPUs: about 0.3 s
-    sooner). The raise ends with the fetch, before the lock is let go; a `credential_process` started
-    meanwhile runs at it too, as part of the fetch the others wait for.
-    """
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, 0, max(-20, before - RUN_AHEAD))
-    except OSError:
-        return None
-    return before
-
-
-def _fall_back_in_line(before: int | None) -> None:
-    if before is not None:
-        try:  # noqa: SIM105 (contextlib is not loaded on a hit)
-            os.setpriority(os.PRIO_PROCESS, 0, before)  # a lower priority is always allowed
-        except OSError:
-            pass
-
-
-def _try_lock(fd: int) -> bool:
-    """Take the lock if no one holds it. True also where the file system cannot lock (warned): the run
-    then goes on without the lock rather than fail the pull."""
+def _try_lock(fd: int) -> bool | None:
+    """Take the lock if no one holds it: True; False: someone does; None: this file system cannot lock
+    (warned), so the run goes on without the lock rather than fail the pull."""
     try:
         return private_files.try_lock(fd)
     except OSError as exc:  # e.g. ENOLCK where the file system has no flock: never fail the pull
         log.warning("cannot lock the token cache: %s; going on without the lock", exc.strerror)
-        return True
+        return None
 
 
 def _wait(fd: int, end: float, *, shared: bool) -> bool:

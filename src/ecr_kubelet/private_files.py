@@ -9,7 +9,7 @@ module). What every one of them needs, written once:
   that no one else may read or write.
 * `write_file`: replace a file atomically: a new temp file in the same directory (created exclusively,
   no link followed), fsync, rename over the name, fsync of the directory. 0600 unless told otherwise.
-* `open_lock`, `try_lock` and `lock`: a `flock`, exclusive or shared, that waits up to a timeout, the
+* `open_lock`, `try_lock`, `lock` and `unlock`: a `flock`, exclusive or shared, that waits up to a timeout, the
   caller's remaining deadline, and never past it: blocked in the kernel, which wakes the waiter the
   moment the holder lets go, ended by a one-shot timer signal; polling where no timer signal can be
   used.
@@ -172,6 +172,11 @@ def try_lock(fd: int) -> bool:
     """Take the exclusive flock of `fd` if no one holds it (True), without waiting. Raises OSError when
     the file system cannot lock."""
     return _try(fd, fcntl.LOCK_EX)
+
+
+def unlock(fd: int) -> None:
+    """Let the flock of `fd` go, keeping the descriptor open."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def lock(fd: int, timeout: float, *, shared: bool = False, waiting: Callable[[], None] | None = None,
