@@ -241,3 +241,20 @@ def test_the_process_ends_at_once_with_its_output_all_out_and_its_exit_code(
     refused = run_program(b"{not json")
     assert refused.returncode == 2 and refused.stdout == b""
     assert len(refused.stderr.splitlines()) == 1 and b"torn down" not in refused.stderr
+
+
+def test_ending_the_process_flushes_what_is_still_buffered(tmp_path: Path) -> None:
+    """command.end_process: stdout and stderr written without a flush, and a logging handler that holds
+    its records until it is flushed or closed, are all out when the process ends, with the code given."""
+    log_file = tmp_path / "log"
+    program = ("import logging, logging.handlers, sys\n"
+               f"target = logging.FileHandler({str(log_file)!r})\n"
+               "logging.getLogger().addHandler(logging.handlers.MemoryHandler(100, target=target))\n"
+               "logging.getLogger().warning('held by the handler')\n"
+               "sys.stdout.write('on stdout'); sys.stderr.write('on stderr')\n"
+               "from ecr_kubelet.command import end_process\n"
+               "end_process(3)\n")
+    ended = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60, check=False,
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": ""})
+    assert (ended.returncode, ended.stdout, ended.stderr) == (3, b"on stdout", b"on stderr")
+    assert log_file.read_text() == "held by the handler\n"
