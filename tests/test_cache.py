@@ -544,16 +544,20 @@ def _priority() -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority takes root")
-def test_the_run_that_fetches_for_the_others_runs_ahead_of_them_until_it_is_done(cache_dir: Path) -> None:
-    before = _priority()
-    seen: list[int] = []
-
+def _fetch_noting_priority(seen: list[int]) -> Callable[[], Token]:
+    """A fetch that notes the run's CPU priority while it runs."""
     def fetch() -> Token:
         seen.append(_priority())
         return make_token()
 
-    TokenCache(cache_dir, FRESH).get_or_fetch(KEY, fetch, lock_timeout=5)
+    return fetch
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority takes root")
+def test_the_run_that_fetches_for_the_others_runs_ahead_of_them_until_it_is_done(cache_dir: Path) -> None:
+    before = _priority()
+    seen: list[int] = []
+    TokenCache(cache_dir, FRESH).get_or_fetch(KEY, _fetch_noting_priority(seen), lock_timeout=5)
     TokenCache(cache_dir, FRESH).fetch_alone(FLIGHT, lambda: seen.append(_priority()), lock_timeout=5)
     with pytest.raises(UnavailableError):
         TokenCache(cache_dir, FRESH).get_or_fetch("other" + KEY[5:], Fetcher(UnavailableError("throttled")),
@@ -572,12 +576,7 @@ def test_a_fetch_within_a_fetch_keeps_the_first_raise(cache_dir: Path) -> None:
 
     def named_after_all() -> None:
         seen.append(_priority())
-
-        def fetch() -> Token:
-            seen.append(_priority())
-            return make_token()
-
-        cache.get_or_fetch(KEY, fetch, lock_timeout=5)
+        cache.get_or_fetch(KEY, _fetch_noting_priority(seen), lock_timeout=5)
         seen.append(_priority())
 
     cache.fetch_alone(FLIGHT, named_after_all, lock_timeout=5)
@@ -589,12 +588,7 @@ def test_a_run_without_a_lock_does_not_run_ahead(cache_dir: Path) -> None:
     """No cache directory (or no lock): no one waits for this run, so it keeps its place."""
     before = _priority()
     seen: list[int] = []
-
-    def fetch() -> Token:
-        seen.append(_priority())
-        return make_token()
-
-    TokenCache(None, FRESH).get_or_fetch(KEY, fetch, lock_timeout=5)
+    TokenCache(None, FRESH).get_or_fetch(KEY, _fetch_noting_priority(seen), lock_timeout=5)
     assert seen == [before]
 
 

@@ -121,19 +121,19 @@ class TokenCache:
                 held = lock is not None and _try_lock(lock)
                 if lock is not None and held is False and _wait(lock, end, shared=True):
                     # Another run was fetching: we queued behind it beside the other runs that need it.
-                    answer = self._answer_of_holder(key, attempts_before)
-                    if answer is not None:
-                        return answer, "hit"
+                    entry, fresh = self._left_by_holder(key, attempts_before)
+                    if entry is not None and fresh:
+                        return entry, "hit"
                     # It ended with neither a token nor an error (killed): fetch it ourselves, one run at
                     # a time. Let go first: where flock is emulated with POSIX locks (NFS), two runs
                     # turning a shared lock into an exclusive one in place would wait for each other.
                     private_files.unlock(lock)
                     held = _wait(lock, end, shared=False)
                 # Whoever held the lock before us may have refreshed the entry already.
-                answer = self._answer_of_holder(key, attempts_before)
-                if answer is not None:
-                    return answer, "hit"
-                cached = self.lookup(key) or cached
+                entry, fresh = self._left_by_holder(key, attempts_before)
+                if entry is not None and fresh:
+                    return entry, "hit"
+                cached = entry or cached
                 token = self._fetch_and_record(key, fetch, attempts_before, locked=held is True)
             finally:
                 if lock is not None:
@@ -145,17 +145,17 @@ class TokenCache:
             raise
         return token, "fetched"
 
-    def _answer_of_holder(self, key: str, attempts_before: int) -> Token | None:
-        """What the run that held the key's lock before us left: a fresh token, or its failure raised;
-        None when it left neither."""
-        refreshed = self.lookup(key)
-        if refreshed is not None and self.freshness.is_fresh(refreshed, time.time()):
-            return refreshed
+    def _left_by_holder(self, key: str, attempts_before: int) -> tuple[Token | None, bool]:
+        """What the run that held the key's lock before us left: the key's entry (if still usable) and
+        whether it is fresh; its failure is raised when it failed and left no fresh token."""
+        entry = self.lookup(key)
+        if entry is not None and self.freshness.is_fresh(entry, time.time()):
+            return entry, True
         failure = self._failure_while_queued(key, attempts_before)
         if failure is not None:
             log.info("the token fetch this run waited for failed; not repeating it")
             raise failure
-        return None
+        return entry, False
 
     def fetch_alone(self, flight: str, fetch: Callable[[], Result], lock_timeout: float) -> Result:
         """Run `fetch` while holding the lock of `flight`, a key that names no identity: one run at a

@@ -75,10 +75,6 @@ class CredentialsNotFound(Exception):
 def main(args: list[str]) -> int:
     """Run one helper verb: its exit code (the process then ends at once, command.end_process: registry
     clients wait for the helper's exit)."""
-    return _main(args)
-
-
-def _main(args: list[str]) -> int:
     redact.register_environment(os.environ)
     if args[:1] in (["-h"], ["--help"], ["help"]):
         _write(HELP.encode())
